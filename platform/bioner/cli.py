@@ -1,0 +1,189 @@
+"""The `bioner` command: train, evaluate, predict, datasets."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import BionerError
+
+app = typer.Typer(
+    help="Biomedical NER with the multi-task MRC method: Ray Train for training, MLflow for tracking.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+datasets_app = typer.Typer(help="List dataset specs, or check one.", invoke_without_command=True)
+app.add_typer(datasets_app, name="datasets")
+out = Console()
+err = Console(stderr=True)
+
+SET_HELP = "Override a config key: key=value, value parsed as YAML (e.g. --set train_fraction=0.1). Repeatable."
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="YAML training config (a tune config works too: its base values are trained)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Train one model on Ray Train, score it, and log everything to MLflow."""
+    from .config import FOREIGN_KEYS, TrainConfig, load_config
+    from .training import run_training
+
+    cfg = load_config(TrainConfig, config, set_, ignore=FOREIGN_KEYS)
+    out.print(
+        f"[bold]training[/] {cfg.dataset} with {cfg.encoder}: "
+        + (f"multi-task ({cfg.query_source} queries, alpha={cfg.alpha}, beta={cfg.beta})" if cfg.multitask else "single task (beta = 0)")
+        + f", {cfg.epochs} epoch(s), {cfg.num_workers} worker(s)"
+    )
+    res = run_training(cfg, progress=not quiet)
+    _print_scores(res.metrics)
+    _print_sample(res.model_dir, cfg)
+    uri = cfg.resolved_tracking_uri()
+    out.print(f"\nmodel:        {res.model_dir}\nMLflow run:   {res.run_id}  (model: runs:/{res.run_id}/model)")
+    out.print(f"predictions:  {res.predictions}")
+    out.print(f"open the UI:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+
+
+def _print_scores(metrics: dict) -> None:
+    t = Table(title="scores")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in metrics.items():
+        t.add_row(k, f"{v:.4f}")
+    out.print(t)
+
+
+def _print_sample(model_dir: Path, cfg) -> None:
+    from .corpora import load_spec, read_split
+    from .evaluation import spans
+    from .predict import Tagger
+
+    split = read_split(load_spec(cfg.dataset), cfg.eval_split)
+    sample = next((t for t, g in zip(split.tokens, split.tags) if spans(g)), split.tokens[0])
+    text = " ".join(sample)
+    ents = Tagger.load(model_dir).entities([text])[0]
+    out.print(f"\nsample: {text}")
+    out.print("entities: " + json.dumps(ents))
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Option(..., "--model", help="Model folder, or an MLflow model URI (runs:/ID/model, models:/NAME@ALIAS)."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset name or spec path."),
+    split: str = typer.Option("test", "--split", help="Split to score: train, devel or test."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write token/gold/predicted TSV here."),
+    batch_size: int = typer.Option(64, help="Sentences per inference batch."),
+):
+    """Score a model on a dataset split: entity-level P/R/F1 (strict IOB2), per type, MRC F1."""
+    from .corpora import load_spec, read_split
+    from .predict import Tagger, resolve_model
+    from .training import evaluate_split, write_predictions
+
+    if split not in ("train", "devel", "test"):
+        raise BionerError(f"--split {split!r}: expected train, devel or test")
+    spec = load_spec(dataset)
+    data = read_split(spec, split)
+    tagger = Tagger.load(resolve_model(model), batch_size=batch_size)
+    if tagger.types != spec.types:
+        raise BionerError(f"--dataset {dataset}: types {spec.types} differ from the model's {tagger.types}")
+    metrics, pred = evaluate_split(tagger, data, spec.types, with_mrc=True)
+    _print_scores(metrics)
+    if predictions:
+        write_predictions(predictions, data.tokens, data.tags, pred)
+        out.print(f"predictions: {predictions}")
+
+
+@app.command()
+def predict(
+    text: Optional[List[str]] = typer.Argument(None, help="Texts to tag (each one argument)."),
+    model: str = typer.Option(..., "--model", help="Model folder, or an MLflow model URI (runs:/ID/model, models:/NAME@ALIAS)."),
+    input_: Optional[Path] = typer.Option(None, "--input", help="File with one text per line ('-' for stdin)."),
+    batch_size: int = typer.Option(64, help="Texts per inference batch."),
+):
+    """Tag raw text: one JSON line per text, {"text", "entities": [{"text", "start", "end", "type"}]}."""
+    from .predict import Tagger, resolve_model
+
+    texts = list(text or [])
+    if input_ is not None:
+        if str(input_) == "-":
+            texts += [l.rstrip("\n") for l in sys.stdin]
+        else:
+            if not input_.is_file():
+                raise BionerError(f"--input {input_}: file not found")
+            try:
+                texts += input_.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError as e:
+                raise BionerError(f"--input {input_}: not UTF-8 ({e.reason})") from None
+    if not texts:
+        raise BionerError("nothing to tag: give TEXT arguments or --input FILE")
+    tagger = Tagger.load(resolve_model(model), batch_size=batch_size)
+    for t, ents in zip(texts, tagger.entities(texts, progress=len(texts) > 1000)):
+        sys.stdout.write(json.dumps({"text": t, "entities": ents}, ensure_ascii=False) + "\n")
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+@datasets_app.callback()
+def datasets_list(ctx: typer.Context):
+    """List the dataset specs found (experiments/datasets, $BIONER_DATASETS) with sentence and entity counts."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .corpora import list_specs, load_spec, read_split, split_stats
+
+    t = Table(title="datasets")
+    for c in ("name", "types", "train sent/ent", "devel sent/ent", "test sent/ent", "spec"):
+        t.add_column(c)
+    for path in list_specs():
+        try:
+            spec = load_spec(path)
+            cells = []
+            for s in ("train", "devel", "test"):
+                st = split_stats(read_split(spec, s))
+                cells.append(f"{st['sentences']:,} / {st['entities']:,}")
+            t.add_row(spec.name, ", ".join(spec.types), *cells, _rel(path))
+        except BionerError as e:
+            t.add_row(path.stem, "[red]invalid[/]", "", "", "", str(e))
+    out.print(t)
+
+
+@datasets_app.command("check")
+def datasets_check(spec: str = typer.Argument(..., help="Dataset name or spec path.")):
+    """Validate a spec and every line of its three corpus files; print counts per split and type."""
+    from .corpora import load_spec, read_split, split_stats
+
+    s = load_spec(spec)
+    t = Table(title=f"{s.name} ({s.path})")
+    for c in ("split", "sentences", "tokens", "entities", "longest sentence (words)", "per type"):
+        t.add_column(c)
+    for name in ("train", "devel", "test"):
+        st = split_stats(read_split(s, name))
+        per = ", ".join(f"{k}: {v}" for k, v in st["per_type"].items())
+        t.add_row(name, f"{st['sentences']:,}", f"{st['tokens']:,}", f"{st['entities']:,}", str(st["max_words"]), per)
+    out.print(t)
+    out.print(f"[green]ok[/]: {s.name}, types {', '.join(s.types)}")
+
+
+def main() -> None:
+    """Console entry point: user errors are one line on stderr and exit code 2."""
+    try:
+        app()
+    except BionerError as e:
+        err.print(str(e), markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

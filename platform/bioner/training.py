@@ -1,0 +1,287 @@
+"""Joint multi-task training on Ray Train: the per-worker loop and the driver that launches it."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .data import load_job_data
+from .features import FeatureBuilder, LengthGroupedBatches, mrc_batch, mrc_rows, ner_batch
+
+TRAIN_STATE = "train_state.pt"
+MODEL_SUBDIR = "model"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def model_meta(cfg: TrainConfig, data) -> dict:
+    """What inference needs besides the weights (written as bioner.json)."""
+    return {
+        "labels": data.spec.labels,
+        "types": data.spec.types,
+        "dataset": data.spec.name,
+        "encoder": cfg.encoder,
+        "max_length": cfg.max_length,
+        "dropout": cfg.dropout,
+        "multitask": cfg.multitask,
+        "queries": data.queries.to_dict() if data.queries else None,
+    }
+
+
+def _mean_across_workers(values: list[float], device) -> list[float]:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return (t / dist.get_world_size()).tolist()
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Runs on every Ray Train worker. Reads only its argument, never global configuration."""
+    import ray.train
+    import ray.train.torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from .model import build_model, load_model, save_model
+    from .predict import Tagger
+    from .tracking import log_epoch_metrics
+
+    cfg = TrainConfig(**loop_config["train"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(loop_config["threads"])
+    seed_everything(cfg.seed)
+    device = ray.train.torch.get_device()
+
+    data = load_job_data(cfg)
+    from .model import load_tokenizer
+
+    tok = load_tokenizer(cfg.encoder, cfg.trust_remote_code)
+    fb = FeatureBuilder(tok, data.spec.labels, cfg.max_length, data.queries, data.spec.types)
+    enc = fb.encode(data.train.tokens, data.train.tags, mrc=cfg.multitask)
+
+    ckpt = ray.train.get_checkpoint()
+    start_epoch = 0
+    if ckpt:
+        with ckpt.as_directory() as d:
+            model, _, _ = load_model(Path(d) / MODEL_SUBDIR)
+            state = torch.load(Path(d) / TRAIN_STATE, map_location="cpu", weights_only=True)
+        start_epoch = state["epoch"] + 1
+    else:
+        model = build_model(cfg.encoder, len(data.spec.labels), cfg.dropout, cfg.trust_remote_code)
+        state = None
+    model.freeze_unused_heads(cfg.alpha, cfg.beta)
+
+    per_worker_bs = max(1, cfg.batch_size // world)
+    lengths = [len(x) for x in enc.ner_ids]
+    sampler = LengthGroupedBatches(lengths, per_worker_bs, cfg.seed, rank, world)
+    steps_per_epoch = len(sampler)
+    total = steps_per_epoch * cfg.epochs
+
+    model = ray.train.torch.prepare_model(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate,
+        fused=device.type == "cuda",
+    )
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+
+    pad_id = tok.pad_token_id
+    multiple = 8 if device.type == "cuda" else 1
+    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    def to_dev(b):
+        return {k: v.to(device, non_blocking=True) for k, v in b.items()}
+
+    bar = _progress_bar(rank, steps_per_epoch * (cfg.epochs - start_epoch))
+    for epoch in range(start_epoch, cfg.epochs):
+        sampler.set_epoch(epoch)
+        model.train()
+        sums = np.zeros(3)
+        n_sent = 0
+        t0 = time.perf_counter()
+        for idx in sampler:
+            ner = to_dev(ner_batch(enc, idx, pad_id, multiple)) if cfg.alpha > 0 else None
+            mrc = to_dev(mrc_batch(enc, mrc_rows(enc, idx), pad_id, multiple)) if cfg.multitask else None
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss, l_ner, l_mrc = model(ner, mrc, cfg.alpha, cfg.beta)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            sums += [loss.item(), l_ner.item(), l_mrc.item()]
+            n_sent += len(idx)
+            if bar is not None:
+                bar.update(1)
+        elapsed = time.perf_counter() - t0
+        loss_m, ner_m, mrc_m = _mean_across_workers((sums / max(1, steps_per_epoch)).tolist(), device)
+        metrics = {
+            "epoch": epoch + 1,
+            "train_loss": loss_m,
+            "train_loss_ner": ner_m,
+            "train_loss_mrc": mrc_m,
+            "sentences_per_s": n_sent * world / elapsed,
+            "lr": sched.get_last_lr()[0],
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                inner = getattr(model, "module", model)
+                if cfg.eval_every_epoch:
+                    tagger = Tagger(inner, tok, model_meta(cfg, data), device, cfg.eval_batch_size)
+                    from .evaluation import score
+
+                    s = score(data.eval.tags, tagger.tag(data.eval.tokens), data.spec.types)
+                    metrics[f"{cfg.eval_split}_f1"] = s["f1"]
+                    inner.train()
+                save_model(inner, tok, Path(tmp) / MODEL_SUBDIR, model_meta(cfg, data))
+                torch.save(
+                    {"epoch": epoch, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()},
+                    Path(tmp) / TRAIN_STATE,
+                )
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                if loop_config.get("mlflow_run_id"):
+                    log_epoch_metrics(loop_config["tracking_uri"], loop_config["mlflow_run_id"], metrics, epoch + 1)
+                print(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
+            ray.train.report(metrics, checkpoint=checkpoint)
+    if bar is not None:
+        bar.close()
+
+
+def _progress_bar(rank: int, total: int):
+    if rank != 0 or total <= 0:
+        return None
+    try:  # renders on the driver's terminal, not as interleaved worker log lines
+        from ray.experimental.tqdm_ray import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="training steps")
+
+
+# --------------------------------------------------------------------------- driver
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_dir: Path
+    metrics: dict
+    predictions: Path
+
+
+def default_cpus_per_worker(cfg: TrainConfig) -> int:
+    import ray
+
+    if cfg.cpus_per_worker:
+        return cfg.cpus_per_worker
+    total = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+    return max(1, total // cfg.num_workers)
+
+
+def ensure_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        # A local instance binds to 127.0.0.1 and starts no dashboard unless RAY_ADDRESS names a cluster.
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=True, logging_level="WARNING")
+
+
+def fit(cfg: TrainConfig, mlflow_run_id: str | None, tracking_uri: str | None, storage: Path, name: str, max_failures: int = 0):
+    """Run the per-worker loop on Ray Train; returns the Ray Train Result."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    ensure_ray()
+    cpus = default_cpus_per_worker(cfg)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "train": cfg.model_dump(),
+            "threads": cpus,
+            "mlflow_run_id": mlflow_run_id,
+            "tracking_uri": tracking_uri,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cpus, **({"GPU": 1} if cfg.use_gpu else {})}
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            failure_config=FailureConfig(max_failures=max_failures),
+        ),
+    )
+    return trainer.fit()
+
+
+def write_predictions(path: Path, tokens, gold, pred) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("token\tgold\tpredicted\n")
+        for toks, g, p in zip(tokens, gold, pred):
+            for row in zip(toks, g, p):
+                f.write("\t".join(row) + "\n")
+            f.write("\n")
+    return path
+
+
+def evaluate_split(tagger, split, types, with_mrc: bool, progress: bool = True) -> tuple[dict, list[list[str]]]:
+    """Scores of a tagger on one split, keys prefixed with the split name."""
+    from .evaluation import score
+
+    pred = tagger.tag(split.tokens, progress=progress)
+    s = score(split.tags, pred, types)
+    out = {f"{split.name}_{k}": v for k, v in s.items()}
+    if with_mrc and tagger.has_mrc:
+        out[f"mrc_{split.name}_f1"] = score(split.tags, tagger.mrc_tags(split.tokens, progress=progress), types)["f1"]
+    return out, pred
+
+
+def run_training(cfg: TrainConfig, progress: bool = True, console=None, max_failures: int = 0) -> TrainResult:
+    """The whole job: validate, open an MLflow run, train on Ray Train, score, log the model."""
+    from . import tracking
+    from .predict import Tagger
+
+    data = load_job_data(cfg)  # corpus and spec errors surface here, before any run exists
+    out_dir = tracking.prepare_output_dir(cfg.output_dir)
+    uri = cfg.resolved_tracking_uri()
+    with tracking.training_run(cfg, data) as run_id:
+        result = fit(cfg, run_id, uri, out_dir / "ray_results", run_id, max_failures)
+        if result.error:
+            raise result.error
+        model_dir = out_dir / "models" / run_id
+        with result.checkpoint.as_directory() as d:
+            import shutil
+
+            shutil.copytree(Path(d) / MODEL_SUBDIR, model_dir, dirs_exist_ok=True)
+        tagger = Tagger.load(model_dir, batch_size=cfg.eval_batch_size)
+        metrics, pred = evaluate_split(tagger, data.eval, data.spec.types, cfg.multitask, progress)
+        preds = write_predictions(out_dir / "predictions" / f"{run_id}.{data.eval.name}.tsv", data.eval.tokens, data.eval.tags, pred)
+        tracking.log_final(run_id, metrics, preds, model_dir, uri)
+    return TrainResult(run_id, model_dir, metrics, preds)
