@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -178,6 +179,7 @@ def datasets_check(spec: str = typer.Argument(..., help="Dataset name or spec pa
 
 def main() -> None:
     """Console entry point: user errors are one line on stderr and exit code 2."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         app()
     except BionerError as e:

@@ -139,8 +139,13 @@ def resolve_model(uri: str) -> Path:
 
     p = Path(uri).expanduser()
     if p.is_dir():
-        inner = p / "artifacts" / "model"  # a downloaded pyfunc folder
-        return inner if (inner / "bioner.json").is_file() else p
+        if (p / "bioner.json").is_file():
+            return p
+        # a downloaded pyfunc: the model folder sits under artifacts/
+        found = sorted(p.glob("artifacts/*/bioner.json")) + sorted(p.glob("*/bioner.json"))
+        if found:
+            return found[0].parent
+        raise BionerError(f"--model {uri}: no bioner.json in this folder")
     if "://" in uri or uri.startswith(("runs:/", "models:/")):
         import mlflow
 

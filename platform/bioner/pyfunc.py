@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
 
 import mlflow.pyfunc
 
@@ -31,8 +33,13 @@ class BioNERPyfunc(mlflow.pyfunc.PythonModel):
 
         self.tagger = Tagger.load(context.artifacts["model"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, model_input: list[str], params: dict[str, Any] | None = None) -> list[Any]:
+        """One list of {"text", "start", "end", "type"} per input text."""
         return self.tagger.entities(_texts(model_input))
+
+
+# Logged as "model from code": MLflow stores this file, not a pickle of an object.
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 
 
 def pip_requirements() -> list[str]:

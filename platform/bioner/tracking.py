@@ -122,11 +122,11 @@ def log_model(model_dir: Path):
     """Log the folder as an MLflow pyfunc mapping raw text to entities (character offsets)."""
     import mlflow
 
-    from .pyfunc import BioNERPyfunc, pip_requirements
+    from .pyfunc import MODEL_CODE, pip_requirements
 
     return mlflow.pyfunc.log_model(
         name=MODEL_NAME,
-        python_model=BioNERPyfunc(),
+        python_model=str(MODEL_CODE),
         artifacts={"model": str(model_dir)},
         pip_requirements=pip_requirements(),
     )

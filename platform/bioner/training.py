@@ -209,7 +209,7 @@ def ensure_ray() -> None:
 
     if not ray.is_initialized():
         # A local instance binds to 127.0.0.1 and starts no dashboard unless RAY_ADDRESS names a cluster.
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=True, logging_level="WARNING")
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True, logging_level="WARNING")
 
 
 def fit(cfg: TrainConfig, mlflow_run_id: str | None, tracking_uri: str | None, storage: Path, name: str, max_failures: int = 0):

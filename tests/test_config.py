@@ -1,0 +1,71 @@
+import pytest
+
+from bioner.config import FOREIGN_KEYS, TrainConfig, load_config, parse_overrides
+from bioner.corpora import load_spec
+from bioner.errors import ConfigError
+
+from conftest import EXPERIMENTS
+
+
+def _yamls(sub=""):
+    return sorted((EXPERIMENTS / sub).rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", _yamls("datasets"), ids=lambda p: p.name)
+def test_every_dataset_spec_loads(path):
+    spec = load_spec(path)
+    assert spec.corpus_dir.is_dir() and spec.types
+
+
+@pytest.mark.parametrize("path", [p for p in _yamls() if "datasets" not in p.parts], ids=lambda p: p.name)
+def test_every_experiment_config_validates(path):
+    cfg = load_config(TrainConfig, path, ignore=FOREIGN_KEYS)
+    load_spec(cfg.dataset)
+
+
+def test_set_parses_yaml_values_and_dotted_keys():
+    assert parse_overrides(["train_fraction=0.1", "x=[1, 2]", "a.b=true", "s=hello"]) == {
+        "train_fraction": 0.1, "x": [1, 2], "a": {"b": True}, "s": "hello"}
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("alpha=-0.1", "alpha"),
+        ("learning_rate=0", "learning_rate"),
+        ("train_fraction=1.5", "train_fraction"),
+        ("train_fraction=0", "train_fraction"),
+        ("epochs=two", "epochs"),
+        ("query_source=wiki", "query_source"),
+        ("bogus=1", "bogus: unknown key"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config(TrainConfig, EXPERIMENTS / "quickstart.yaml", [override])
+
+
+def test_alpha_and_beta_both_zero_is_an_error():
+    with pytest.raises(ConfigError, match="alpha and beta are both 0"):
+        load_config(TrainConfig, None, ["alpha=0", "beta=0"])
+
+
+def test_set_overrides_the_file_and_tune_keys_are_ignored_by_train(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("epochs: 5\nnum_samples: 8\nsearch:\n  alpha: [0, 1]\n")
+    cfg = load_config(TrainConfig, p, ["epochs=2"], ignore=FOREIGN_KEYS)
+    assert cfg.epochs == 2
+    with pytest.raises(ConfigError, match="num_samples: unknown key"):
+        load_config(TrainConfig, p)
+
+
+def test_default_tracking_uri_is_sqlite_in_the_output_dir(tmp_path):
+    cfg = TrainConfig(output_dir=str(tmp_path))
+    assert cfg.resolved_tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("epochs: 1\nalpha: [1\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:\d+: not valid YAML"):
+        load_config(TrainConfig, p)

@@ -1,0 +1,89 @@
+import json
+
+import pytest
+import torch
+
+from bioner.evaluation import spans
+from bioner.features import FeatureBuilder, mrc_batch, mrc_rows, ner_batch
+from bioner.model import BioNERModel, build_model, load_model, save_model
+from bioner.predict import Tagger, split_words
+from bioner.queries import Queries
+
+LABELS = ["O", "B-Disease", "I-Disease"]
+TEXTS = {"Disease": {"wikipedia": "w", "annotation": "a disease entity", "dictionary": "d"}}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_bert, minilm_tokenizer, tmp_path_factory):
+    torch.manual_seed(1)
+    m = build_model(tiny_bert, len(LABELS))
+    with torch.no_grad():  # make the random heads decisive so predictions vary by token
+        m.ner_head.weight.mul_(50)
+        m.start_head.weight.mul_(50)
+        m.end_head.weight.mul_(50)
+    meta = {"labels": LABELS, "types": ["Disease"], "max_length": 24, "multitask": True,
+            "queries": Queries(TEXTS, "annotation").to_dict(), "dataset": "toy", "encoder": tiny_bert}
+    return save_model(m, minilm_tokenizer, tmp_path_factory.mktemp("m") / "model", meta)
+
+
+def test_saved_model_is_safetensors_and_json_and_reloads_identically(model_dir, minilm_tokenizer):
+    files = sorted(p.name for p in model_dir.iterdir())
+    assert "model.safetensors" in files and "bioner.json" in files and "config.json" in files
+    assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
+    m1, tok, meta = load_model(model_dir)
+    m2, _, _ = load_model(model_dir)
+    fb = FeatureBuilder(tok, LABELS, 24)
+    enc = fb.encode([["fever", "and", "cough"]])
+    b = {k: v for k, v in ner_batch(enc, [0], tok.pad_token_id).items() if k != "labels"}
+    with torch.no_grad():
+        assert torch.equal(m1.ner_logits(b), m2.ner_logits(b))
+    assert json.loads((model_dir / "bioner.json").read_text())["labels"] == LABELS
+
+
+def test_single_task_loss_is_alpha_times_ce_and_freezes_mrc_heads(tiny_bert, minilm_tokenizer):
+    torch.manual_seed(0)
+    m = build_model(tiny_bert, 3).eval()
+    m.freeze_unused_heads(alpha=1.0, beta=0.0)
+    assert not m.start_head.weight.requires_grad and m.ner_head.weight.requires_grad
+    q = Queries(TEXTS, "annotation")
+    fb = FeatureBuilder(minilm_tokenizer, LABELS, 32, q, ["Disease"])
+    enc = fb.encode([["flu", "is", "bad"]], [["B-Disease", "O", "O"]], mrc=True)
+    ner = ner_batch(enc, [0], 0)
+    mrc = mrc_batch(enc, mrc_rows(enc, [0]), 0)
+    total, l_ner, l_mrc = m(ner, None, 0.5, 0.0)
+    assert total.item() == pytest.approx(0.5 * l_ner.item()) and l_mrc.item() == 0
+    total2, l_ner2, l_mrc2 = m(ner, mrc, 0.5, 0.25)
+    assert l_mrc2.item() > 0 and total2.item() == pytest.approx(0.5 * l_ner2.item() + 0.25 * l_mrc2.item(), rel=1e-5)
+
+
+def test_batched_windowed_inference_equals_one_by_one(model_dir):
+    tagger = Tagger.load(model_dir, batch_size=4)
+    sents = [["acute", "myeloid", "leukemia"] * k for k in (1, 2, 5, 9, 14)] + [["x"], ["the", "BRCA1", "gene"] * 7]
+    batched = tagger.tag(sents)
+    single = [tagger.tag([s])[0] for s in sents]
+    assert batched == single
+    assert [len(t) for t in batched] == [len(s) for s in sents]  # every word gets a prediction
+    assert any(len(s) * 2 > 22 for s in sents)  # some sentences really were windowed (max_length 24)
+    assert len({t for s in batched for t in s}) > 1
+    mrc_b = tagger.mrc_tags(sents)
+    assert mrc_b == [tagger.mrc_tags([s])[0] for s in sents]
+
+
+def test_entities_have_character_offsets_into_the_input(model_dir):
+    tagger = Tagger.load(model_dir)
+    texts = ["Familial adenomatous polyposis (FAP) is caused by APC mutations.", "", "   ",
+             "Ca\u00b2\u207a-ATPase \u0434\u0435\u0444\u0438\u0446\u0438\u0442 \u75be\u75c5 \x00\x07 test",
+             "word " * 400]
+    out = tagger.entities(texts)
+    assert len(out) == len(texts) and out[1] == [] and out[2] == []
+    n = 0
+    for t, ents in zip(texts, out):
+        for e in ents:
+            assert t[e["start"]:e["end"]] == e["text"] and e["type"] == "Disease"
+            n += 1
+    assert n > 0
+
+
+def test_split_words_offsets():
+    text = "IL-2 (human) αβ"
+    assert [(w, text[a:b]) for w, a, b in split_words(text)] == [(w, w) for w in ["IL", "-", "2", "(", "human", ")", "αβ"]]
