@@ -76,6 +76,37 @@ def _print_sample(model_dir: Path, cfg) -> None:
 
 
 @app.command()
+def fidelity(
+    config: Path = typer.Argument(..., help="YAML training config; trained twice, as bioner single-task and as the HF recipe."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    out_json: Path = typer.Option(Path("outputs/fidelity.json"), "--out", help="Where to write both scores as JSON."),
+):
+    """Check single-task bioner (beta = 0) against the plain HF recipe (AutoModelForTokenClassification + Trainer) at equal settings."""
+    import time
+
+    from .config import FOREIGN_KEYS, TrainConfig, load_config
+    from .hf_recipe import train_and_score
+    from .training import run_training
+
+    cfg = load_config(TrainConfig, config, (set_ or []) + ["beta=0"], ignore=FOREIGN_KEYS)
+    t0 = time.perf_counter()
+    ours = run_training(cfg)
+    ours_s = time.perf_counter() - t0
+    theirs = train_and_score(cfg, Path(cfg.output_dir) / "hf-recipe")
+    split = cfg.eval_split
+    t = Table(title=f"{cfg.dataset}, {cfg.encoder}, beta=0, {cfg.epochs} epochs, lr {cfg.learning_rate}, seed {cfg.seed}")
+    for c in ("", "precision", "recall", "F1", "wall seconds"):
+        t.add_column(c)
+    t.add_row("bioner (Ray Train)", *(f"{ours.metrics[f'{split}_{k}']:.4f}" for k in ("precision", "recall", "f1")), f"{ours_s:.0f}")
+    t.add_row("HF Trainer recipe", *(f"{theirs[f'{split}_{k}']:.4f}" for k in ("precision", "recall", "f1")), f"{theirs['train_seconds']:.0f} (training only)")
+    out.print(t)
+    diff = 100 * (ours.metrics[f"{split}_f1"] - theirs[f"{split}_f1"])
+    out.print(f"F1 difference (bioner - HF): {diff:+.2f} points")
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps({"config": cfg.model_dump(), "bioner": ours.metrics, "bioner_wall_s": ours_s, "hf": theirs}, indent=2))
+
+
+@app.command()
 def evaluate(
     model: str = typer.Option(..., "--model", help="Model folder, or an MLflow model URI (runs:/ID/model, models:/NAME@ALIAS)."),
     dataset: str = typer.Option(..., "--dataset", help="Dataset name or spec path."),
