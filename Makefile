@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: quickstart test install install-test lint clean help
+.PHONY: quickstart train-quickstart test install install-test clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,7 +26,20 @@ install: $(VENV)/.installed  ## create .venv and install the project
 
 install-test: $(VENV)/.installed-test  ## create .venv and install the project with test extras
 
-quickstart: install  ## train the multi-task model on NCBI-disease with MiniLM on the CPU (embedded defaults)
+QUICKSTART_STORE := sqlite:///$(CURDIR)/outputs/mlflow.db
+SAMPLE := Germline mutations in BRCA1 are associated with hereditary breast and ovarian cancer .
+
+quickstart: install  ## the whole loop on NCBI-disease with MiniLM on the CPU: tune, refit, register, promote, predict
+	$(BIN)/bioner tune experiments/quickstart.yaml
+	-MLFLOW_TRACKING_URI=$(QUICKSTART_STORE) $(BIN)/bioner promote --dataset ncbi-disease
+	MLFLOW_TRACKING_URI=$(QUICKSTART_STORE) $(BIN)/bioner predict --model models:/bioner-ncbi-disease@champion "$(SAMPLE)"
+	@echo
+	@echo "compare trials:  $(BIN)/bioner runs compare --experiment quickstart --tracking-uri $(QUICKSTART_STORE)"
+	@echo "MLflow UI:       $(BIN)/mlflow ui --backend-store-uri $(QUICKSTART_STORE) --host 127.0.0.1 --port 5000"
+	@echo "serve champion:  MLFLOW_TRACKING_URI=$(QUICKSTART_STORE) $(BIN)/mlflow models serve -m models:/bioner-ncbi-disease@champion --env-manager local -h 127.0.0.1 -p 5001"
+	@echo "                 curl -s 127.0.0.1:5001/invocations -H 'Content-Type: application/json' -d '{\"inputs\": [\"$(SAMPLE)\"]}'"
+
+train-quickstart: install  ## train the quickstart config's base values once (no search)
 	$(BIN)/bioner train experiments/quickstart.yaml
 
 test: install-test  ## run the test suite

@@ -46,15 +46,37 @@ def tiny_bert(tmp_path_factory, minilm_tokenizer) -> str:
     return str(d)
 
 
-@pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray for the whole session; the trainer reuses it instead of starting its own."""
+def _init_ray():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield ray
+        # The dashboard serves the State API that Ray Train uses to clean up finished trials.
+        ray.init(num_cpus=2, include_dashboard=True, logging_level="ERROR", log_to_driver=False)
+    return ray
+
+
+@pytest.fixture(scope="session")
+def _ray_session():
+    yield _init_ray()
+    import ray
+
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_local(_ray_session):
+    """One local Ray for the session, reused by every trainer (restarted if a test stopped it)."""
+    return _init_ray()
+
+
+@pytest.fixture
+def no_ray_in_process():
+    """For tests that run `bioner` as a subprocess with its own Ray: two local instances on one
+    machine confuse Ray Train's placement-group cleaner, so the in-process one is stopped first."""
+    import ray
+
+    ray.shutdown()
+    yield
 
 
 def write_corpus(folder: Path, splits: dict[str, str]) -> Path:
@@ -93,3 +115,30 @@ def ncbi_subset(dst: Path, n_train: int, n_test: int) -> Path:
 
 
 __all__ = ["REPO", "EXPERIMENTS", "NCBI", "write_corpus", "write_spec", "ncbi_subset", "shutil"]
+
+
+def synthetic_corpus(dst: Path, sizes=(200, 60, 200), seed: int = 0) -> Path:
+    """A corpus a tiny model learns in a few epochs: disease names from a small list in filler text."""
+    import random
+
+    rng = random.Random(seed)
+    filler = "the a patient was seen with and of in treated for history reported no signs".split()
+    single = ["flu", "measles", "gout", "asthma", "rickets", "malaria"]
+    double = [("lyme", "disease"), ("hay", "fever"), ("sickle", "anemia")]
+    dst.mkdir(parents=True, exist_ok=True)
+    for split, n in zip(("train", "devel", "test"), sizes):
+        lines = []
+        for _ in range(n):
+            rows = []
+            for _ in range(rng.randint(4, 14)):
+                r = rng.random()
+                if r < 0.12:
+                    rows.append((rng.choice(single), "B-Disease"))
+                elif r < 0.18:
+                    a, b = rng.choice(double)
+                    rows += [(a, "B-Disease"), (b, "I-Disease")]
+                else:
+                    rows.append((rng.choice(filler), "O"))
+            lines.append("\n".join(f"{w}\t{t}" for w, t in rows))
+        (dst / f"{split}.tsv").write_text("\n\n".join(lines) + "\n", encoding="utf-8")
+    return dst

@@ -22,6 +22,8 @@ app = typer.Typer(
 )
 datasets_app = typer.Typer(help="List dataset specs, or check one.", invoke_without_command=True)
 app.add_typer(datasets_app, name="datasets")
+runs_app = typer.Typer(help="Look at MLflow runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
 out = Console()
 err = Console(stderr=True)
 
@@ -73,6 +75,102 @@ def _print_sample(model_dir: Path, cfg) -> None:
     ents = Tagger.load(model_dir).entities([text])[0]
     out.print(f"\nsample: {text}")
     out.print("entities: " + json.dumps(ents))
+
+
+@app.command()
+def tune(
+    config: Path = typer.Argument(..., help="YAML tune config: training keys plus num_samples, max_concurrent_trials, max_epochs, grace_period, refit_seeds, search."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    resume: bool = typer.Option(False, "--resume", help="Continue the experiment's interrupted tuning job (Tune restore + the persisted Optuna study)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Search alpha, beta, learning rate and query source (Optuna TPE + ASHA on devel F1), refit the best on train+devel over seeds, register it as challenger."""
+    from .config import load_config
+    from .tuning import TuneConfig, run_tune
+
+    cfg = load_config(TuneConfig, config, set_)
+    out.print(f"[bold]tuning[/] {cfg.dataset} with {cfg.encoder}: {cfg.num_samples} trials x up to {cfg.max_epochs} epoch(s), refit over {cfg.refit_seeds} seed(s)")
+    res = run_tune(cfg, resume=resume, progress=not quiet)
+    sd = (sum((x - sum(res.test_f1) / len(res.test_f1)) ** 2 for x in res.test_f1) / max(1, len(res.test_f1) - 1)) ** 0.5
+    mean = sum(res.test_f1) / len(res.test_f1)
+    out.print(f"best configuration: " + ", ".join(f"{k}={v}" for k, v in res.best_params.items()) + f"  (devel F1 {res.best_devel_f1:.4f})")
+    t = Table(title="refit of the best configuration on train+devel, scored on test")
+    for c in ("seed", "precision", "recall", "F1", "MRC F1"):
+        t.add_column(c, justify="right")
+    for k, m in enumerate(res.refit_metrics):
+        t.add_row(str(cfg.seed + k), f"{m['test_precision']:.4f}", f"{m['test_recall']:.4f}", f"{m['test_f1']:.4f}",
+                  f"{m['mrc_test_f1']:.4f}" if "mrc_test_f1" in m else "-")
+    out.print(t)
+    out.print(f"test F1 {mean:.4f} +/- {sd:.4f} over {len(res.test_f1)} seed(s)")
+    uri = cfg.resolved_tracking_uri()
+    if res.model_version:
+        from .registry import model_name
+
+        name = model_name(_dataset_name(cfg.dataset))
+        out.print(f"registered: {name} version {res.model_version} (alias challenger)")
+        out.print(f"promote:    MLFLOW_TRACKING_URI={uri} bioner promote --dataset {_dataset_name(cfg.dataset)}")
+    out.print(f"compare:    bioner runs compare --experiment {cfg.experiment} --tracking-uri {uri}")
+    out.print(f"open the UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+
+
+def _dataset_name(dataset: str) -> str:
+    from .corpora import load_spec
+
+    return load_spec(dataset).name
+
+
+@runs_app.command("compare")
+def runs_compare(
+    experiment: str = typer.Option(..., "--experiment", help="MLflow experiment name."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db)."),
+    limit: int = typer.Option(50, help="Rows to show."),
+):
+    """Tuning trials as a table sorted by devel F1 (the MLflow UI shows the same runs)."""
+    import mlflow
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('outputs').resolve() / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        raise BionerError(f"--experiment {experiment}: no such experiment in {uri}")
+    df = mlflow.search_runs([exp.experiment_id], filter_string="tags.`bioner.kind` = 'trial'", order_by=["metrics.devel_f1 DESC"], max_results=limit)
+    if df.empty:
+        raise BionerError(f"--experiment {experiment}: no tuning trials found")
+    t = Table(title=f"trials of {experiment}, best first")
+    cols = ["run", "devel F1", "alpha", "beta", "learning_rate", "query_source", "status", "stop reason"]
+    for c in cols:
+        t.add_column(c)
+    for _, r in df.iterrows():
+        f1 = r.get("metrics.devel_f1")
+        t.add_row(
+            str(r.get("tags.mlflow.runName", r["run_id"])),
+            "-" if f1 is None or f1 != f1 else f"{f1:.4f}",
+            f"{float(r['params.alpha']):.3f}", f"{float(r['params.beta']):.3f}", f"{float(r['params.learning_rate']):.2e}",
+            str(r["params.query_source"]), str(r["status"]), str(r.get("tags.stop_reason") or ""),
+        )
+    out.print(t)
+
+
+@app.command()
+def promote(
+    dataset: str = typer.Option(..., "--dataset", help="Dataset name: the registered model is bioner-<dataset>."),
+    threshold: float = typer.Option(0.05, help="Largest p-value of the paired bootstrap that allows promotion."),
+    resamples: int = typer.Option(1000, min=1000, help="Bootstrap resamples over test sentences (>= 1000)."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+    force: bool = typer.Option(False, "--force", help="Promote whatever the test says (needs --reason)."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Why --force was used; recorded on the model version."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db)."),
+):
+    """Move alias `champion` to `challenger` only if it is better on test with paired-bootstrap p <= threshold."""
+    from .registry import model_name, promote as do_promote
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('outputs').resolve() / 'mlflow.db'}"
+    name = _dataset_name(dataset)
+    d = do_promote(name, threshold, resamples, seed, force, reason, uri)
+    verdict = "[green]promoted[/]" if d.promoted else "[yellow]refused[/]"
+    out.print(f"{verdict}: {model_name(name)} version {d.challenger_version} -> champion? {d.promoted}. {d.reason}")
+    if not d.promoted:
+        raise typer.Exit(1)
 
 
 @app.command()

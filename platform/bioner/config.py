@@ -34,7 +34,7 @@ class TrainConfig(BaseModel):
     seed: int = Field(42, description="seed for initialisation, sampling and shuffling")
     num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP: gloo on CPU, NCCL on GPU)")
     use_gpu: bool = Field(False, description="one GPU per worker")
-    cpus_per_worker: int | None = Field(None, ge=1, description="CPU cores per worker; default: the machine's cores / num_workers")
+    cpus_per_worker: float | None = Field(None, ge=0.1, description="CPU cores per worker (Ray resource, may be fractional); default: the cluster's cores / num_workers")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<output_dir>/mlflow.db")
     experiment: str = Field("bioner", min_length=1, description="MLflow experiment name")
     output_dir: str = Field("outputs", description="folder for the MLflow store, checkpoints, models and predictions")
@@ -46,6 +46,9 @@ class TrainConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout after the encoder")
     dictionary_examples: int = Field(3, ge=1, description="entity strings in a dictionary query")
+    group_by_length: bool = Field(
+        False, description="batch sentences of similar length (less padding, faster); off: plain random batches as the HF recipe"
+    )
     eval_batch_size: int = Field(64, ge=1, description="sentences per inference batch")
     trust_remote_code: bool = Field(False, description="allow model code from the hub (off: it runs arbitrary code)")
     run_name: str | None = Field(None, description="MLflow run name (default: dataset-source-seed)")
@@ -114,7 +117,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
 
 # Keys that belong to other commands (tuning, sweeps) and that `bioner train` ignores, so one
 # YAML serves several commands. Typos are still rejected: only these names are let through.
-FOREIGN_KEYS = {"num_samples", "max_concurrent_trials", "max_epochs", "grace_period", "refit_seeds", "search"}
+FOREIGN_KEYS = {"num_samples", "max_concurrent_trials", "max_epochs", "grace_period", "refit_seeds", "search", "register"}
 
 
 def load_config(model: type[BaseModel], path: str | os.PathLike | None, overrides: list[str] | None = None, ignore: set[str] = frozenset()):

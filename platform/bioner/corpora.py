@@ -130,13 +130,14 @@ def list_specs() -> list[Path]:
 
 
 def format_validation_error(e: ValidationError) -> str:
-    """First pydantic error as `key.path: message` on one line."""
-    err = e.errors()[0]
-    key = ".".join(str(x) for x in err["loc"]) or "(top level)"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    return f"{key}: {msg}" + (f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else "")
+    """Pydantic errors as `key.path: message` on one line (the first three, then a count)."""
+    parts = []
+    for err in e.errors():
+        key = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{key}: {msg}")
+    more = f" (and {len(parts) - 3} more)" if len(parts) > 3 else ""
+    return "; ".join(parts[:3]) + more
 
 
 # --------------------------------------------------------------------------- reader

@@ -241,6 +241,8 @@ class LengthGroupedBatches:
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
         idx = list(range(len(self.lengths)))
         rng.shuffle(idx)
+        if self.group <= 0:  # plain random batches
+            return [idx[b : b + self.batch_size] for b in range(0, len(idx), self.batch_size)]
         chunk = self.batch_size * self.group
         batches = []
         for c in range(0, len(idx), chunk):

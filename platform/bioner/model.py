@@ -79,6 +79,12 @@ class BioNERModel(nn.Module):
         self.ner_head = nn.Linear(hidden, num_labels)
         self.start_head = nn.Linear(hidden, 1)
         self.end_head = nn.Linear(hidden, 1)
+        # Same initialisation as Hugging Face heads (normal, std = initializer_range; bias 0),
+        # so that beta = 0 is the plain token-classification recipe.
+        std = getattr(encoder.config, "initializer_range", 0.02)
+        for head in (self.ner_head, self.start_head, self.end_head):
+            nn.init.normal_(head.weight, std=std)
+            nn.init.zeros_(head.bias)
 
     def hidden(self, batch: dict) -> torch.Tensor:
         out = self.encoder(

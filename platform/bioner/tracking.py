@@ -60,7 +60,7 @@ def flat_params(cfg) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def training_run(cfg, data):
+def training_run(cfg, data, parent_run_id: str | None = None, extra_tags: dict | None = None):
     """Open the job's MLflow run; on any error it ends FAILED (KILLED on Ctrl-C), never FINISHED."""
     import mlflow
 
@@ -72,7 +72,10 @@ def training_run(cfg, data):
         "encoder": cfg.encoder,
         "task": "multi-task" if cfg.multitask else "single-task",
         "git_commit": git_commit(),
+        **(extra_tags or {}),
     }
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
     run = mlflow.start_run(experiment_id=exp_id, run_name=name, tags=tags)
     status = "FAILED"
     try:

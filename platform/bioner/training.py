@@ -90,7 +90,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     per_worker_bs = max(1, cfg.batch_size // world)
     lengths = [len(x) for x in enc.ner_ids]
-    sampler = LengthGroupedBatches(lengths, per_worker_bs, cfg.seed, rank, world)
+    sampler = LengthGroupedBatches(lengths, per_worker_bs, cfg.seed, rank, world, group=50 if cfg.group_by_length else 0)
     steps_per_epoch = len(sampler)
     total = steps_per_epoch * cfg.epochs
 
@@ -119,7 +119,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     def to_dev(b):
         return {k: v.to(device, non_blocking=True) for k, v in b.items()}
 
-    bar = _progress_bar(rank, steps_per_epoch * (cfg.epochs - start_epoch))
+    bar = _progress_bar(rank, steps_per_epoch * (cfg.epochs - start_epoch)) if loop_config.get("progress", True) else None
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
         model.train()
@@ -196,13 +196,18 @@ class TrainResult:
     predictions: Path
 
 
-def default_cpus_per_worker(cfg: TrainConfig) -> int:
+def default_cpus_per_worker(cfg: TrainConfig, concurrent: int = 1, reserved: float = 0.0) -> float:
+    """The cluster's CPUs shared by `concurrent` jobs of num_workers each, less `reserved` per job.
+
+    Fractional: a Tune trial holds 0.01 CPU, so on 2 cores its one worker gets 1.99 (2 threads).
+    """
     import ray
 
     if cfg.cpus_per_worker:
         return cfg.cpus_per_worker
-    total = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-    return max(1, total // cfg.num_workers)
+    total = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+    per = (total - reserved * concurrent) / (concurrent * cfg.num_workers)
+    return max(0.1, math.floor(per * 100) / 100)
 
 
 def ensure_ray() -> None:
@@ -213,7 +218,10 @@ def ensure_ray() -> None:
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True, logging_level="WARNING")
 
 
-def fit(cfg: TrainConfig, mlflow_run_id: str | None, tracking_uri: str | None, storage: Path, name: str, max_failures: int = 0):
+def fit(
+    cfg: TrainConfig, mlflow_run_id: str | None, tracking_uri: str | None, storage: Path, name: str,
+    max_failures: int = 0, callbacks=None, progress: bool = True,
+):
     """Run the per-worker loop on Ray Train; returns the Ray Train Result."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -224,9 +232,10 @@ def fit(cfg: TrainConfig, mlflow_run_id: str | None, tracking_uri: str | None, s
         train_loop_per_worker,
         train_loop_config={
             "train": cfg.model_dump(),
-            "threads": cpus,
+            "threads": max(1, round(cpus)),
             "mlflow_run_id": mlflow_run_id,
             "tracking_uri": tracking_uri,
+            "progress": progress,
         },
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cpus, **({"GPU": 1} if cfg.use_gpu else {})}
@@ -236,6 +245,7 @@ def fit(cfg: TrainConfig, mlflow_run_id: str | None, tracking_uri: str | None, s
             storage_path=str(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             failure_config=FailureConfig(max_failures=max_failures),
+            callbacks=callbacks or [],
         ),
     )
     return trainer.fit()
@@ -264,7 +274,9 @@ def evaluate_split(tagger, split, types, with_mrc: bool, progress: bool = True) 
     return out, pred
 
 
-def run_training(cfg: TrainConfig, progress: bool = True, console=None, max_failures: int = 0) -> TrainResult:
+def run_training(
+    cfg: TrainConfig, progress: bool = True, max_failures: int = 0, parent_run_id: str | None = None, tags: dict | None = None
+) -> TrainResult:
     """The whole job: validate, open an MLflow run, train on Ray Train, score, log the model."""
     from . import tracking
     from .predict import Tagger
@@ -272,8 +284,8 @@ def run_training(cfg: TrainConfig, progress: bool = True, console=None, max_fail
     data = load_job_data(cfg)  # corpus and spec errors surface here, before any run exists
     out_dir = tracking.prepare_output_dir(cfg.output_dir)
     uri = cfg.resolved_tracking_uri()
-    with tracking.training_run(cfg, data) as run_id:
-        result = fit(cfg, run_id, uri, out_dir / "ray_results", run_id, max_failures)
+    with tracking.training_run(cfg, data, parent_run_id, tags) as run_id:
+        result = fit(cfg, run_id, uri, out_dir / "ray_results", run_id, max_failures, progress=progress)
         if result.error:
             raise result.error
         model_dir = out_dir / "models" / run_id

@@ -128,3 +128,16 @@ def test_malformed_corpus_stops_before_any_run_is_written(tmp_path, tiny_bert):
          "--set", f"output_dir={out}"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == str(e.value)
     assert not (out / "mlflow.db").exists()
+
+
+def test_the_same_seed_repeats_a_cpu_run_exactly(tmp_path, toy_spec, tiny_bert):
+    from mlflow import MlflowClient
+
+    losses = []
+    for i in range(2):
+        cfg = TrainConfig(dataset=str(toy_spec), encoder=tiny_bert, epochs=1, batch_size=8, max_length=64,
+                          learning_rate=1e-3, output_dir=str(tmp_path / f"r{i}"), experiment="seed")
+        res = run_training(cfg, progress=False)
+        client = MlflowClient(cfg.resolved_tracking_uri())
+        losses.append((client.get_metric_history(res.run_id, "train_loss")[0].value, res.metrics["test_f1"]))
+    assert losses[0] == losses[1]
