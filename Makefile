@@ -36,7 +36,7 @@ quickstart: install  ## the whole loop on NCBI-disease with MiniLM on the CPU: t
 	@echo
 	@echo "compare trials:  $(BIN)/bioner runs compare --experiment quickstart --tracking-uri $(QUICKSTART_STORE)"
 	@echo "MLflow UI:       $(BIN)/mlflow ui --backend-store-uri $(QUICKSTART_STORE) --host 127.0.0.1 --port 5000"
-	@echo "serve champion:  MLFLOW_TRACKING_URI=$(QUICKSTART_STORE) $(BIN)/mlflow models serve -m models:/bioner-ncbi-disease@champion --env-manager local -h 127.0.0.1 -p 5001"
+	@echo "serve champion:  PATH=$(CURDIR)/$(BIN):\$$PATH MLFLOW_TRACKING_URI=$(QUICKSTART_STORE) mlflow models serve -m models:/bioner-ncbi-disease@champion --env-manager local -h 127.0.0.1 -p 5001"
 	@echo "                 curl -s 127.0.0.1:5001/invocations -H 'Content-Type: application/json' -d '{\"inputs\": [\"$(SAMPLE)\"]}'"
 
 train-quickstart: install  ## train the quickstart config's base values once (no search)

@@ -50,6 +50,7 @@ class TrainConfig(BaseModel):
         False, description="batch sentences of similar length (less padding, faster); off: plain random batches as the HF recipe"
     )
     eval_batch_size: int = Field(64, ge=1, description="sentences per inference batch")
+    max_failures: int = Field(0, ge=0, description="Ray Train restarts from the last checkpoint after a worker failure, this many times")
     trust_remote_code: bool = Field(False, description="allow model code from the hub (off: it runs arbitrary code)")
     run_name: str | None = Field(None, description="MLflow run name (default: dataset-source-seed)")
 

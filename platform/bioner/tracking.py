@@ -34,6 +34,18 @@ def git_commit() -> str:
         return "unknown"
 
 
+def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Refuse at once when an MLflow server does not answer (MLflow's own retries take minutes)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(tracking_uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+    except requests.RequestException as e:
+        raise BionerError(f"tracking_uri {tracking_uri}: MLflow server not reachable ({type(e).__name__}); start it or fix the URI") from None
+
+
 def use_experiment(tracking_uri: str, experiment: str, output_dir: Path) -> str:
     """Point MLflow at the store and return the experiment id, creating it if needed.
 
@@ -41,6 +53,7 @@ def use_experiment(tracking_uri: str, experiment: str, output_dir: Path) -> str:
     """
     import mlflow
 
+    check_reachable(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     try:
         exp = mlflow.get_experiment_by_name(experiment)

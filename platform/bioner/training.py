@@ -214,13 +214,16 @@ def ensure_ray() -> None:
     import ray
 
     if not ray.is_initialized():
-        # A local instance binds to 127.0.0.1 and starts no dashboard unless RAY_ADDRESS names a cluster.
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True, logging_level="WARNING")
+        # With no RAY_ADDRESS, a local instance on 127.0.0.1 (its dashboard, which Ray Train's
+        # clean-up of finished Tune trials needs, listens on 127.0.0.1 by default).
+        address = os.environ.get("RAY_ADDRESS") or None
+        extra = {} if address else {"_node_ip_address": "127.0.0.1", "dashboard_host": "127.0.0.1"}
+        ray.init(address=address, log_to_driver=True, logging_level="WARNING", **extra)
 
 
 def fit(
     cfg: TrainConfig, mlflow_run_id: str | None, tracking_uri: str | None, storage: Path, name: str,
-    max_failures: int = 0, callbacks=None, progress: bool = True,
+    callbacks=None, progress: bool = True,
 ):
     """Run the per-worker loop on Ray Train; returns the Ray Train Result."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -244,7 +247,7 @@ def fit(
             name=name,
             storage_path=str(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
-            failure_config=FailureConfig(max_failures=max_failures),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
             callbacks=callbacks or [],
         ),
     )
@@ -275,7 +278,7 @@ def evaluate_split(tagger, split, types, with_mrc: bool, progress: bool = True) 
 
 
 def run_training(
-    cfg: TrainConfig, progress: bool = True, max_failures: int = 0, parent_run_id: str | None = None, tags: dict | None = None
+    cfg: TrainConfig, progress: bool = True, parent_run_id: str | None = None, tags: dict | None = None
 ) -> TrainResult:
     """The whole job: validate, open an MLflow run, train on Ray Train, score, log the model."""
     from . import tracking
@@ -285,7 +288,7 @@ def run_training(
     out_dir = tracking.prepare_output_dir(cfg.output_dir)
     uri = cfg.resolved_tracking_uri()
     with tracking.training_run(cfg, data, parent_run_id, tags) as run_id:
-        result = fit(cfg, run_id, uri, out_dir / "ray_results", run_id, max_failures, progress=progress)
+        result = fit(cfg, run_id, uri, out_dir / "ray_results", run_id, progress=progress)
         if result.error:
             raise result.error
         model_dir = out_dir / "models" / run_id

@@ -90,7 +90,9 @@ def test_mlflow_models_serve_answers_with_entities(store):
     proc = subprocess.Popen(
         [str(mlflow_bin), "models", "serve", "-m", "models:/bioner-synth-reg@champion", "--env-manager", "local",
          "-h", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        # the scoring server execs `uvicorn` by name: the venv's bin must be on PATH
+        env={**os.environ, "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"},
     )
     texts = ["the patient was seen with lyme disease and flu", "no signs reported"]
     try:
@@ -101,7 +103,7 @@ def test_mlflow_models_serve_answers_with_entities(store):
                 break
             except OSError:
                 if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError("mlflow models serve did not come up")
+                    raise AssertionError("mlflow models serve did not come up: " + proc.stderr.read().decode()[-1500:])
                 time.sleep(1)
         req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps({"inputs": texts}).encode(),
                                      headers={"Content-Type": "application/json"})
@@ -112,7 +114,8 @@ def test_mlflow_models_serve_answers_with_entities(store):
             urllib.request.urlopen(bad, timeout=30)
         assert e.value.code == 400
     finally:
-        os.killpg(proc.pid, 15)
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
     assert len(preds) == 2
     for t, ents in zip(texts, preds):
