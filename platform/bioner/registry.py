@@ -14,12 +14,12 @@ def model_name(dataset: str) -> str:
     return f"bioner-{dataset}"
 
 
-def register_challenger(client, dataset: str, run_id: str, description: str, tags: dict) -> str:
-    """Register runs:/<run_id>/model as a new version of bioner-<dataset>, alias `challenger`."""
+def register_challenger(client, dataset: str, model_uri: str, description: str, tags: dict) -> str:
+    """Register a logged model as a new version of bioner-<dataset>, with alias `challenger`."""
     import mlflow
 
     name = model_name(dataset)
-    mv = mlflow.register_model(f"runs:/{run_id}/model", name, tags={k: str(v) for k, v in tags.items()})
+    mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
     client.update_model_version(name, mv.version, description=description)
     client.set_registered_model_alias(name, CHALLENGER, mv.version)
     return str(mv.version)

@@ -126,12 +126,13 @@ def log_epoch_metrics(tracking_uri: str, run_id: str, metrics: dict, step: int) 
     _retry(lambda: client.log_batch(run_id, metrics=batch), "epoch metrics")
 
 
-def log_final(run_id: str, metrics: dict, predictions: Path, model_dir: Path, tracking_uri: str) -> None:
+def log_final(metrics: dict, predictions: Path, model_dir: Path) -> str:
+    """Log scores, predictions and the model to the active run; return the model's URI."""
     import mlflow
 
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
     mlflow.log_artifact(str(predictions), "predictions")
-    log_model(model_dir)
+    return log_model(model_dir).model_uri
 
 
 def log_model(model_dir: Path):

@@ -56,11 +56,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     """Runs on every Ray Train worker. Reads only its argument, never global configuration."""
     import ray.train
     import ray.train.torch
-    from transformers import get_linear_schedule_with_warmup
 
-    from .model import build_model, load_model, save_model
-    from .predict import Tagger
-    from .tracking import log_epoch_metrics
+    from .model import load_tokenizer
 
     cfg = TrainConfig(**loop_config["train"])
     ctx = ray.train.get_context()
@@ -70,73 +67,33 @@ def train_loop_per_worker(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
 
     data = load_job_data(cfg)
-    from .model import load_tokenizer
-
     tok = load_tokenizer(cfg.encoder, cfg.trust_remote_code)
     fb = FeatureBuilder(tok, data.spec.labels, cfg.max_length, data.queries, data.spec.types)
     enc = fb.encode(data.train.tokens, data.train.tags, mrc=cfg.multitask)
 
-    ckpt = ray.train.get_checkpoint()
-    start_epoch = 0
-    if ckpt:
-        with ckpt.as_directory() as d:
-            model, _, _ = load_model(Path(d) / MODEL_SUBDIR)
-            state = torch.load(Path(d) / TRAIN_STATE, map_location="cpu", weights_only=True)
-        start_epoch = state["epoch"] + 1
-    else:
-        model = build_model(cfg.encoder, len(data.spec.labels), cfg.dropout, cfg.trust_remote_code)
-        state = None
-    model.freeze_unused_heads(cfg.alpha, cfg.beta)
+    model, state = _restore_or_build(ray.train.get_checkpoint(), cfg, len(data.spec.labels))
+    start_epoch = state["epoch"] + 1 if state else 0
 
     per_worker_bs = max(1, cfg.batch_size // world)
     lengths = [len(x) for x in enc.ner_ids]
     sampler = LengthGroupedBatches(lengths, per_worker_bs, cfg.seed, rank, world, group=50 if cfg.group_by_length else 0)
     steps_per_epoch = len(sampler)
-    total = steps_per_epoch * cfg.epochs
 
     model = ray.train.torch.prepare_model(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.learning_rate,
-        fused=device.type == "cuda",
-    )
-    sched = get_linear_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * total), total)
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-
-    pad_id = tok.pad_token_id
-    multiple = 8 if device.type == "cuda" else 1
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    params, opt, sched = _optimizer(model, cfg, device, steps_per_epoch * cfg.epochs, state)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-
-    def to_dev(b):
-        return {k: v.to(device, non_blocking=True) for k, v in b.items()}
+    step = _step_fn(model, params, opt, sched, cfg, device, enc, tok.pad_token_id)
 
     bar = _progress_bar(rank, steps_per_epoch * (cfg.epochs - start_epoch)) if loop_config.get("progress", True) else None
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
         model.train()
-        sums = np.zeros(3)
-        n_sent = 0
+        sums, n_sent = np.zeros(3), 0
         t0 = time.perf_counter()
         for idx in sampler:
-            ner = to_dev(ner_batch(enc, idx, pad_id, multiple)) if cfg.alpha > 0 else None
-            mrc = to_dev(mrc_batch(enc, mrc_rows(enc, idx), pad_id, multiple)) if cfg.multitask else None
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss, l_ner, l_mrc = model(ner, mrc, cfg.alpha, cfg.beta)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            sums += [loss.item(), l_ner.item(), l_mrc.item()]
+            sums += step(idx)
             n_sent += len(idx)
             if bar is not None:
                 bar.update(1)
@@ -150,29 +107,93 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "sentences_per_s": n_sent * world / elapsed,
             "lr": sched.get_last_lr()[0],
         }
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if rank == 0:
-                inner = getattr(model, "module", model)
-                if cfg.eval_every_epoch:
-                    tagger = Tagger(inner, tok, model_meta(cfg, data), device, cfg.eval_batch_size)
-                    from .evaluation import score
-
-                    s = score(data.eval.tags, tagger.tag(data.eval.tokens), data.spec.types)
-                    metrics[f"{cfg.eval_split}_f1"] = s["f1"]
-                    inner.train()
-                save_model(inner, tok, Path(tmp) / MODEL_SUBDIR, model_meta(cfg, data))
-                torch.save(
-                    {"epoch": epoch, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()},
-                    Path(tmp) / TRAIN_STATE,
-                )
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-                if loop_config.get("mlflow_run_id"):
-                    log_epoch_metrics(loop_config["tracking_uri"], loop_config["mlflow_run_id"], metrics, epoch + 1)
-                print(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
-            ray.train.report(metrics, checkpoint=checkpoint)
+        _end_epoch(rank, getattr(model, "module", model), tok, cfg, data, device, opt, sched, epoch, metrics, loop_config)
     if bar is not None:
         bar.close()
+
+
+def _restore_or_build(checkpoint, cfg: TrainConfig, num_labels: int):
+    """The model and training state of the last checkpoint (after a restart), else a new model."""
+    from .model import build_model, load_model
+
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            model, _, _ = load_model(Path(d) / MODEL_SUBDIR)
+            state = torch.load(Path(d) / TRAIN_STATE, map_location="cpu", weights_only=True)
+    else:
+        model, state = build_model(cfg.encoder, num_labels, cfg.dropout, cfg.trust_remote_code), None
+    model.freeze_unused_heads(cfg.alpha, cfg.beta)
+    return model, state
+
+
+def _optimizer(model, cfg: TrainConfig, device, total_steps: int, state: dict | None):
+    """AdamW (no decay on biases and norms) with linear warm-up and decay, restored from `state`."""
+    from transformers import get_linear_schedule_with_warmup
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=device.type == "cuda")
+    sched = get_linear_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+    return params, opt, sched
+
+
+def _step_fn(model, params, opt, sched, cfg: TrainConfig, device, enc, pad_id: int):
+    """One optimizer step on the NER and MRC batches of the sentences `idx`: returns the 3 losses."""
+    multiple = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
+    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    def to_dev(b):
+        return {k: v.to(device, non_blocking=True) for k, v in b.items()}
+
+    def step(idx) -> list[float]:
+        ner = to_dev(ner_batch(enc, idx, pad_id, multiple)) if cfg.alpha > 0 else None
+        mrc = to_dev(mrc_batch(enc, mrc_rows(enc, idx), pad_id, multiple)) if cfg.multitask else None
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss, l_ner, l_mrc = model(ner, mrc, cfg.alpha, cfg.beta)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        return [loss.item(), l_ner.item(), l_mrc.item()]
+
+    return step
+
+
+def _end_epoch(rank, model, tok, cfg: TrainConfig, data, device, opt, sched, epoch: int, metrics: dict, loop_config: dict):
+    """Rank 0 scores (when asked), checkpoints and logs; every rank reports (a barrier)."""
+    import ray.train
+
+    from .evaluation import score
+    from .model import save_model
+    from .predict import Tagger
+    from .tracking import log_epoch_metrics
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            meta = model_meta(cfg, data)
+            if cfg.eval_every_epoch:
+                tagger = Tagger(model, tok, meta, device, cfg.eval_batch_size)
+                metrics[f"{cfg.eval_split}_f1"] = score(data.eval.tags, tagger.tag(data.eval.tokens), data.spec.types)["f1"]
+                model.train()
+            save_model(model, tok, Path(tmp) / MODEL_SUBDIR, meta)
+            torch.save(
+                {"epoch": epoch, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()},
+                Path(tmp) / TRAIN_STATE,
+            )
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            if loop_config.get("mlflow_run_id"):
+                log_epoch_metrics(loop_config["tracking_uri"], loop_config["mlflow_run_id"], metrics, epoch + 1)
+            print(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
+        ray.train.report(metrics, checkpoint=checkpoint)
 
 
 def _progress_bar(rank: int, total: int):
@@ -194,6 +215,7 @@ class TrainResult:
     model_dir: Path
     metrics: dict
     predictions: Path
+    model_uri: str  # the logged MLflow model (models:/m-...); runs:/<run_id>/model resolves to it too
 
 
 def default_cpus_per_worker(cfg: TrainConfig, concurrent: int = 1, reserved: float = 0.0) -> float:
@@ -299,5 +321,5 @@ def run_training(
         tagger = Tagger.load(model_dir, batch_size=cfg.eval_batch_size)
         metrics, pred = evaluate_split(tagger, data.eval, data.spec.types, cfg.multitask, progress)
         preds = write_predictions(out_dir / "predictions" / f"{run_id}.{data.eval.name}.tsv", data.eval.tokens, data.eval.tags, pred)
-        tracking.log_final(run_id, metrics, preds, model_dir, uri)
-    return TrainResult(run_id, model_dir, metrics, preds)
+        model_uri = tracking.log_final(metrics, preds, model_dir)
+    return TrainResult(run_id, model_dir, metrics, preds, model_uri)

@@ -378,6 +378,6 @@ def _refit_and_register(cfg: TuneConfig, client, parent: str, best: dict, best_f
             + f"({', '.join(f'{s:.4f}' for s in scores)}); this version is seed {best_seed}. "
             + f"Config: {json.dumps({**cfg.base(), **best, 'epochs': cfg.max_epochs})}"
         )
-        version = register_challenger(client, dataset, best_res.run_id, desc, {"parent_run_id": parent, "devel_f1": f"{best_f1:.4f}"})
+        version = register_challenger(client, dataset, best_res.model_uri, desc, {"parent_run_id": parent, "devel_f1": f"{best_f1:.4f}"})
         client.set_tag(parent, "registered_version", version)
     return TuneOutcome(parent, best, best_f1, scores, version, [r.metrics for _, r in results])

@@ -45,12 +45,12 @@ def test_promotion_gate(store):
     client = MlflowClient(store["uri"])
     assert store["strong"].metrics["test_f1"] > store["weak"].metrics["test_f1"] + 0.2
 
-    v1 = register_challenger(client, "synth-reg", store["weak"].run_id, "weak", {})
+    v1 = register_challenger(client, "synth-reg", store["weak"].model_uri, "weak", {})
     d = promote("synth-reg", tracking_uri=store["uri"], progress=False)
     assert d.promoted and d.reason == "no champion yet"
     assert client.get_model_version_by_alias("bioner-synth-reg", "champion").version == int(v1)
 
-    v2 = register_challenger(client, "synth-reg", store["strong"].run_id, "strong", {})
+    v2 = register_challenger(client, "synth-reg", store["strong"].model_uri, "strong", {})
     d = promote("synth-reg", tracking_uri=store["uri"], progress=False)
     assert d.promoted and d.p_value <= 0.05 and d.challenger_f1 > d.champion_f1
     assert client.get_model_version_by_alias("bioner-synth-reg", "champion").version == int(v2)
@@ -58,7 +58,7 @@ def test_promotion_gate(store):
     assert tags["promotion.decision"] == "promoted" and float(tags["promotion.p_value"]) <= 0.05
 
     # an identical challenger is not better: refused, p near 1, champion unchanged
-    v3 = register_challenger(client, "synth-reg", store["strong"].run_id, "same again", {})
+    v3 = register_challenger(client, "synth-reg", store["strong"].model_uri, "same again", {})
     r = CliRunner().invoke(app, ["promote", "--dataset", "synth-reg", "--tracking-uri", store["uri"]])
     assert r.exit_code == 1 and "refused" in r.stdout
     tags = client.get_model_version("bioner-synth-reg", v3).tags
