@@ -3,9 +3,8 @@ import json
 import pytest
 import torch
 
-from bioner.evaluation import spans
 from bioner.features import FeatureBuilder, mrc_batch, mrc_rows, ner_batch
-from bioner.model import BioNERModel, build_model, load_model, save_model
+from bioner.model import build_model, load_model, save_model
 from bioner.predict import Tagger, split_words
 from bioner.queries import Queries
 

@@ -91,9 +91,11 @@ def tune(
     cfg = load_config(TuneConfig, config, set_)
     out.print(f"[bold]tuning[/] {cfg.dataset} with {cfg.encoder}: {cfg.num_samples} trials x up to {cfg.max_epochs} epoch(s), refit over {cfg.refit_seeds} seed(s)")
     res = run_tune(cfg, resume=resume, progress=not quiet)
-    sd = (sum((x - sum(res.test_f1) / len(res.test_f1)) ** 2 for x in res.test_f1) / max(1, len(res.test_f1) - 1)) ** 0.5
-    mean = sum(res.test_f1) / len(res.test_f1)
-    out.print(f"best configuration: " + ", ".join(f"{k}={v}" for k, v in res.best_params.items()) + f"  (devel F1 {res.best_devel_f1:.4f})")
+    import statistics
+
+    mean = statistics.fmean(res.test_f1)
+    sd = statistics.stdev(res.test_f1) if len(res.test_f1) > 1 else 0.0
+    out.print("best configuration: " + ", ".join(f"{k}={v}" for k, v in res.best_params.items()) + f"  (devel F1 {res.best_devel_f1:.4f})")
     t = Table(title="refit of the best configuration on train+devel, scored on test")
     for c in ("seed", "precision", "recall", "F1", "MRC F1"):
         t.add_column(c, justify="right")

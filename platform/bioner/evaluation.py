@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Sequence
 
 import numpy as np
@@ -68,10 +67,6 @@ def score(gold, pred, types: Sequence[str]) -> dict[str, float]:
     return out
 
 
-def micro_f1_from_counts(c: np.ndarray) -> float:
-    return prf(*c.reshape(-1, 3).sum(axis=0))[2]
-
-
 def paired_bootstrap(
     counts_a: np.ndarray, counts_b: np.ndarray, n_resamples: int = 1000, seed: int = 0
 ) -> tuple[float, float, float]:
@@ -126,6 +121,3 @@ def spans_to_tags(n_words: int, typed_spans: Sequence[tuple[str, int, int]]) -> 
             tags[k] = f"I-{typ}"
     return tags
 
-
-def label_counts(tags: Sequence[Sequence[str]]) -> Counter:
-    return Counter(t for s in tags for t in s)

@@ -105,7 +105,7 @@ def training_run(cfg, data, parent_run_id: str | None = None, extra_tags: dict |
         mlflow.end_run(status=status)
 
 
-def _retry(fn, what: str, attempts: int = 6, delay: float = 1.0):
+def _retry(fn, attempts: int = 6, delay: float = 1.0):
     """Retry a tracking call with backoff, so a restarting server loses no metric."""
     for i in range(attempts):
         try:
@@ -123,7 +123,7 @@ def log_epoch_metrics(tracking_uri: str, run_id: str, metrics: dict, step: int) 
     client = MlflowClient(tracking_uri)
     ts = int(time.time() * 1000)
     batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if k != "epoch"]
-    _retry(lambda: client.log_batch(run_id, metrics=batch), "epoch metrics")
+    _retry(lambda: client.log_batch(run_id, metrics=batch))
 
 
 def log_final(metrics: dict, predictions: Path, model_dir: Path) -> str:

@@ -9,7 +9,6 @@ on train+devel with several seeds and scored on test, and the best seed is regis
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,7 +159,6 @@ def _state_path(out_dir: Path, experiment: str) -> Path:
 
 
 def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True) -> TuneOutcome:
-    import mlflow
     from mlflow import MlflowClient
 
     from . import tracking

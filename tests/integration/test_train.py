@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 @pytest.fixture(scope="module")
 def toy_spec(tmp_path_factory):
     d = tmp_path_factory.mktemp("toy")
-    corpus = ncbi_subset(d / "corpus", n_train=64, n_test=24)
+    ncbi_subset(d / "corpus", n_train=64, n_test=24)
     return write_spec(d / "toy.yaml", "corpus", name="toy")
 
 
