@@ -108,11 +108,16 @@ def tune(
     if res.model_version:
         from .registry import model_name
 
-        name = model_name(_dataset_name(cfg.dataset))
-        out.print(f"registered: {name} version {res.model_version} (alias challenger)")
-        out.print(f"promote:    MLFLOW_TRACKING_URI={uri} bioner promote --dataset {_dataset_name(cfg.dataset)}")
+        ds = _dataset_name(cfg.dataset)
+        out.print(f"registered: {model_name(ds)} version {res.model_version} (alias challenger)")
+        out.print(f"promote:    MLFLOW_TRACKING_URI={uri} bioner promote --dataset {ds}")
     out.print(f"compare:    bioner runs compare --experiment {cfg.experiment} --tracking-uri {uri}")
     out.print(f"open the UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+
+
+def _store_uri(tracking_uri: str | None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the default store of `outputs/`."""
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('outputs').resolve() / 'mlflow.db'}"
 
 
 def _dataset_name(dataset: str) -> str:
@@ -130,7 +135,7 @@ def runs_compare(
     """Tuning trials as a table sorted by devel F1 (the MLflow UI shows the same runs)."""
     import mlflow
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('outputs').resolve() / 'mlflow.db'}"
+    uri = _store_uri(tracking_uri)
     mlflow.set_tracking_uri(uri)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
@@ -166,7 +171,7 @@ def promote(
     """Move alias `champion` to `challenger` only if it is better on test with paired-bootstrap p <= threshold."""
     from .registry import model_name, promote as do_promote
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('outputs').resolve() / 'mlflow.db'}"
+    uri = _store_uri(tracking_uri)
     name = _dataset_name(dataset)
     d = do_promote(name, threshold, resamples, seed, force, reason, uri)
     verdict = "[green]promoted[/]" if d.promoted else "[yellow]refused[/]"

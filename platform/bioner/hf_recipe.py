@@ -18,6 +18,7 @@ from .model import resolve_encoder
 
 
 def _tokenize(tok, tokens, tags, label2id, max_length):
+    """Trainer rows (labels on first pieces, as the HF example) and each row's word ids."""
     enc = tok(tokens, is_split_into_words=True, truncation=True, max_length=max_length)
     labels = []
     for i in range(len(tokens)):
@@ -26,10 +27,11 @@ def _tokenize(tok, tokens, tags, label2id, max_length):
             row.append(-100 if w is None or w == prev else label2id[tags[i][w]] if tags else 0)
             prev = w
         labels.append(row)
-    return [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": labels[i]} for i in range(len(tokens))]
+    rows = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": labels[i]} for i in range(len(tokens))]
+    return rows, [enc.word_ids(i) for i in range(len(tokens))]
 
 
-def _to_word_tags(pred_ids, rows, enc_word_ids, n_words, id2label):
+def _to_word_tags(pred_ids, enc_word_ids, n_words, id2label):
     out = []
     for i, n in enumerate(n_words):
         tags = ["O"] * n  # words cut off by truncation get no prediction: O
@@ -61,8 +63,8 @@ def train_and_score(cfg: TrainConfig, workdir: Path) -> dict:
     model = AutoModelForTokenClassification.from_pretrained(
         path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id
     )
-    train_rows = _tokenize(tok, data.train.tokens, data.train.tags, label2id, cfg.max_length)
-    eval_rows = _tokenize(tok, data.eval.tokens, None, label2id, cfg.max_length)
+    train_rows, _ = _tokenize(tok, data.train.tokens, data.train.tags, label2id, cfg.max_length)
+    eval_rows, word_ids = _tokenize(tok, data.eval.tokens, None, label2id, cfg.max_length)
     args = TrainingArguments(
         output_dir=str(workdir),
         learning_rate=cfg.learning_rate,
@@ -85,8 +87,6 @@ def train_and_score(cfg: TrainConfig, workdir: Path) -> dict:
     train_s = time.perf_counter() - t0
     pred = trainer.predict(eval_rows)
     ids = np.argmax(pred.predictions, -1)
-    enc = tok(data.eval.tokens, is_split_into_words=True, truncation=True, max_length=cfg.max_length)
-    word_ids = [enc.word_ids(i) for i in range(len(data.eval.tokens))]
-    tags = _to_word_tags(ids, eval_rows, word_ids, [len(t) for t in data.eval.tokens], dict(enumerate(labels)))
+    tags = _to_word_tags(ids, word_ids, [len(t) for t in data.eval.tokens], dict(enumerate(labels)))
     s = score(data.eval.tags, tags, data.spec.types)
     return {f"{data.eval.name}_{k}": v for k, v in s.items()} | {"train_seconds": train_s}
