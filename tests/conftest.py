@@ -50,8 +50,10 @@ def _init_ray():
     import ray
 
     if not ray.is_initialized():
+        from bioner.training import start_local_ray
+
         # The dashboard serves the State API that Ray Train uses to clean up finished trials.
-        ray.init(num_cpus=2, include_dashboard=True, logging_level="ERROR", log_to_driver=False)
+        start_local_ray(num_cpus=2, logging_level="ERROR", log_to_driver=False)
     return ray
 
 

@@ -231,15 +231,41 @@ def default_cpus_per_worker(cfg: TrainConfig, concurrent: int = 1, reserved: flo
     return max(0.1, math.floor(per * 100) / 100)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_local_ray(**kwargs) -> None:
+    """A local Ray on 127.0.0.1 whose processes know their own dashboard.
+
+    Ray Train's placement-group cleaner asks the State API for the controller's state; with no
+    address it looks for "the" local Ray and fails when a second instance runs on the machine
+    (another user's job, a test cluster). Naming the API server in the environment, which Ray's
+    processes inherit from this driver, makes every instance find its own.
+    """
+    import ray
+
+    port = _free_port()
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    kwargs.setdefault("logging_level", "WARNING")
+    # address="local": a new instance, never one that `ray start` left running on this machine.
+    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, **kwargs)
+
+
 def ensure_ray() -> None:
     import ray
 
-    if not ray.is_initialized():
-        # With no RAY_ADDRESS, a local instance on 127.0.0.1 (its dashboard, which Ray Train's
-        # clean-up of finished Tune trials needs, listens on 127.0.0.1 by default).
-        address = os.environ.get("RAY_ADDRESS") or None
-        extra = {} if address else {"_node_ip_address": "127.0.0.1", "dashboard_host": "127.0.0.1"}
-        ray.init(address=address, log_to_driver=True, logging_level="WARNING", **extra)
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+    else:
+        start_local_ray(log_to_driver=True)
 
 
 def fit(
