@@ -299,14 +299,14 @@ def datasets_list(ctx: typer.Context):
 @datasets_app.command("check")
 def datasets_check(spec: str = typer.Argument(..., help="Dataset name or spec path.")):
     """Validate a spec and every line of its three corpus files; print counts per split and type."""
-    from .corpora import load_spec, read_split, split_stats
+    from .corpora import load_spec, scan_split
 
     s = load_spec(spec)
     t = Table(title=f"{s.name} ({s.path})")
     for c in ("split", "sentences", "tokens", "entities", "longest sentence (words)", "per type"):
         t.add_column(c)
     for name in ("train", "devel", "test"):
-        st = split_stats(read_split(s, name))
+        st = scan_split(s, name)  # streams: a corpus of any size is checked in constant memory
         per = ", ".join(f"{k}: {v}" for k, v in st["per_type"].items())
         t.add_row(name, f"{st['sentences']:,}", f"{st['tokens']:,}", f"{st['entities']:,}", str(st["max_words"]), per)
     out.print(t)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import BionerError, ConfigError, CorpusError
 
 SPLITS = ("train", "devel", "test")
+TYPE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -54,9 +56,10 @@ class DatasetSpec(BaseModel):
     @field_validator("entity_types")
     @classmethod
     def _type_names(cls, v: dict) -> dict:
+        # Type names become label and MLflow metric names (test_f1_<type>): keep them plain.
         for name in v:
-            if not name or any(c.isspace() for c in name):
-                raise ValueError(f"entity type name {name!r} must be non-empty without spaces")
+            if not TYPE_NAME_RE.fullmatch(name):
+                raise ValueError(f"entity type name {name!r}: use letters, digits, '_' and '-' (starting with a letter or digit)")
         return v
 
     @property
@@ -260,13 +263,26 @@ def entity_strings(split: Split) -> dict[str, list[str]]:
 
 
 def split_stats(split: Split) -> dict:
+    return _stats(zip(split.tokens, split.tags))
+
+
+def scan_split(spec: DatasetSpec, split: str) -> dict:
+    """Validate every line of a split and count it, streaming: memory does not grow with the file."""
+    path = spec.split_file(split)
+    st = _stats(iter_sentences(path, spec.types))
+    if not st["sentences"]:
+        raise CorpusError(path, 1, "empty split: no sentences")
+    return st
+
+
+def _stats(sentences: Iterable[tuple[list[str], list[str]]]) -> dict:
     from .evaluation import spans
 
-    per_type = Counter(t for tags in split.tags for t, _, _ in spans(tags))
-    return {
-        "sentences": len(split),
-        "tokens": sum(map(len, split.tokens)),
-        "entities": sum(per_type.values()),
-        "per_type": dict(per_type),
-        "max_words": max(map(len, split.tokens)),
-    }
+    per_type: Counter = Counter()
+    n = tokens = longest = 0
+    for toks, tags in sentences:
+        n += 1
+        tokens += len(toks)
+        longest = max(longest, len(toks))
+        per_type.update(t for t, _, _ in spans(tags))
+    return {"sentences": n, "tokens": tokens, "entities": sum(per_type.values()), "per_type": dict(per_type), "max_words": longest}
