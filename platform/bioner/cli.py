@@ -35,6 +35,12 @@ def train(
     config: Path = typer.Argument(..., help="YAML training config (a tune config works too: its base values are trained)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    resume: bool = typer.Option(
+        False, "--resume",
+        help="Continue the experiment's last `bioner train` job after a kill or crash: same CONFIG and --set values "
+        "(refused if any key differs), its MLflow run reopened, training restarted from its last epoch checkpoint. "
+        "The job is found through <output_dir>/train/<experiment>/bioner_train.json.",
+    ),
 ):
     """Train one model on Ray Train, score it, and log everything to MLflow."""
     from .config import FOREIGN_KEYS, TrainConfig, load_config
@@ -46,7 +52,7 @@ def train(
         + (f"multi-task ({cfg.query_source} queries, alpha={cfg.alpha}, beta={cfg.beta})" if cfg.multitask else "single task (beta = 0)")
         + f", {cfg.epochs} epoch(s), {cfg.num_workers} worker(s)"
     )
-    res = run_training(cfg, progress=not quiet)
+    res = run_training(cfg, progress=not quiet, resume=resume)
     _print_scores(res.metrics)
     _print_sample(res.model_dir, cfg)
     uri = cfg.resolved_tracking_uri()
@@ -246,12 +252,16 @@ def predict(
     batch_size: int = typer.Option(64, help="Texts per inference batch."),
 ):
     """Tag raw text: one JSON line per text, {"text", "entities": [{"text", "start", "end", "type"}]}."""
-    from .predict import Tagger, resolve_model
+    from .predict import Tagger, check_text, resolve_model
 
-    texts = list(text or [])
+    # Undecodable bytes in an argument arrive as lone surrogates, which cannot be written out.
+    texts = [check_text(t, f"TEXT argument {i}") for i, t in enumerate(text or [], 1)]
     if input_ is not None:
         if str(input_) == "-":
-            texts += [l.rstrip("\n") for l in sys.stdin]
+            try:
+                texts += sys.stdin.buffer.read().decode("utf-8").splitlines()
+            except UnicodeDecodeError as e:
+                raise BionerError(f"--input -: not UTF-8 (byte {e.start + 1})") from None
         else:
             if not input_.is_file():
                 raise BionerError(f"--input {input_}: file not found")

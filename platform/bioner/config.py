@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .corpora import format_validation_error
 from .errors import ConfigError
@@ -53,6 +53,16 @@ class TrainConfig(BaseModel):
     max_failures: int = Field(0, ge=0, description="Ray Train restarts from the last checkpoint after a worker failure, this many times")
     trust_remote_code: bool = Field(False, description="allow model code from the hub (off: it runs arbitrary code)")
     run_name: str | None = Field(None, description="MLflow run name (default: dataset-source-seed)")
+
+    @field_validator("experiment", "run_name")
+    @classmethod
+    def _path_safe(cls, v: str | None) -> str | None:
+        # The experiment names folders under output_dir (tune/<experiment>, train/<experiment>):
+        # it must not climb out of it. run_name follows the same rule, so no later use of it as
+        # a folder name can either.
+        if v is not None and (any(c in v for c in "/\\") or v.strip(".") == "" or any(ord(c) < 32 for c in v)):
+            raise ValueError(f"{v!r}: no '/', '\\', control characters, and not '.' or '..' (it names a folder under output_dir)")
+        return v
 
     @model_validator(mode="after")
     def _check(self):

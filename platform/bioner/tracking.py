@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -10,6 +12,13 @@ from pathlib import Path
 from .errors import BionerError
 
 MODEL_NAME = "model"  # the logged model's name in its run: runs:/<run_id>/model
+# How long (seconds) a worker keeps retrying one epoch's metrics while the MLflow server is
+# away (restart, network cut). MLflow's HTTP client already retries each call for about 4
+# minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES=7, exponential backoff); this window is on top of it.
+RETRY_ENV, RETRY_DEFAULT_S = "BIONER_TRACKING_RETRY_S", 600.0
+# Free space (MiB) the output folder needs before a job starts: checkpoints, the model copy and
+# its logged artifact of a MiniLM run take about 400 MiB, a BioBERT run about 1.7 GiB.
+MIN_FREE_ENV, MIN_FREE_DEFAULT_MB = "BIONER_MIN_FREE_MB", 512
 
 
 def prepare_output_dir(path: str) -> Path:
@@ -22,7 +31,24 @@ def prepare_output_dir(path: str) -> Path:
         probe.unlink()
     except OSError as e:
         raise BionerError(f"output_dir {out}: not writable ({e.strerror})") from None
+    free_mb = shutil.disk_usage(out).free / 2**20
+    need_mb = _env_float(MIN_FREE_ENV, MIN_FREE_DEFAULT_MB)
+    if free_mb < need_mb:
+        raise BionerError(
+            f"output_dir {out}: {free_mb:.0f} MiB free, a job needs at least {need_mb:.0f} MiB "
+            f"(free some space, or set {MIN_FREE_ENV} to a lower floor)"
+        )
     return out
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise BionerError(f"${name}={raw!r}: expected a number") from None
 
 
 def git_commit() -> str:
@@ -73,8 +99,9 @@ def flat_params(cfg) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def training_run(cfg, data, parent_run_id: str | None = None, extra_tags: dict | None = None):
-    """Open the job's MLflow run; on any error it ends FAILED (KILLED on Ctrl-C), never FINISHED."""
+def training_run(cfg, data, parent_run_id: str | None = None, extra_tags: dict | None = None, resume_run_id: str | None = None):
+    """Open the job's MLflow run (or reopen `resume_run_id`); on any error it ends FAILED (KILLED
+    on Ctrl-C), never FINISHED."""
     import mlflow
 
     out_dir = Path(cfg.output_dir).resolve()
@@ -89,13 +116,17 @@ def training_run(cfg, data, parent_run_id: str | None = None, extra_tags: dict |
     }
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
-    run = mlflow.start_run(experiment_id=exp_id, run_name=name, tags=tags)
+    if resume_run_id:
+        run = mlflow.start_run(run_id=resume_run_id)
+    else:
+        run = mlflow.start_run(experiment_id=exp_id, run_name=name, tags=tags)
     status = "FAILED"
     try:
-        mlflow.log_params(flat_params(cfg))
-        mlflow.log_params({"train_sentences": len(data.train), f"{data.eval.name}_sentences": len(data.eval)})
-        if data.queries:
-            mlflow.log_dict(data.queries.to_dict(), "queries.json")
+        if not resume_run_id:  # a reopened run has its params and queries already
+            mlflow.log_params(flat_params(cfg))
+            mlflow.log_params({"train_sentences": len(data.train), f"{data.eval.name}_sentences": len(data.eval)})
+            if data.queries:
+                mlflow.log_dict(data.queries.to_dict(), "queries.json")
         yield run.info.run_id
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -105,15 +136,20 @@ def training_run(cfg, data, parent_run_id: str | None = None, extra_tags: dict |
         mlflow.end_run(status=status)
 
 
-def _retry(fn, attempts: int = 6, delay: float = 1.0):
-    """Retry a tracking call with backoff, so a restarting server loses no metric."""
-    for i in range(attempts):
+def _retry(fn, window_s: float | None = None):
+    """Retry a tracking call with backoff for `window_s` (default $BIONER_TRACKING_RETRY_S), so a
+    restarting server loses no metric."""
+    window_s = _env_float(RETRY_ENV, RETRY_DEFAULT_S) if window_s is None else window_s
+    deadline = time.monotonic() + window_s
+    delay = 0.5
+    while True:
         try:
             return fn()
         except Exception:
-            if i == attempts - 1:
+            if time.monotonic() + delay > deadline:
                 raise
-            time.sleep(delay * 2**i)
+            time.sleep(delay)
+            delay = min(2 * delay, 15.0)
 
 
 def log_epoch_metrics(tracking_uri: str, run_id: str, metrics: dict, step: int) -> None:
@@ -123,7 +159,16 @@ def log_epoch_metrics(tracking_uri: str, run_id: str, metrics: dict, step: int) 
     client = MlflowClient(tracking_uri)
     ts = int(time.time() * 1000)
     batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if k != "epoch"]
-    _retry(lambda: client.log_batch(run_id, metrics=batch))
+
+    def log() -> None:
+        # After a worker restart or `train --resume`, the epoch after the last checkpoint is
+        # trained again from that checkpoint's weights, optimizer and RNG state. If its
+        # metrics reached MLflow before the failure, they stand: each epoch is logged once.
+        if batch and any(m.step == step for m in client.get_metric_history(run_id, batch[0].key)):
+            return
+        client.log_batch(run_id, metrics=batch)
+
+    _retry(log)
 
 
 def log_final(metrics: dict, predictions: Path, model_dir: Path) -> str:

@@ -324,17 +324,68 @@ def evaluate_split(tagger, split, types, with_mrc: bool, progress: bool = True) 
     return out, pred
 
 
+JOB_STATE = "bioner_train.json"
+
+
+def job_state_path(out_dir: Path, experiment: str) -> Path:
+    """Where `bioner train` records its experiment's newest job, for `--resume`."""
+    return out_dir / "train" / experiment / JOB_STATE
+
+
+def resumable_run(cfg: TrainConfig, out_dir: Path) -> str:
+    """The MLflow run id of the experiment's last job, if it can be continued with this config."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from . import tracking
+    from .errors import BionerError
+
+    path = job_state_path(out_dir, cfg.experiment)
+    if not path.is_file():
+        raise BionerError(f"--resume: no training job of experiment {cfg.experiment!r} to resume ({path} not found)")
+    state = json.loads(path.read_text(encoding="utf-8"))
+    now = cfg.model_dump()
+    changed = [k for k in now if state["config"].get(k) != now[k]]
+    if changed:
+        k = changed[0]
+        raise BionerError(f"--resume: {k} is {now[k]!r}, the interrupted job had {state['config'].get(k)!r}; resume with the same config")
+    uri = cfg.resolved_tracking_uri()
+    tracking.check_reachable(uri)
+    status = MlflowClient(uri).get_run(state["run_id"]).info.status
+    if status == "FINISHED":
+        raise BionerError(f"--resume: the last job of experiment {cfg.experiment!r} (run {state['run_id']}) has finished; train without --resume")
+    return state["run_id"]
+
+
+def _record_job(cfg: TrainConfig, out_dir: Path, run_id: str) -> None:
+    import json
+
+    path = job_state_path(out_dir, cfg.experiment)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"run_id": run_id, "config": cfg.model_dump()}), encoding="utf-8")
+    tmp.replace(path)  # atomic: a kill never leaves half a state file
+
+
 def run_training(
-    cfg: TrainConfig, progress: bool = True, parent_run_id: str | None = None, tags: dict | None = None
+    cfg: TrainConfig, progress: bool = True, parent_run_id: str | None = None, tags: dict | None = None, resume: bool = False
 ) -> TrainResult:
-    """The whole job: validate, open an MLflow run, train on Ray Train, score, log the model."""
+    """The whole job: validate, open an MLflow run, train on Ray Train, score, log the model.
+
+    `resume`: reopen the experiment's last job's MLflow run and continue its Ray Train run (same
+    name and storage), which restarts from the newest checkpoint of that run.
+    """
     from . import tracking
     from .predict import Tagger
 
     data = load_job_data(cfg)  # corpus and spec errors surface here, before any run exists
     out_dir = tracking.prepare_output_dir(cfg.output_dir)
     uri = cfg.resolved_tracking_uri()
-    with tracking.training_run(cfg, data, parent_run_id, tags) as run_id:
+    resume_id = resumable_run(cfg, out_dir) if resume else None
+    with tracking.training_run(cfg, data, parent_run_id, tags, resume_run_id=resume_id) as run_id:
+        if parent_run_id is None and resume_id is None:
+            _record_job(cfg, out_dir, run_id)
         result = fit(cfg, run_id, uri, out_dir / "ray_results", run_id, progress=progress)
         if result.error:
             raise result.error
