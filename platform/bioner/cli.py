@@ -323,6 +323,11 @@ def datasets_check(spec: str = typer.Argument(..., help="Dataset name or spec pa
     out.print(f"[green]ok[/]: {s.name}, types {', '.join(s.types)}")
 
 
+from .cli_sweep import register as _register_sweep  # noqa: E402  (sweep and report live in their own module)
+
+_register_sweep(app)
+
+
 def main() -> None:
     """Console entry point: user errors are one line on stderr and exit code 2."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -129,6 +129,8 @@ def read_yaml(path: str | os.PathLike) -> dict:
 # Keys that belong to other commands (tuning, sweeps) and that `bioner train` ignores, so one
 # YAML serves several commands. Typos are still rejected: only these names are let through.
 FOREIGN_KEYS = {"num_samples", "max_concurrent_trials", "max_epochs", "grace_period", "refit_seeds", "search", "register"}
+# `bioner sweep` (sweep.SweepConfig): the grid and its profiles.
+FOREIGN_KEYS |= {"profile", "profiles", "seeds", "datasets", "variants", "train_fractions", "per_dataset", "baseline"}
 
 
 def load_config(model: type[BaseModel], path: str | os.PathLike | None, overrides: list[str] | None = None, ignore: set[str] = frozenset()):

@@ -84,6 +84,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     step = _step_fn(model, params, opt, sched, cfg, device, enc, tok.pad_token_id)
+    from .live_metrics import LiveMetrics
+
+    live = LiveMetrics.for_worker(loop_config, data.spec.name, rank, device)  # Prometheus/Grafana, via Ray
 
     bar = _progress_bar(rank, steps_per_epoch * (cfg.epochs - start_epoch)) if loop_config.get("progress", True) else None
     for epoch in range(start_epoch, cfg.epochs):
@@ -94,6 +97,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         for idx in sampler:
             sums += step(idx)
             n_sent += len(idx)
+            live.update(sums, n_sent)
             if bar is not None:
                 bar.update(1)
         elapsed = time.perf_counter() - t0
@@ -107,6 +111,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "lr": sched.get_last_lr()[0],
         }
         _end_epoch(rank, getattr(model, "module", model), tok, cfg, data, device, opt, sched, epoch, metrics, loop_config)
+        live.epoch(metrics)
     if bar is not None:
         bar.close()
 
