@@ -1,0 +1,276 @@
+"""Failures survived, with real kills: a Ray Train worker SIGKILLed mid-epoch, the whole `bioner
+train` job SIGKILLed then `--resume`d, the `bioner tune` driver SIGKILLed then `--resume`d, and
+the MLflow server stopped and started again during a run.
+
+Every job runs as a `bioner` process with its own local Ray (started in its own session, so the
+test can kill the process group as a whole).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from _faultkit import MlflowServer, clean_env, kill_group, wait_for
+from conftest import EXPERIMENTS, synthetic_corpus, write_spec
+
+pytestmark = pytest.mark.usefixtures("no_ray_in_process")
+
+
+class Job:
+    """A `bioner` process whose merged stdout/stderr lines are collected as they come."""
+
+    def __init__(self, args: list[str], **env: str):
+        self.proc = subprocess.Popen([sys.executable, "-m", "bioner.cli", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env=clean_env(**env), start_new_session=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def epochs_printed(self) -> list[tuple[int, str]]:
+        """(worker pid, "k/n") of the `epoch k/n` lines the rank-0 worker prints after each epoch,
+        in order and once each (Ray forwards some worker lines twice)."""
+        import re
+
+        found = re.findall(r"RayTrainWorker pid=(\d+)\S*\s+epoch (\d+/\d+):", self.output())
+        return list(dict.fromkeys((int(pid), e) for pid, e in found))
+
+    def finish(self, timeout: float) -> int:
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return self.proc.returncode
+
+    def descendants(self):
+        import psutil
+
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def kill_all(self) -> None:
+        """SIGKILL the job's process group, then any of its processes that left the group."""
+        import psutil
+
+        procs = self.descendants()
+        kill_group(self.proc)
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=30)
+        self._reader.join(timeout=10)
+
+
+def train_worker_pids(job: Job) -> list[int]:
+    out = []
+    for p in job.descendants():
+        try:
+            if "RayTrainWorker" in " ".join(p.cmdline()):
+                out.append(p.pid)
+        except Exception:  # gone between the listing and the look
+            pass
+    return out
+
+
+def checkpointed_epoch(storage: Path) -> int:
+    """The epoch of the newest checkpoint Ray Train has recorded for any run under `storage`."""
+    best = 0
+    for snap in storage.glob("*/checkpoint_manager_snapshot.json"):
+        try:
+            latest = json.loads(snap.read_text()).get("latest_checkpoint_result") or {}
+        except (OSError, ValueError):  # being rewritten
+            continue
+        best = max(best, int(latest.get("metrics", {}).get("epoch", 0)))
+    return best
+
+
+def steps(client, run_id: str, key: str = "train_loss") -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def the_run(uri: str, experiment: str):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return client, runs
+
+
+@pytest.fixture(scope="module")
+def corpus_spec(tmp_path_factory):
+    d = tmp_path_factory.mktemp("faults")
+    # 160 training sentences at batch 4: 40 steps, several seconds an epoch with the tiny BERT,
+    # longer than Ray Train's controller takes to record a checkpoint (so a kill can land mid-epoch)
+    synthetic_corpus(d / "corpus", sizes=(160, 8, 8))
+    return write_spec(d / "faults.yaml", "corpus", name="faults")
+
+
+def train_args(spec, encoder, out: Path, *extra: str) -> list[str]:
+    sets = [f"dataset={spec}", f"encoder={encoder}", f"output_dir={out}", "experiment=faults", "epochs=3",
+            "batch_size=4", "max_length=48", "learning_rate=1e-3", "train_fraction=1.0", "train_splits=[train]",
+            "eval_split=test", "beta=0", "num_workers=1", *extra]
+    args = ["train", str(EXPERIMENTS / "quickstart.yaml"), "-q"]
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+def test_worker_killed_mid_epoch_then_job_killed_then_resumed(tmp_path, corpus_spec, tiny_bert):
+    """One job, two real kills.
+
+    1. `max_failures=1`: the Ray Train worker is SIGKILLed in epoch 2, after epoch 1's checkpoint.
+       Ray Train starts a new worker from that checkpoint: epoch 1 is not trained again.
+    2. The whole `bioner train` process group is SIGKILLed in epoch 3, after epoch 2's checkpoint.
+    3. `bioner train ... --resume` reopens the same MLflow run and trains epoch 3 only.
+    MLflow ends with one FINISHED run holding each epoch's metrics exactly once.
+    """
+    out = tmp_path / "out"
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    storage = out / "ray_results"
+    args = train_args(corpus_spec, tiny_bert, out, "max_failures=1")
+    job = Job(args)
+    try:
+        wait_for(lambda: checkpointed_epoch(storage) >= 1, 240, "epoch 1's checkpoint", job.proc, every=0.2)
+        pids = wait_for(lambda: train_worker_pids(job), 30, "the Ray Train worker process", job.proc, every=0.2)
+        client, runs = the_run(uri, "faults")
+        (run,) = runs
+        assert steps(client, run.info.run_id) == [1], "epoch 2 ended before the kill: the epochs are too short"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+
+        wait_for(lambda: checkpointed_epoch(storage) >= 2, 240, "epoch 2's checkpoint after the restart", job.proc, every=0.2)
+        wait_for(lambda: any(e == "2/3" for _, e in job.epochs_printed()), 30, "the epoch 2 line", job.proc, every=0.2)
+        assert steps(client, run.info.run_id) == [1, 2]
+        job.kill_all()
+    finally:
+        if job.proc.poll() is None:
+            job.kill_all()
+    # the worker started after the kill began at epoch 2: epoch 1 was not trained again
+    printed = job.epochs_printed()
+    assert [e for _, e in printed] == ["1/3", "2/3"] and printed[0][0] in pids and printed[1][0] not in pids, printed
+    assert client.get_run(run.info.run_id).info.status == "RUNNING"  # killed: neither FINISHED nor closed
+
+    resumed = Job(args + ["--resume"])
+    assert resumed.finish(timeout=300) == 0, resumed.output()[-3000:]
+    assert [e for _, e in resumed.epochs_printed()] == ["3/3"], resumed.output()[-3000:]
+    client, runs = the_run(uri, "faults")
+    assert [r.info.run_id for r in runs] == [run.info.run_id]
+    final = client.get_run(run.info.run_id)
+    assert final.info.status == "FINISHED" and "test_f1" in final.data.metrics
+    for key in ("train_loss", "train_loss_ner", "lr"):
+        assert steps(client, run.info.run_id, key) == [1, 2, 3], key
+
+    from _faultkit import assert_refused, bioner
+
+    assert_refused(bioner(*args, "--resume"), "--resume: the last job of experiment 'faults'", "has finished")
+    assert_refused(bioner(*args, "--set", "epochs=4", "--resume"), "--resume: epochs is 4, the interrupted job had 3")
+    assert_refused(bioner(*args, "--set", "experiment=other", "--resume"), "--resume: no training job of experiment 'other'")
+
+
+def test_tune_driver_sigkilled_then_resumed(tmp_path, tiny_bert):
+    """SIGKILL of the `bioner tune` process group after its first trial, then `--resume`."""
+    synthetic_corpus(tmp_path / "corpus", sizes=(48, 16, 16))
+    spec = write_spec(tmp_path / "kill.yaml", "corpus", name="kill")
+    out = tmp_path / "out"
+    args = ["tune", str(EXPERIMENTS / "tune-smoke.yaml"), "-q",
+            "--set", f"dataset={spec}", "--set", f"encoder={tiny_bert}", "--set", f"output_dir={out}",
+            "--set", "experiment=kill", "--set", "train_fraction=1.0", "--set", "num_samples=3",
+            "--set", "max_epochs=1", "--set", "refit_seeds=1", "--set", "max_length=48", "--set", "register=false"]
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+
+    def trials():
+        if not (out / "mlflow.db").exists():
+            return []
+        try:
+            client = MlflowClient(uri)
+            exp = client.get_experiment_by_name("kill")
+            return client.search_runs([exp.experiment_id], "tags.`bioner.kind` = 'trial'",
+                                      order_by=["attributes.start_time ASC"]) if exp else []
+        except Exception:  # the store is being created by the job
+            return []
+
+    job = Job(args)
+    try:
+        # one trial at a time: a second trial's run exists only once Tune has recorded the first as done
+        runs = wait_for(lambda: (lambda r: r if len(r) >= 2 else None)(trials()), 300, "the second trial", job.proc)
+        job.kill_all()
+    finally:
+        if job.proc.poll() is None:
+            job.kill_all()
+    assert job.proc.returncode == -signal.SIGKILL
+    first_trial, first_run = runs[0].data.tags["ray.trial_id"], runs[0].info.run_id
+
+    resumed = Job(args + ["--resume"])
+    assert resumed.finish(timeout=400) == 0, resumed.output()[-3000:]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("kill").experiment_id
+    done = client.search_runs([exp], "tags.`bioner.kind` = 'trial'")
+    ids = [t.data.tags["ray.trial_id"] for t in done]
+    assert len(ids) == 3 and len(set(ids)) == 3 and first_trial in ids
+    for t in done:  # the trial killed mid-way was trained again, but every epoch is logged once
+        assert len(client.get_metric_history(t.info.run_id, "devel_f1")) == 1, t.data.tags
+    assert client.get_run(first_run).info.status == "FINISHED"
+    (parent,) = client.search_runs([exp], "tags.`bioner.kind` = 'tune'")
+    assert parent.info.status == "FINISHED" and "test_f1_mean" in parent.data.metrics
+
+
+def test_mlflow_server_restarted_during_a_run_loses_no_metric(tmp_path, corpus_spec, tiny_bert):
+    """A real `mlflow server` on 127.0.0.1 is stopped once epoch 1 is logged and started again
+    (same port, same store) only once the worker is stuck retrying epoch 2's metrics. MLflow's
+    own HTTP retries are off here (MLFLOW_HTTP_REQUEST_MAX_RETRIES=0) so bioner's retry window
+    (BIONER_TRACKING_RETRY_S) is what carries the metric over the outage."""
+    import psutil
+
+    server = MlflowServer(tmp_path / "mlflow")
+    (tmp_path / "mlflow").mkdir()
+    server.start()
+    store = server.store
+    out = tmp_path / "out"
+    job = Job(train_args(corpus_spec, tiny_bert, out, f"tracking_uri={server.uri}"),
+              MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", BIONER_TRACKING_RETRY_S="180")
+    try:
+        def logged_steps():
+            _, runs = the_run(store, "faults")
+            return steps(MlflowClient(store), runs[0].info.run_id) if runs else []
+
+        wait_for(lambda: logged_steps() == [1], 240, "epoch 1's metrics", job.proc, every=0.2)
+        (pid,) = wait_for(lambda: train_worker_pids(job), 30, "the Ray Train worker process", job.proc)
+        worker = psutil.Process(pid)
+        server.stop()
+        t_stop = time.time()
+
+        def idle():  # training burns a core; a worker waiting between retries does not
+            return worker.cpu_percent(interval=1.0) < 20 and worker.cpu_percent(interval=1.0) < 20
+
+        wait_for(idle, 120, "the worker to wait on the stopped server", job.proc, every=0)
+        assert logged_steps() == [1]
+        t_start = time.time()
+        server.start()
+        assert job.finish(timeout=300) == 0, job.output()[-3000:]
+    finally:
+        if job.proc.poll() is None:
+            job.kill_all()
+        server.stop()
+    client, (run,) = the_run(store, "faults")
+    assert run.info.status == "FINISHED"
+    hist = client.get_metric_history(run.info.run_id, "train_loss")
+    assert sorted(m.step for m in hist) == [1, 2, 3]
+    epoch2 = next(m for m in hist if m.step == 2)
+    assert t_stop * 1000 <= epoch2.timestamp <= t_start * 1000  # produced while the server was down
