@@ -22,14 +22,15 @@ stop_session() {  # name pidfile command-pattern
     [ -z "$(session "$pid")" ] && break
     sleep 0.5
   done
+  # Then whatever is left, to the end: the raylet may start a worker while it shuts down.
   local left
-  left=$(session "$pid")
-  if [ -n "$left" ]; then
-    kill -TERM $left 2>/dev/null || true
-    sleep 3
+  for sig in TERM KILL KILL KILL; do
     left=$(session "$pid")
-    [ -n "$left" ] && kill -KILL $left 2>/dev/null || true
-  fi
+    [ -z "$left" ] && break
+    kill "-$sig" $left 2>/dev/null || true
+    sleep 2
+  done
+  [ -n "$(session "$pid")" ] && echo "$1: processes left in session $pid: $(session "$pid")" >&2
   rm -f "$2"
   echo "$1: stopped (session $pid)"
 }
