@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: quickstart train-quickstart test install install-test clean help
+.PHONY: quickstart train-quickstart test install install-test clean help cluster-up cluster-down
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,6 +44,12 @@ train-quickstart: install  ## train the quickstart config's base values once (no
 
 test: install-test  ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+cluster-up: install  ## a one-machine cluster here: Ray head (token auth) on 127.0.0.1:8265, MLflow server on 127.0.0.1:5000
+	BIN=$(BIN) cluster/local/up.sh
+
+cluster-down:  ## stop what cluster-up started (by its process ids)
+	cluster/local/down.sh
 
 clean:  ## remove outputs of local runs (keeps .venv)
 	rm -rf outputs .pytest_cache
