@@ -327,6 +327,10 @@ from .cli_sweep import register as _register_sweep  # noqa: E402  (sweep and rep
 
 _register_sweep(app)
 
+from .cli_cluster import register as _register_cluster  # noqa: E402  (submit and jobs: Ray Jobs API)
+
+_register_cluster(app)
+
 
 def main() -> None:
     """Console entry point: user errors are one line on stderr and exit code 2."""
