@@ -6,7 +6,6 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -25,9 +24,9 @@ def _address_opt():
 
 
 def submit(
-    args: List[str] = typer.Argument(..., help="The bioner command to run on the cluster, after --: e.g. -- tune experiments/tune-smoke.yaml --set num_samples=16"),
-    address: Optional[str] = _address_opt(),
-    tracking_uri: Optional[str] = typer.Option(
+    args: list[str] = typer.Argument(..., help="The bioner command to run on the cluster, after --: e.g. -- tune experiments/tune-smoke.yaml --set num_samples=16"),
+    address: str | None = _address_opt(),
+    tracking_uri: str | None = typer.Option(
         None, "--tracking-uri",
         help="MLflow tracking URI for the job, as seen from the cluster (default: $MLFLOW_TRACKING_URI); set in every worker's "
              "environment and passed to train/tune/fidelity as --set tracking_uri=...",
@@ -36,7 +35,8 @@ def submit(
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job's logs until it ends (exit 0 only if it SUCCEEDED), or return once it is submitted."),
 ):
     """Submit a bioner command (e.g. `tune CONFIG`) to a Ray cluster as a Ray job; the working directory travels with it."""
-    from .cluster import submit as do_submit, tracking_warning, resolve_address
+    from .cluster import resolve_address, tracking_warning
+    from .cluster import submit as do_submit
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
     addr = resolve_address(address)
@@ -73,7 +73,7 @@ def _write(chunk: str) -> None:
 
 @jobs_app.command("list")
 def jobs_list(
-    address: Optional[str] = _address_opt(),
+    address: str | None = _address_opt(),
     limit: int = typer.Option(20, help="Newest jobs to show."),
 ):
     """The cluster's jobs, newest first: id, status, entrypoint, start time, duration."""
@@ -81,7 +81,7 @@ def jobs_list(
 
     t = Table(title="jobs")
     for c in ("submission id", "status", "entrypoint", "started", "duration"):
-        t.add_column(c)
+        t.add_column(c, no_wrap=c != "entrypoint")
     for j in list_jobs(address)[:limit]:
         start = datetime.fromtimestamp(j.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S") if j.start_time else "-"
         dur = f"{(j.end_time - j.start_time) / 1000:.0f} s" if j.start_time and j.end_time else "-"
@@ -93,7 +93,7 @@ def jobs_list(
 @jobs_app.command("logs")
 def jobs_logs(
     job_id: str = typer.Argument(..., help="Submission id (raysubmit_...) as printed by bioner submit."),
-    address: Optional[str] = _address_opt(),
+    address: str | None = _address_opt(),
     follow_: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the job ends; exit 0 only if it SUCCEEDED."),
 ):
     """Print a job's logs (driver stdout and stderr)."""
@@ -108,7 +108,7 @@ def jobs_logs(
 @jobs_app.command("stop")
 def jobs_stop(
     job_id: str = typer.Argument(..., help="Submission id (raysubmit_...)."),
-    address: Optional[str] = _address_opt(),
+    address: str | None = _address_opt(),
 ):
     """Ask the cluster to stop a job (SIGTERM to its entrypoint, then a kill after a grace period)."""
     from .cluster import status, stop

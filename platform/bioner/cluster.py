@@ -55,7 +55,7 @@ def _dashboard_of(addr: str) -> str:
     with _environ(RAY_API_SERVER_ADDRESS=None, RAY_ADDRESS=None):
         try:
             return get_address_for_submission_client(addr)
-        except Exception as e:  # ConnectionError and friends: no Ray at that address
+        except (ConnectionError, RuntimeError, ValueError) as e:  # no Ray at that address
             raise BionerError(f"--address {addr}: no Ray cluster found there ({_first_line(e)})") from None
 
 
@@ -105,7 +105,7 @@ def ray_errors(address: str):
         yield
     except AuthenticationError as e:
         if "Forbidden" in str(e) or "invalid" in str(e):
-            raise BionerError(f"{address}: the cluster refused the Ray token (403): {TOKEN_HELP} with the cluster's token") from None
+            raise BionerError(f"{address}: the cluster refused the Ray token (403): it is not this cluster's; {TOKEN_HELP}") from None
         raise BionerError(f"{address}: the cluster wants a token (401): {TOKEN_HELP}") from None
     except (ConnectionError, requests.exceptions.ConnectionError):
         raise BionerError(f"{address}: no Ray dashboard answers there (is the cluster up? `ray dashboard CLUSTER.yaml` opens a tunnel)") from None
