@@ -86,3 +86,59 @@ def test_kuberay_gpu_workers_request_gpus_and_take_mlflow_from_a_secret():
             assert c["resources"]["limits"]["nvidia.com/gpu"] == c["resources"]["requests"]["nvidia.com/gpu"] == "1"
             env = {e["name"]: e for e in c["env"]}
             assert "secretKeyRef" in env["MLFLOW_TRACKING_URI"]["valueFrom"]
+
+
+# The submission rules of bioner.cluster, without a cluster.
+
+def test_tracking_uri_reaches_tracked_commands_once():
+    from bioner.cluster import entrypoint
+
+    uri = "http://mlflow:5000"
+    assert entrypoint(["tune", "c.yaml"], uri) == f"bioner tune c.yaml --set tracking_uri={uri}"
+    assert entrypoint(["tune", "c.yaml", "--set", "tracking_uri=http://x"], uri) == "bioner tune c.yaml --set tracking_uri=http://x"
+    assert entrypoint(["datasets", "check", "a b.yaml"], uri) == "bioner datasets check 'a b.yaml'"
+    assert entrypoint(["bioner", "train", "c.yaml"], None) == "bioner train c.yaml"
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///outputs/mlflow.db", "file:mlruns", "mlruns"])
+def test_a_relative_store_is_refused(uri):
+    from bioner.cluster import tracking_warning
+    from bioner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="relative store path"):
+        tracking_warning(uri, "http://10.0.0.1:8265", "tune")
+
+
+def test_tracking_warnings():
+    from bioner.cluster import tracking_warning
+
+    assert "no --tracking-uri" in tracking_warning(None, "http://127.0.0.1:8265", "tune")
+    assert tracking_warning(None, "http://127.0.0.1:8265", "datasets") is None
+    assert "cluster's machines" in tracking_warning("sqlite:////srv/mlflow.db", "http://127.0.0.1:8265", "tune")
+    assert "loopback" in tracking_warning("http://127.0.0.1:5000", "http://10.0.0.1:8265", "tune")
+    assert tracking_warning("http://127.0.0.1:5000", "http://127.0.0.1:8265", "tune") is None
+
+
+def test_address_comes_from_the_option_then_the_environment(monkeypatch):
+    from bioner.cluster import resolve_address
+    from bioner.errors import BionerError
+
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(BionerError, match="no cluster address"):
+        resolve_address(None)
+    monkeypatch.setenv("RAY_ADDRESS", "http://head:8265/")
+    assert resolve_address(None) == "http://head:8265"
+    assert resolve_address("https://ray.example.org") == "https://ray.example.org"
+    with pytest.raises(BionerError, match="expected http"):
+        resolve_address("ftp://head")
+
+
+def test_the_config_must_travel_with_the_working_dir(tmp_path):
+    from bioner.cluster import check_config_travels
+    from bioner.errors import BionerError
+
+    (tmp_path / "c.yaml").write_text("dataset: ncbi-disease\n")
+    check_config_travels(["tune", "c.yaml"], tmp_path)
+    with pytest.raises(BionerError, match="not found under the working directory"):
+        check_config_travels(["tune", "elsewhere.yaml"], tmp_path)
