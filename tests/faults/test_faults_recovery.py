@@ -253,8 +253,8 @@ def test_mlflow_server_restarted_during_a_run_loses_no_metric(tmp_path, corpus_s
         wait_for(lambda: logged_steps() == [1], 240, "epoch 1's metrics", job.proc, every=0.2)
         (pid,) = wait_for(lambda: train_worker_pids(job), 30, "the Ray Train worker process", job.proc)
         worker = psutil.Process(pid)
+        t_stop = time.time()  # before stop(): the server refuses new requests as soon as it drains
         server.stop()
-        t_stop = time.time()
 
         def idle():  # training burns a core; a worker waiting between retries does not
             return worker.cpu_percent(interval=1.0) < 20 and worker.cpu_percent(interval=1.0) < 20
