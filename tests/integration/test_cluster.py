@@ -164,11 +164,13 @@ def test_plain_ray_job_submit_works_too(cluster, jobs):
     assert "test_f1" in run.data.metrics
 
 
-def test_jobs_list_shows_both_jobs(cluster, jobs):
+def test_jobs_list_shows_both_jobs_and_stop_leaves_a_finished_one(cluster, jobs):
     r = _run([BIN / "bioner", "jobs", "list", "--address", cluster.address], {**cluster.env, "COLUMNS": "200"}, timeout=120)
     assert r.returncode == 0, r.stderr
     rows = [l for l in r.stdout.splitlines() if "SUCCEEDED" in l]
     assert len(rows) == 2 and any(RAY_CLI_JOB in l for l in rows)
+    r = _run([BIN / "bioner", "jobs", "stop", RAY_CLI_JOB, "--address", cluster.address], cluster.env, timeout=120)
+    assert r.returncode == 0 and f"{RAY_CLI_JOB} is not running (SUCCEEDED)" in r.stdout, r.stdout + r.stderr
 
 
 def test_down_stops_every_process_it_started(cluster):
