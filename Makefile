@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: quickstart train-quickstart test install install-test clean help cluster-up cluster-down
+.PHONY: quickstart train-quickstart test bench install install-test clean help cluster-up cluster-down
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -50,6 +50,10 @@ cluster-up: install  ## a one-machine cluster here: Ray head (token auth) on 127
 
 cluster-down:  ## stop what cluster-up started (by its process ids)
 	cluster/local/down.sh
+
+bench: install  ## training and prediction throughput against the plain HF recipe (MiniLM, CPU; about 10 min)
+	$(BIN)/bioner bench train experiments/benchmarks/bench.yaml
+	$(BIN)/bioner bench predict experiments/benchmarks/bench.yaml
 
 clean:  ## remove outputs of local runs (keeps .venv)
 	rm -rf outputs .pytest_cache

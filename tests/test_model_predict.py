@@ -86,3 +86,19 @@ def test_entities_have_character_offsets_into_the_input(model_dir):
 def test_split_words_offsets():
     text = "IL-2 (human) αβ"
     assert [(w, text[a:b]) for w, a, b in split_words(text)] == [(w, w) for w in ["IL", "-", "2", "(", "human", ")", "αβ"]]
+
+
+def test_exported_token_classifier_has_our_logits(model_dir, tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    from bioner.bench import export_token_classifier
+    from bioner.model import load_model
+
+    ours, tok, meta = load_model(model_dir)
+    hf = AutoModelForTokenClassification.from_pretrained(export_token_classifier(model_dir, tmp_path / "hf")).eval()
+    assert hf.config.id2label == dict(enumerate(meta["labels"]))
+    batch = tok(["Germline mutations in BRCA1 cause breast cancer .", "Ataxia"], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        a = ours.ner_logits(dict(batch))
+        b = hf(**batch).logits
+    torch.testing.assert_close(a, b)

@@ -331,6 +331,10 @@ from .cli_cluster import register as _register_cluster  # noqa: E402  (submit an
 
 _register_cluster(app)
 
+from .cli_bench import register as _register_bench  # noqa: E402  (bench train|predict)
+
+_register_bench(app)
+
 
 def main() -> None:
     """Console entry point: user errors are one line on stderr and exit code 2."""

@@ -88,6 +88,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     live = LiveMetrics.for_worker(loop_config, data.spec.name, rank, device)  # Prometheus/Grafana, via Ray
 
+    if loop_config.get("bench"):  # `bioner bench train`: time steps, no scoring, checkpoints or logging
+        return _bench_steps(step, sampler, enc, cfg, device, loop_config["bench"], model)
     bar = _progress_bar(rank, steps_per_epoch * (cfg.epochs - start_epoch)) if loop_config.get("progress", True) else None
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
@@ -114,6 +116,21 @@ def train_loop_per_worker(loop_config: dict) -> None:
         live.epoch(metrics)
     if bar is not None:
         bar.close()
+
+
+def _bench_steps(step, sampler, enc, cfg: TrainConfig, device, bench: dict, model) -> None:
+    from .bench import StepRecorder
+
+    rec = StepRecorder(enc, cfg.alpha > 0, cfg.multitask, bench)
+    model.train()
+    for epoch in range(math.ceil(rec.total / max(1, len(sampler)))):
+        sampler.set_epoch(epoch)
+        for idx in sampler:
+            t0 = time.perf_counter()
+            step(idx)  # returns the losses with .item(): the step has finished, on GPU too
+            if rec.add(idx, time.perf_counter() - t0):
+                return rec.write(bench["out"], device)
+    rec.write(bench["out"], device)
 
 
 def _restore_or_build(checkpoint, cfg: TrainConfig, num_labels: int):
@@ -275,7 +292,7 @@ def ensure_ray() -> None:
 
 def fit(
     cfg: TrainConfig, mlflow_run_id: str | None, tracking_uri: str | None, storage: Path, name: str,
-    callbacks=None, progress: bool = True,
+    callbacks=None, progress: bool = True, bench: dict | None = None,
 ):
     """Run the per-worker loop on Ray Train; returns the Ray Train Result."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -291,6 +308,7 @@ def fit(
             "mlflow_run_id": mlflow_run_id,
             "tracking_uri": tracking_uri,
             "progress": progress,
+            "bench": bench,
         },
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cpus, **({"GPU": 1} if cfg.use_gpu else {})}

@@ -1,0 +1,57 @@
+"""`bioner bench`: every system sees the same data; prediction systems agree on the entities."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from bioner.bench import HF_TRAINER, BenchConfig, bench_sentences, run_train_bench
+from bioner.cli import app
+from bioner.model import build_model, load_tokenizer, save_model
+
+from conftest import synthetic_corpus, write_spec
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bench")
+    synthetic_corpus(d / "corpus", sizes=(80, 10, 30))
+    return write_spec(d / "synth.yaml", "corpus", name="synth")
+
+
+def test_train_bench_systems_see_the_same_sentences(spec, tiny_bert, tmp_path, ray_local):
+    cfg = BenchConfig(dataset=str(spec), encoder=tiny_bert, batch_size=8, max_length=64, steps=2, skip_steps=1, repeats=2,
+                      systems=["bioner single", "bioner multi", HF_TRAINER], out=str(tmp_path))
+    rep = run_train_bench(cfg, log=lambda m: None)
+    res = rep["results"]
+    single, multi, hf = res["bioner single"], res["bioner multi"], res[HF_TRAINER]
+    for r in res.values():
+        assert r["steps"] == 5 and r["sentences_all_steps"] == bench_sentences(cfg) == 40
+        assert len(r["blocks"]) == 2 and r["sentences_per_s"] > 0 and 0 <= r["padding_fraction"] < 1
+    # same sentences, same tokenizer: the same number of real tokens in our NER rows and in the HF rows
+    assert single["tokens_all_steps"] == hf["tokens_all_steps"]
+    # multi-task adds one MRC row (query + sentence) per sentence
+    assert multi["tokens_all_steps"] > 2 * single["tokens_all_steps"]
+    assert rep["ratios"]["bioner single / HF Trainer (sentences/s)"] > 0
+
+
+def test_predict_bench_finds_the_same_entities_as_pipeline_and_trainer(spec, tiny_bert, tmp_path, minilm_tokenizer):
+    torch.manual_seed(3)
+    m = build_model(tiny_bert, 3)
+    with torch.no_grad():  # a decisive random head: many entities, so agreement means something
+        m.ner_head.weight.mul_(50)
+    meta = {"labels": ["O", "B-Disease", "I-Disease"], "types": ["Disease"], "max_length": 64, "multitask": False,
+            "queries": None, "dataset": "synth", "encoder": tiny_bert}
+    model = save_model(m, load_tokenizer(tiny_bert), tmp_path / "model", meta)
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text(f"dataset: {spec}\nencoder: {tiny_bert}\nmodel: {model}\neval_split: test\nsentences: 30\nrepeats: 1\n"
+                   f"eval_batch_size: 8\nout: {tmp_path / 'out'}\n")
+    res = CliRunner().invoke(app, ["bench", "predict", str(cfg)])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "out" / "predict.json").read_text())
+    assert rep["entities_found"] > 10
+    for name in ("pipeline", "Trainer.predict"):
+        assert rep["agreement"][name] == {"texts_identical": 30, "texts": 30}
+    assert rep["results"]["pipeline"]["padding_fraction"] == 0.0
+    assert "bioner predict / pipeline (sentences/s)" in res.output
