@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import tomllib
 
 import pytest
+import tomllib
 import yaml
-from packaging.specifiers import SpecifierSet
-
 from conftest import REPO
+from packaging.specifiers import SpecifierSet
 
 CLUSTER = REPO / "cluster"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())

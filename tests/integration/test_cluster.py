@@ -4,6 +4,7 @@ their parent and child runs are looked up in the server. Everything stops by pro
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -16,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
-
 from conftest import REPO, synthetic_corpus, write_spec
+from mlflow import MlflowClient
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -103,7 +103,7 @@ def jobs(cluster, tmp_path_factory, tiny_bert):
     synthetic_corpus(d / "corpus", sizes=(32, 12, 12))
     spec = write_spec(d / "synth.yaml", "corpus", name="synth")
     ray_env = {**cluster.env, "RAY_AUTH_MODE": "token"}  # Ray's CLI sends the token only in token mode
-    runtime_env = '{"excludes": ["outputs", "mlruns", "mlartifacts", "*.db"], "env_vars": {"MLFLOW_TRACKING_URI": "%s"}}' % cluster.tracking_uri
+    runtime_env = json.dumps({"excludes": ["outputs", "mlruns", "mlartifacts", "*.db"], "env_vars": {"MLFLOW_TRACKING_URI": cluster.tracking_uri}})
     train = {"dataset": spec, "encoder": tiny_bert, "output_dir": d / "train", "experiment": "cluster-ray-cli", "epochs": 1,
              "batch_size": 16, "max_length": 64, "train_fraction": 1.0, "cpus_per_worker": 1, "tracking_uri": cluster.tracking_uri}
     ray_args = ["train", "experiments/tune-smoke.yaml", *[x for k, v in train.items() for x in ("--set", f"{k}={v}")]]
