@@ -52,6 +52,7 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = Field(64, ge=1, description="sentences per inference batch")
     max_failures: int = Field(0, ge=0, description="Ray Train restarts from the last checkpoint after a worker failure, this many times")
     trust_remote_code: bool = Field(False, description="allow model code from the hub (off: it runs arbitrary code)")
+    torch_compile: bool = Field(False, description="compile the model with torch.compile (dynamic shapes); pays a compile time once per worker")
     run_name: str | None = Field(None, description="MLflow run name (default: dataset-source-seed)")
 
     @field_validator("experiment", "run_name")

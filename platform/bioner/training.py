@@ -79,6 +79,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     steps_per_epoch = len(sampler)
 
     model = ray.train.torch.prepare_model(model)
+    if cfg.torch_compile:  # lengths vary per batch: dynamic shapes, not one graph per length
+        model = torch.compile(model, dynamic=True)
     params, opt, sched = _optimizer(model, cfg, device, steps_per_epoch * cfg.epochs, state)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -112,10 +114,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "sentences_per_s": n_sent * world / elapsed,
             "lr": sched.get_last_lr()[0],
         }
-        _end_epoch(rank, getattr(model, "module", model), tok, cfg, data, device, opt, sched, epoch, metrics, loop_config)
+        _end_epoch(rank, _unwrap(model), tok, cfg, data, device, opt, sched, epoch, metrics, loop_config)
         live.epoch(metrics)
     if bar is not None:
         bar.close()
+
+
+def _unwrap(model):
+    """The BioNERModel inside torch.compile's and DDP's wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
 
 
 def _bench_steps(step, sampler, enc, cfg: TrainConfig, device, bench: dict, model) -> None:
@@ -170,8 +178,10 @@ def _step_fn(model, params, opt, sched, cfg: TrainConfig, device, enc, pad_id: i
     multiple = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
 
+    pin = device.type == "cuda"  # pinned host memory makes the copy asynchronous
+
     def to_dev(b):
-        return {k: v.to(device, non_blocking=True) for k, v in b.items()}
+        return {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) for k, v in b.items()}
 
     def step(idx) -> list[float]:
         ner = to_dev(ner_batch(enc, idx, pad_id, multiple)) if cfg.alpha > 0 else None
