@@ -22,6 +22,16 @@ def test_every_experiment_config_validates(path):
     from bioner.config import read_yaml
     from bioner.tuning import TuneConfig
 
+    if "paper" in path.parts:  # sweep configs: tests/test_paper_configs.py loads them with their grids
+        from bioner.sweep import load_sweep
+
+        load_sweep(path)
+        return
+    if "benchmarks" in path.parts:
+        from bioner.bench import BenchConfig
+
+        load_spec(load_config(BenchConfig, path).dataset)
+        return
     cfg = load_config(TrainConfig, path, ignore=FOREIGN_KEYS)  # `bioner train` on any config
     load_spec(cfg.dataset)
     if FOREIGN_KEYS & set(read_yaml(path)):
@@ -74,3 +84,13 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
     p.write_text("epochs: 1\nalpha: [1\n")
     with pytest.raises(ConfigError, match=r"c\.yaml:\d+: not valid YAML"):
         load_config(TrainConfig, p)
+
+
+def test_tracking_uri_falls_back_to_the_environment_then_the_output_dir(monkeypatch, tmp_path):
+    from bioner.config import TrainConfig
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert TrainConfig(output_dir=str(tmp_path)).resolved_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert TrainConfig(output_dir=str(tmp_path)).resolved_tracking_uri() == "http://127.0.0.1:5000"
+    assert TrainConfig(tracking_uri="sqlite:///x.db").resolved_tracking_uri() == "sqlite:///x.db"
