@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from _faultkit import assert_refused, bioner, clean_env, finished_runs, save_random_model
+from _faultkit import assert_refused, bioner, clean_env, save_random_model
 from conftest import EXPERIMENTS, write_corpus, write_spec
 
 SMALL = {"train": "flu\tB-Disease\nx\tO\n", "devel": "a\tO\n", "test": "a\tO\n"}
