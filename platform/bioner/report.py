@@ -414,7 +414,24 @@ def build_report(experiment: str, tracking_uri: str, out_dir: Path | None = None
     if log:
         for f in rep.files:
             client.log_artifact(parent.info.run_id, str(f), "report")
+        _log_summary_metrics(client, parent.info.run_id, rep.tables.get("summary_raw", []))
     return rep
+
+
+def _log_summary_metrics(client, parent_id: str, summary: list[dict]) -> None:
+    """The summary as metrics of the parent run too, so the MLflow UI can chart and compare sweeps."""
+    import time
+
+    from mlflow.entities import Metric
+
+    ts, batch = int(time.time() * 1000), []
+    for s in summary:
+        cell = f"{s['dataset']}/f{s['train_fraction']:g}/{s['variant']}"
+        batch += [Metric(f"test_f1_mean/{cell}", s["f1_mean"], ts, 0), Metric(f"test_f1_sd/{cell}", s["f1_sd"], ts, 0)]
+        if s["p_value"] is not None:
+            batch.append(Metric(f"p_value/{cell}", s["p_value"], ts, 0))
+    for i in range(0, len(batch), 900):  # MLflow takes at most 1000 metrics per batch
+        client.log_batch(parent_id, metrics=batch[i : i + 900])
 
 
 def _display_tables(rep: Report) -> dict[str, list[dict]]:

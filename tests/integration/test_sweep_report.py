@@ -93,6 +93,7 @@ def test_report_tables_hold_the_numbers_logged_in_mlflow(swept):
         assert float(summary[variant]["f1_mean"]) == pytest.approx(mean, abs=1e-12)
         assert float(summary[variant]["f1_sd"]) == pytest.approx(sd, abs=1e-12)
         assert f"{100 * mean:.2f} ± {100 * sd:.2f}" in md
+        assert client.get_run(res.parent_run_id).data.metrics[f"test_f1_mean/synth/f1/{variant}"] == pytest.approx(mean, abs=1e-12)
     assert summary["single"]["p_value"] == "" and 0 <= float(summary["multi"]["p_value"]) <= 1
     assert summary["multi"]["paired_seeds"] == "2"
     logged = {a.path for a in client.list_artifacts(res.parent_run_id, "report")}
