@@ -283,6 +283,14 @@ def start_local_ray(**kwargs) -> None:
 
     port = _free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    # On Linux Ray announces the machine's network address and its gRPC servers (GCS, raylet,
+    # workers, agents) listen on it, although `_node_ip_address="127.0.0.1"` is asked for. Its
+    # single-machine mode (the macOS/Windows default) keeps the node address, hence every server,
+    # on loopback. The variable is read by the processes Ray starts; this process imported Ray already.
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
     kwargs.setdefault("logging_level", "WARNING")
     # address="local": a new instance, never one that `ray start` left running on this machine.
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, **kwargs)

@@ -78,11 +78,16 @@ def test_ray_dashboard_and_jobs_api_listen_on_127_0_0_1(ray_sockets):
     assert [ip for ip, p in listening if p == port] == ["127.0.0.1"]
 
 
-@pytest.mark.xfail(strict=True, reason="Ray 2.60 binds its gRPC servers (GCS, raylet, workers, agents) to 0.0.0.0 "
-                   "whatever node address is given; see the issue #5 report")
 def test_every_local_ray_socket_listens_on_loopback_only(ray_sockets):
     _, listening = ray_sockets
-    assert listening and [a for a in listening if a[0] not in ("127.0.0.1", "::1")] == []
+    assert listening and [a for a in listening if not _loopback(a[0])] == []
+
+
+def _loopback(ip: str) -> bool:
+    import ipaddress
+
+    a = ipaddress.ip_address(ip)
+    return a.is_loopback or bool(getattr(a, "ipv4_mapped", None) and a.ipv4_mapped.is_loopback)  # ::ffff:127.0.0.1
 
 
 def test_commands_and_docs_bind_servers_to_127_0_0_1():
