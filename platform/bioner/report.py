@@ -182,12 +182,16 @@ def _frac(f: float) -> str:
     return f"{100 * f:g} %"
 
 
+def _sd(s: dict, k: str):
+    return s[f"{k}_sd"] if s["seeds"] > 1 else None  # one seed has no spread to show
+
+
 def summary_table(summary: list[dict]) -> list[dict]:
     """The summary as printed: P/R/F1 in %, mean ± sd over seeds."""
     return [{
         "dataset": s["dataset"], "training data": _frac(s["train_fraction"]), "variant": s["variant"], "seeds": s["seeds"],
-        "P": _pct(s["precision_mean"], s["precision_sd"]), "R": _pct(s["recall_mean"], s["recall_sd"]),
-        "F1": _pct(s["f1_mean"], s["f1_sd"]),
+        "P": _pct(s["precision_mean"], _sd(s, "precision")), "R": _pct(s["recall_mean"], _sd(s, "recall")),
+        "F1": _pct(s["f1_mean"], _sd(s, "f1")),
         "paper F1": "-" if s["paper_f1"] is None else f"{s['paper_f1']:.2f}",
         "ΔF1 vs baseline": "-" if s["delta_f1"] is None else f"{100 * s['delta_f1']:+.2f}",
         "p (bootstrap)": "-" if s["p_value"] is None else f"{s['p_value']:.3f}",
@@ -214,7 +218,7 @@ def paper_shaped(summary: list[dict]) -> list[dict]:
                 continue
             paper = "" if s["paper_f1"] is None else f" ({s['paper_f1']:.2f})"
             star = "*" if s["p_value"] is not None and s["p_value"] <= 0.05 else ""
-            row[label] = _pct(s["f1_mean"], s["f1_sd"]) + star + paper
+            row[label] = _pct(s["f1_mean"], _sd(s, "f1")) + star + paper
         rows.append(row)
     return rows
 
@@ -451,7 +455,9 @@ def _sweep_report(client, parent, rep: Report, meta: dict) -> dict[str, Path]:
     baseline = parent.data.tags.get("sweep.baseline") or None
     expected = int(parent.data.tags.get("sweep.cells", len(rows)))
     meta.update(baseline=baseline or "-", cells=f"{len(rows)} finished of {expected}")
-    summary = summarize(rows, baseline, _Counts(client))
+    order = {v: k for k, v in enumerate((parent.data.tags.get("sweep.variants") or "").split(","))}
+    rows.sort(key=lambda r: (r["dataset"], -r["train_fraction"], order.get(r["variant"], len(order)), r["variant"], r["seed"]))
+    summary = summarize(rows, baseline, _Counts(client))  # in the sweep's variant order
     rep.tables["paper_table"] = paper_shaped(summary)
     rep.tables["summary"] = summary_table(summary)
     rep.tables["summary_raw"] = summary
