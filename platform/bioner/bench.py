@@ -218,8 +218,14 @@ def _hf_train_worker(cfg_dict: dict, bench: dict, threads: int, workdir: str) ->
     return res | totals(steps) | {"peak_memory_mib": _peak_rss_mib()}
 
 
+def _like_a_ray_worker() -> None:
+    # Ray lowers its workers' priority by RAY_worker_niceness (15 by default) below the raylet's:
+    # the HF recipes run the same, so that other work on the machine slows every system alike.
+    os.nice(int(os.environ.get("RAY_worker_niceness", "15")))
+
+
 def _in_fresh_process(fn, *args):
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=_like_a_ray_worker) as pool:
         return pool.submit(fn, *args).result()
 
 
