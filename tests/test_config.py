@@ -85,12 +85,3 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
     with pytest.raises(ConfigError, match=r"c\.yaml:\d+: not valid YAML"):
         load_config(TrainConfig, p)
 
-
-def test_tracking_uri_falls_back_to_the_environment_then_the_output_dir(monkeypatch, tmp_path):
-    from bioner.config import TrainConfig
-
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert TrainConfig(output_dir=str(tmp_path)).resolved_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert TrainConfig(output_dir=str(tmp_path)).resolved_tracking_uri() == "http://127.0.0.1:5000"
-    assert TrainConfig(tracking_uri="sqlite:///x.db").resolved_tracking_uri() == "sqlite:///x.db"

@@ -35,7 +35,7 @@ class TrainConfig(BaseModel):
     num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP: gloo on CPU, NCCL on GPU)")
     use_gpu: bool = Field(False, description="one GPU per worker")
     cpus_per_worker: float | None = Field(None, ge=0.1, description="CPU cores per worker (Ray resource, may be fractional); default: the cluster's cores / num_workers")
-    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<output_dir>/mlflow.db")
     experiment: str = Field("bioner", min_length=1, description="MLflow experiment name")
     output_dir: str = Field("outputs", description="folder for the MLflow store, checkpoints, models and predictions")
     train_splits: list[Split] = Field(["train", "devel"], min_length=1, description="splits merged for training (paper: train+devel)")
@@ -78,12 +78,10 @@ class TrainConfig(BaseModel):
         return self.beta > 0
 
     def resolved_tracking_uri(self) -> str:
-        """tracking_uri, else $MLFLOW_TRACKING_URI (MLflow's convention: a cluster job gets it that way),
-        else the embedded store in output_dir."""
+        # Not $MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, so one job in a
+        # process would send the next job's runs to its store. `bioner submit` passes --set tracking_uri.
         if self.tracking_uri:
             return self.tracking_uri
-        if os.environ.get("MLFLOW_TRACKING_URI"):
-            return os.environ["MLFLOW_TRACKING_URI"]
         return f"sqlite:///{Path(self.output_dir).resolve() / 'mlflow.db'}"
 
 

@@ -129,7 +129,12 @@ def tune_trial(config: dict) -> None:
         ).info.run_id
         client.log_batch(run_id, params=[_param(k, v) for k, v in flat_params(cfg).items()])
     storage = Path(config["storage"])
+    logged = [m.step for m in client.get_metric_history(run_id, "train_loss")]  # epochs done before a restart
     result = fit(cfg, run_id, config["tracking_uri"], storage, f"trial-{trial_id}", callbacks=[TuneReportCallback()], progress=False)
+    if not result.error and result.metrics and result.metrics.get("epoch", 0) <= max(logged, default=0):
+        # Restored by --resume after its last epoch was checkpointed: Ray Train had nothing left
+        # to run and reported nothing, so Tune hears the last epoch's metrics from here.
+        tune.report(result.metrics)
     if result.error:
         client.set_tag(run_id, "stop_reason", f"error: {str(result.error).splitlines()[0][:200]}")
         client.set_terminated(run_id, "FAILED")
