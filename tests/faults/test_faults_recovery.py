@@ -116,9 +116,10 @@ def the_run(uri: str, experiment: str):
 @pytest.fixture(scope="module")
 def corpus_spec(tmp_path_factory):
     d = tmp_path_factory.mktemp("faults")
-    # 160 training sentences at batch 4: 40 steps, several seconds an epoch with the tiny BERT,
-    # longer than Ray Train's controller takes to record a checkpoint (so a kill can land mid-epoch)
-    synthetic_corpus(d / "corpus", sizes=(160, 8, 8))
+    # 1,600 training sentences at batch 4: 400 steps, several seconds an epoch with the tiny BERT on
+    # an idle machine (160 took 0.6 s: epoch 2 ended before the kill), longer than Ray Train's
+    # controller takes to record a checkpoint, so a kill lands mid-epoch
+    synthetic_corpus(d / "corpus", sizes=(1600, 8, 8))
     return write_spec(d / "faults.yaml", "corpus", name="faults")
 
 
