@@ -94,6 +94,7 @@ def test_tracking_uri_reaches_tracked_commands_once():
 
     uri = "http://mlflow:5000"
     assert entrypoint(["tune", "c.yaml"], uri) == f"bioner tune c.yaml --set tracking_uri={uri}"
+    assert entrypoint(["sweep", "t5.yaml", "--resume"], uri) == f"bioner sweep t5.yaml --resume --set tracking_uri={uri}"
     assert entrypoint(["tune", "c.yaml", "--set", "tracking_uri=http://x"], uri) == "bioner tune c.yaml --set tracking_uri=http://x"
     assert entrypoint(["datasets", "check", "a b.yaml"], uri) == "bioner datasets check 'a b.yaml'"
     assert entrypoint(["bioner", "train", "c.yaml"], None) == "bioner train c.yaml"

@@ -126,3 +126,23 @@ def test_length_grouping_reduces_padding_and_epochs_differ():
     assert waste < waste_rand / 5
     s.set_epoch(1)
     assert s.all_batches() != grouped
+
+
+def test_sorted_batches_cover_every_row_once_within_both_bounds():
+    import random
+
+    from bioner.features import sorted_batches
+
+    rng = random.Random(0)
+    lengths = [rng.randint(3, 120) for _ in range(500)] + [600]  # a row that fills the budget alone
+    batches = sorted_batches(lengths, batch_size=64, max_tokens=1024)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert batches[0] == [500]  # longest first, alone: two such rows exceed the budget
+    for b in batches:
+        assert len(b) <= 64
+        assert [lengths[i] for i in b] == sorted((lengths[i] for i in b), reverse=True)
+        if len(b) > 1:
+            assert len(b) * max(lengths[i] for i in b) <= 1024
+    # without a token budget: fixed-size batches of the sorted rows
+    plain = sorted_batches(lengths, batch_size=64)
+    assert [len(b) for b in plain] == [64] * 7 + [53]

@@ -337,7 +337,7 @@ def _predict_worker(system: str, model_dir: str, hf_dir: str, texts: list[str], 
     lengths = [len(x) for x in tagger._ner_fb.encode([[w[0] for w in ws] for ws in words]).ner_ids]
     tokens = sum(lengths)
     if system == "bioner predict":
-        padded = sum(len(b) * max(lengths[i] for i in b) for b in sorted_batches(lengths, batch_size))
+        padded = sum(len(b) * max(lengths[i] for i in b) for b in sorted_batches(lengths, batch_size, tagger.max_batch_tokens))
 
         def run(xs):
             return [[(e["type"], e["start"], e["end"]) for e in es] for es in tagger.entities(xs)]

@@ -27,7 +27,7 @@ EXCLUDES = [
     ".pytest_cache", ".ruff_cache", ".mypy_cache", "*.egg-info", "build", "dist", ".bench",
 ]
 # Commands whose config takes `tracking_uri`: the submitted URI is passed to them as --set.
-TRACKED = ("train", "tune", "fidelity")
+TRACKED = ("train", "tune", "sweep", "fidelity")
 TOKEN_HELP = (
     "set RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH to a file holding it, or put it in ~/.ray/auth_token "
     "(`ray get-auth-token` on the head node prints it)"

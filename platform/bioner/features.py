@@ -261,7 +261,19 @@ class LengthGroupedBatches:
         return math.ceil(math.ceil(len(self.lengths) / self.batch_size) / self.world)
 
 
-def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Inference batches: longest first, so each batch pads little and memory peaks early."""
+def sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Inference batches: longest first, so each batch pads little and memory peaks early.
+
+    A batch holds at most `batch_size` rows and, with `max_tokens`, at most that many padded
+    positions (rows x its longest row; a single longer row still gets its own batch)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
-    return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        if cur and (len(cur) >= batch_size or (max_tokens is not None and (len(cur) + 1) * lengths[cur[0]] > max_tokens)):
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(cur)
+    return out

@@ -282,7 +282,7 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
     else:
         state = _new_parent(client, exp_id, cfg, cells, spath)
     parent = state["parent_run_id"]
-    try:
+    with tracking.ends_on_error(client, parent, passthrough=(SweepInterrupted,)):
         ensure_ray()
         cells, conc = _place(cfg, cells)
         results = _fit_grid(cells, conc, uri, exp_id, parent, state, out_dir, resume, progress)
@@ -296,14 +296,6 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
         client.log_metric(parent, "cells_finished", done)
         client.set_terminated(parent, "FINISHED" if done == len(cells) else "FAILED")
         return SweepOutcome(parent, exp_id, uri, len(cells), done)
-    except SweepInterrupted:
-        raise
-    except KeyboardInterrupt:
-        client.set_terminated(parent, "KILLED")
-        raise
-    except BaseException:
-        client.set_terminated(parent, "FAILED")
-        raise
 
 
 def _new_parent(client, exp_id: str, cfg: SweepConfig, cells: list[Cell], spath: Path) -> dict:

@@ -136,6 +136,22 @@ def training_run(cfg, data, parent_run_id: str | None = None, extra_tags: dict |
         mlflow.end_run(status=status)
 
 
+@contextlib.contextmanager
+def ends_on_error(client, run_id: str, passthrough: tuple[type[BaseException], ...] = ()):
+    """A parent run (tune, sweep) left by an error ends FAILED, by Ctrl-C KILLED; the exceptions
+    in `passthrough` have ended the run themselves and go through untouched."""
+    try:
+        yield
+    except passthrough:
+        raise
+    except KeyboardInterrupt:
+        client.set_terminated(run_id, "KILLED")
+        raise
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+
+
 def _retry(fn, window_s: float | None = None):
     """Retry a tracking call with backoff for `window_s` (default $BIONER_TRACKING_RETRY_S), so a
     restarting server loses no metric."""

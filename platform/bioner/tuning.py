@@ -203,7 +203,7 @@ def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True) -> Tu
         state = {"parent_run_id": parent, "study_name": f"{cfg.experiment}-{parent}", "run_dir": str(tune_dir / parent)}
         state_path.write_text(json.dumps(state))
 
-    try:
+    with tracking.ends_on_error(client, parent, passthrough=(TuneInterrupted,)):
         ensure_ray()
         if cfg.cpus_per_worker is None:
             from .training import default_cpus_per_worker
@@ -229,14 +229,6 @@ def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True) -> Tu
         outcome = _refit_and_register(cfg, client, parent, best_params, best_f1, data.spec.name, progress)
         client.set_terminated(parent, "FINISHED")
         return outcome
-    except TuneInterrupted:
-        raise
-    except KeyboardInterrupt:
-        client.set_terminated(parent, "KILLED")
-        raise
-    except BaseException:
-        client.set_terminated(parent, "FAILED")
-        raise
 
 
 def _study_storage(out_dir: Path) -> str:

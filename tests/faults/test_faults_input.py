@@ -207,3 +207,65 @@ def test_predict_cli_refuses_undecodable_text_and_input(tmp_path, tiny_bert):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     assert_refused(bioner("predict", "--model", str(model), "--input", str(empty)), "nothing to tag")
+
+
+# --- disk full, read-only or below the free-space floor: refused before any training ---------
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 1 MiB filesystem (tmpfs): a full disk and a read-only one without touching the host's."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs on this machine (needs root): {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _fill(folder):
+    import errno
+    import os
+
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_stops_train_before_training(toy, small_fs):
+    corpus, spec = toy
+    (small_fs / "out").mkdir()
+    _fill(small_fs)
+    line = assert_refused(train(spec, small_fs / "out"), f"output_dir {small_fs / 'out'}", "No space left on device")
+    assert "not writable" in line
+    assert not (small_fs / "out" / "mlflow.db").exists()
+
+
+def test_a_read_only_output_dir_stops_train_before_training(toy, small_fs):
+    corpus, spec = toy
+    (small_fs / "out").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    assert_refused(train(spec, small_fs / "out"), f"output_dir {small_fs / 'out'}", "Read-only file system")
+
+
+def test_less_free_space_than_the_floor_stops_train_before_training(toy, small_fs):
+    # 1 MiB free against the default floor of 512 MiB: the message says both and how to lower it.
+    corpus, spec = toy
+    line = assert_refused(train(spec, small_fs / "out"), f"output_dir {small_fs / 'out'}", "a job needs at least 512 MiB")
+    assert "MiB free" in line and "BIONER_MIN_FREE_MB" in line
+    assert not (small_fs / "out" / "mlflow.db").exists()
+
+
+def test_the_free_space_floor_applies_on_any_disk(tmp_path, toy, monkeypatch):
+    # Without root (no tmpfs), the same check against this machine's disk with a floor above it.
+    corpus, spec = toy
+    monkeypatch.setenv("BIONER_MIN_FREE_MB", str(10**12))
+    assert_refused(train(spec, tmp_path / "out"), "MiB free, a job needs at least 1000000000000 MiB")
+    monkeypatch.setenv("BIONER_MIN_FREE_MB", "lots")
+    assert_refused(train(spec, tmp_path / "out"), "$BIONER_MIN_FREE_MB='lots': expected a number")
