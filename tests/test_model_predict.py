@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bioner.features import FeatureBuilder, mrc_batch, mrc_rows, ner_batch
-from bioner.model import build_model, load_model, save_model
+from bioner.model import build_model, load_model, mrc_loss, ner_loss, save_model
 from bioner.predict import Tagger, split_words
 from bioner.queries import Queries
 
@@ -102,3 +102,25 @@ def test_exported_token_classifier_has_our_logits(model_dir, tmp_path):
         a = ours.ner_logits(dict(batch))
         b = hf(**batch).logits
     torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("source, passes", [("none", 1), ("annotation", 2)])
+def test_one_encoder_pass_when_the_mrc_input_is_the_ner_input(tiny_bert, minilm_tokenizer, source, passes):
+    # Query source `none`: [CLS] p [SEP] for both tasks, so the step encodes once; the losses are
+    # those of two separate passes (dropout off).
+    torch.manual_seed(0)
+    m = build_model(tiny_bert, 3).eval()
+    fb = FeatureBuilder(minilm_tokenizer, LABELS, 32, Queries(TEXTS, source), ["Disease"])
+    sents = [["flu", "is", "bad"], ["no", "disease", "here", "at", "all"], ["cancer"]]
+    enc = fb.encode(sents, [["B-Disease", "O", "O"], ["O"] * 5, ["B-Disease"]], mrc=True)
+    ner, mrc = ner_batch(enc, [0, 1, 2], 0), mrc_batch(enc, mrc_rows(enc, [0, 1, 2]), 0)
+    calls = []
+    hook = m.encoder.register_forward_hook(lambda *a: calls.append(1))
+    total, l_ner, l_mrc = m(ner, mrc, 1.0, 0.5)
+    hook.remove()
+    assert len(calls) == passes
+    sep_ner = ner_loss(m.ner_logits(ner), ner["labels"])
+    sep_mrc = mrc_loss(*m.mrc_logits(mrc), mrc)
+    assert l_ner.item() == pytest.approx(sep_ner.item(), rel=1e-5)
+    assert l_mrc.item() == pytest.approx(sep_mrc.item(), rel=1e-5) and l_mrc.item() > 0
+    assert total.item() == pytest.approx(sep_ner.item() + 0.5 * sep_mrc.item(), rel=1e-5)

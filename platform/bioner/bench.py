@@ -33,6 +33,8 @@ VARIANTS = {  # the bioner systems of the training benchmark: config overrides
     "bioner single, random batches": {"beta": 0.0, "group_by_length": False},
     "bioner multi": {"beta": 1.0, "query_source": "annotation", "group_by_length": True},
     "bioner multi, random batches": {"beta": 1.0, "query_source": "annotation", "group_by_length": False},
+    # no query: the MRC input is the NER input, one encoder pass serves both heads
+    "bioner multi, no query": {"beta": 1.0, "query_source": "none", "group_by_length": True},
 }
 HF_TRAINER = "HF Trainer recipe"
 
@@ -264,6 +266,7 @@ def train_ratios(results: dict) -> dict:
         "bioner single, random batches / HF Trainer": _ratio(results, "bioner single, random batches", HF_TRAINER),
         "multi-task epoch / single-task epoch (time)": _ratio(results, "bioner single", "bioner multi"),
         "multi-task / single-task, random batches (time)": _ratio(results, "bioner single, random batches", "bioner multi, random batches"),
+        "multi-task, no query / single-task (time)": _ratio(results, "bioner single", "bioner multi, no query"),
     }
     return {k: v for k, v in out.items() if v is not None}
 

@@ -107,8 +107,16 @@ class BioNERModel(nn.Module):
         One call does both tasks so that DDP sees a single forward and reduces gradients once.
         """
         zero = self.ner_head.weight.new_zeros(())
-        l_ner = ner_loss(self.ner_logits(ner), ner["labels"]) if ner is not None and alpha > 0 else zero
-        l_mrc = mrc_loss(*self.mrc_logits(mrc), mrc) if mrc is not None and beta > 0 else zero
+        do_ner, do_mrc = ner is not None and alpha > 0, mrc is not None and beta > 0
+        if do_ner and do_mrc and same_input(ner, mrc):
+            # Query source `none` with one entity type: the MRC input [CLS] p [SEP] is the NER
+            # input, so one encoder pass gives H for both heads (one dropout mask, half the work).
+            h = self.hidden(ner)
+            l_ner = ner_loss(self.ner_head(h), ner["labels"])
+            l_mrc = mrc_loss(self.start_head(h).squeeze(-1), self.end_head(h).squeeze(-1), mrc)
+        else:
+            l_ner = ner_loss(self.ner_logits(ner), ner["labels"]) if do_ner else zero
+            l_mrc = mrc_loss(*self.mrc_logits(mrc), mrc) if do_mrc else zero
         return alpha * l_ner + beta * l_mrc, l_ner.detach(), l_mrc.detach()
 
     def freeze_unused_heads(self, alpha: float, beta: float) -> None:
@@ -118,6 +126,19 @@ class BioNERModel(nn.Module):
         for head in (self.start_head, self.end_head):
             for p in head.parameters():
                 p.requires_grad_(beta > 0)
+
+
+def same_input(a: dict, b: dict) -> bool:
+    """Whether two batches feed the encoder the same tensors (no token_type_ids = all zeros)."""
+    ids = a["input_ids"]
+    if ids.shape != b["input_ids"].shape or not torch.equal(ids, b["input_ids"]):
+        return False
+    if not torch.equal(a["attention_mask"], b["attention_mask"]):
+        return False
+    ta, tb = a.get("token_type_ids"), b.get("token_type_ids")
+    ta = torch.zeros_like(ids) if ta is None else ta
+    tb = torch.zeros_like(ids) if tb is None else tb
+    return torch.equal(ta, tb)
 
 
 def ner_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -164,7 +164,10 @@ def _optimizer(model, cfg: TrainConfig, device, total_steps: int, state: dict | 
         {"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
     ]
-    opt = torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=device.type == "cuda")
+    # One fused kernel over all parameters, on GPU and CPU alike (the HF Trainer's default since
+    # torch 2.8): on 2 CPU cores a MiniLM step's AdamW update takes about 25 ms fused, 130 ms with
+    # the default multi-tensor (foreach) implementation.
+    opt = torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=device.type in ("cuda", "cpu"))
     sched = get_linear_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
