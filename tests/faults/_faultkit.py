@@ -96,18 +96,26 @@ def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     proc.wait(timeout=60)
 
 
-def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, every: float = 0.5):
-    """Poll `predicate` until it returns a true value; fail naming `what` on timeout or child death."""
+def wait_for(predicate, timeout: float, what: str, proc=None, every: float = 0.5):
+    """Poll `predicate` until it returns a true value; fail naming `what` on timeout or child death.
+
+    `proc`: a Popen, or a job object with `.proc` and `.output()` (its collected output is shown)."""
+    popen = getattr(proc, "proc", proc)
+
+    def tail() -> str:
+        if hasattr(proc, "output"):
+            return proc.output()[-3000:]
+        return popen.stderr.read()[-3000:] if popen is not None and popen.stderr else ""
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        if proc is not None and proc.poll() is not None:
-            err = proc.stderr.read()[-3000:] if proc.stderr else ""
-            pytest.fail(f"the process ended (code {proc.returncode}) before {what}: {err}")
+        if popen is not None and popen.poll() is not None:
+            pytest.fail(f"the process ended (code {popen.returncode}) before {what}:\n{tail()}")
         time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}:\n{tail()}")
 
 
 class MlflowServer:

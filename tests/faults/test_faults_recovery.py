@@ -148,16 +148,16 @@ def test_worker_killed_mid_epoch_then_job_killed_then_resumed(tmp_path, corpus_s
     args = train_args(corpus_spec, tiny_bert, out, "max_failures=1")
     job = Job(args)
     try:
-        wait_for(lambda: checkpointed_epoch(storage) >= 1, 240, "epoch 1's checkpoint", job.proc, every=0.2)
-        pids = wait_for(lambda: train_worker_pids(job), 30, "the Ray Train worker process", job.proc, every=0.2)
+        wait_for(lambda: checkpointed_epoch(storage) >= 1, 240, "epoch 1's checkpoint", job, every=0.2)
+        pids = wait_for(lambda: train_worker_pids(job), 30, "the Ray Train worker process", job, every=0.2)
         client, runs = the_run(uri, "faults")
         (run,) = runs
         assert steps(client, run.info.run_id) == [1], "epoch 2 ended before the kill: the epochs are too short"
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
 
-        wait_for(lambda: checkpointed_epoch(storage) >= 2, 240, "epoch 2's checkpoint after the restart", job.proc, every=0.2)
-        wait_for(lambda: any(e == "2/3" for _, e in job.epochs_printed()), 30, "the epoch 2 line", job.proc, every=0.2)
+        wait_for(lambda: checkpointed_epoch(storage) >= 2, 240, "epoch 2's checkpoint after the restart", job, every=0.2)
+        wait_for(lambda: any(e == "2/3" for _, e in job.epochs_printed()), 30, "the epoch 2 line", job, every=0.2)
         assert steps(client, run.info.run_id) == [1, 2]
         job.kill_all()
     finally:
@@ -210,7 +210,7 @@ def test_tune_driver_sigkilled_then_resumed(tmp_path, tiny_bert):
     job = Job(args)
     try:
         # one trial at a time: a second trial's run exists only once Tune has recorded the first as done
-        runs = wait_for(lambda: (lambda r: r if len(r) >= 2 else None)(trials()), 300, "the second trial", job.proc)
+        runs = wait_for(lambda: (lambda r: r if len(r) >= 2 else None)(trials()), 300, "the second trial", job)
         job.kill_all()
     finally:
         if job.proc.poll() is None:
@@ -251,8 +251,8 @@ def test_mlflow_server_restarted_during_a_run_loses_no_metric(tmp_path, corpus_s
             _, runs = the_run(store, "faults")
             return steps(MlflowClient(store), runs[0].info.run_id) if runs else []
 
-        wait_for(lambda: logged_steps() == [1], 240, "epoch 1's metrics", job.proc, every=0.2)
-        (pid,) = wait_for(lambda: train_worker_pids(job), 30, "the Ray Train worker process", job.proc)
+        wait_for(lambda: logged_steps() == [1], 240, "epoch 1's metrics", job, every=0.2)
+        (pid,) = wait_for(lambda: train_worker_pids(job), 30, "the Ray Train worker process", job)
         worker = psutil.Process(pid)
         t_stop = time.time()  # before stop(): the server refuses new requests as soon as it drains
         server.stop()
@@ -260,7 +260,7 @@ def test_mlflow_server_restarted_during_a_run_loses_no_metric(tmp_path, corpus_s
         def idle():  # training burns a core; a worker waiting between retries does not
             return worker.cpu_percent(interval=1.0) < 20 and worker.cpu_percent(interval=1.0) < 20
 
-        wait_for(idle, 120, "the worker to wait on the stopped server", job.proc, every=0)
+        wait_for(idle, 120, "the worker to wait on the stopped server", job, every=0)
         assert logged_steps() == [1]
         t_start = time.time()
         server.start()
