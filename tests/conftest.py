@@ -18,6 +18,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _tracking_uri_variable_restored():
+    """mlflow.set_tracking_uri() writes $MLFLOW_TRACKING_URI: a test leaves it as it found it, so
+    that a later test's `bioner` child process does not log to this test's store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="session")
 def minilm_tokenizer():
     from bioner.model import load_tokenizer

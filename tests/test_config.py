@@ -85,3 +85,26 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
     with pytest.raises(ConfigError, match=r"c\.yaml:\d+: not valid YAML"):
         load_config(TrainConfig, p)
 
+
+
+def test_tracking_uri_defaults_to_the_variable_as_the_process_found_it(tmp_path):
+    # MLflow's convention: $MLFLOW_TRACKING_URI names the store. mlflow.set_tracking_uri() (every job
+    # calls it) rewrites the variable, and a second job in the same process keeps its own default.
+    import subprocess
+    import sys
+
+    code = ("import mlflow; from bioner.config import TrainConfig; "
+            "mlflow.set_tracking_uri('sqlite:///first-job.db'); "
+            f"print(TrainConfig(output_dir={str(tmp_path)!r}).resolved_tracking_uri()); "
+            "print(TrainConfig(tracking_uri='http://h:1').resolved_tracking_uri())")
+
+    def run(**env):
+        import os
+
+        base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**base, **env}, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout.split()
+
+    assert run(MLFLOW_TRACKING_URI="http://127.0.0.1:5000") == ["http://127.0.0.1:5000", "http://h:1"]
+    assert run() == [f"sqlite:///{tmp_path / 'mlflow.db'}", "http://h:1"]

@@ -16,6 +16,12 @@ QuerySource = Literal["none", "wikipedia", "annotation", "dictionary", "random"]
 Split = Literal["train", "devel", "test"]
 
 
+# $MLFLOW_TRACKING_URI as the process started. Read once, at import: mlflow.set_tracking_uri()
+# rewrites the variable, so reading it per job would send a second job in the same process (a
+# notebook, the test suite) to the first job's store.
+ENV_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
 class TrainConfig(BaseModel):
     """Everything one training job needs. Every field is logged as an MLflow param."""
 
@@ -35,7 +41,7 @@ class TrainConfig(BaseModel):
     num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP: gloo on CPU, NCCL on GPU)")
     use_gpu: bool = Field(False, description="one GPU per worker")
     cpus_per_worker: float | None = Field(None, ge=0.1, description="CPU cores per worker (Ray resource, may be fractional); default: the cluster's cores / num_workers")
-    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<output_dir>/mlflow.db")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db")
     experiment: str = Field("bioner", min_length=1, description="MLflow experiment name")
     output_dir: str = Field("outputs", description="folder for the MLflow store, checkpoints, models and predictions")
     train_splits: list[Split] = Field(["train", "devel"], min_length=1, description="splits merged for training (paper: train+devel)")
@@ -78,11 +84,9 @@ class TrainConfig(BaseModel):
         return self.beta > 0
 
     def resolved_tracking_uri(self) -> str:
-        # Not $MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, so one job in a
-        # process would send the next job's runs to its store. `bioner submit` passes --set tracking_uri.
-        if self.tracking_uri:
-            return self.tracking_uri
-        return f"sqlite:///{Path(self.output_dir).resolve() / 'mlflow.db'}"
+        """tracking_uri, else $MLFLOW_TRACKING_URI as this process found it (MLflow's convention), else
+        the embedded store in output_dir."""
+        return self.tracking_uri or ENV_TRACKING_URI or f"sqlite:///{Path(self.output_dir).resolve() / 'mlflow.db'}"
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

@@ -80,8 +80,9 @@ def free_port() -> int:
 
 
 def clean_env(**extra: str) -> dict:
-    """The environment for a `bioner` child process: its own local Ray, never this session's."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    """The environment for a `bioner` child process: its own local Ray and store, never this session's."""
+    # no Ray address, and no MLflow store that an in-process job of this session wrote to the variable
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI")}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env

@@ -111,7 +111,7 @@ def test_prometheus_scraping_a_training_run_has_every_dashboard_metric(tmp_path,
     spec = write_spec(tmp_path / "synth.yaml", "corpus", name="synth")
     ray_port = _free_port()
     prom, api = _start_prometheus(tmp_path, [f"127.0.0.1:{ray_port}"])
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     train = subprocess.Popen([sys.executable, "-c", TRAIN, str(spec), tiny_bert, str(tmp_path), str(ray_port)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(tmp_path / "train.log", "w"), text=True, env=env)
     try:

@@ -23,7 +23,7 @@ def test_an_interrupted_tune_resumes_without_losing_a_finished_trial(tmp_path, t
             "--set", f"dataset={spec}", "--set", f"encoder={tiny_bert}", "--set", f"output_dir={out}",
             "--set", "experiment=resume", "--set", "train_fraction=1.0", "--set", "num_samples=3",
             "--set", "max_epochs=1", "--set", "refit_seeds=1", "--set", "max_length=48", "--set", "register=false"]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     uri = f"sqlite:///{out / 'mlflow.db'}"
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
     runs = []
