@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,11 @@ class SearchSpace(BaseModel):
             all(getattr(self, k)[0] <= point[k] <= getattr(self, k)[1] for k in ("alpha", "beta", "learning_rate"))
             and point["query_source"] in self.query_source
         )
+
+
+# `register` is the config key users write; on the class it hides ABCMeta.register, which pydantic
+# models inherit and nothing here calls, so pydantic's warning about it says nothing to a user.
+warnings.filterwarnings("ignore", message='Field name "register" in "TuneConfig" shadows', category=UserWarning)
 
 
 class TuneConfig(TrainConfig):
@@ -217,7 +223,8 @@ def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True) -> Tu
                 f"tuning interrupted after {results.num_terminated} finished trial(s) of {cfg.num_samples}: "
                 f"continue with `bioner tune ... --resume`"
             )
-        _close_trial_runs(client, exp_id, parent, cfg.max_epochs)
+        _close_trial_runs(client, exp_id, parent, cfg.max_epochs, {r.metrics.get("trial_id") for r in results})
+        _fail_lost_study_trials(state["study_name"], _study_storage(out_dir))
         best = results.get_best_result(METRIC, "max", scope="last")
         if best is None or best.metrics is None or METRIC not in best.metrics:
             raise BionerError("no trial reported devel_f1: see the trial runs in MLflow for their errors")
@@ -289,11 +296,14 @@ def _fit_tuner(cfg: TuneConfig, dataset: str, uri: str, exp_id: str, parent: str
     return tuner.fit()
 
 
-def _close_trial_runs(client, exp_id: str, parent: str, max_epochs: int) -> None:
+def _close_trial_runs(client, exp_id: str, parent: str, max_epochs: int, known: set[str]) -> None:
     """Close the MLflow runs of trials that Tune ended from outside the trial function.
 
     Tune stops a trial's actor when ASHA cuts it at a rung and also when it reports its last
-    epoch, so the trial function may never reach its own `set_terminated`.
+    epoch, so the trial function may never reach its own `set_terminated`. A run whose trial is
+    not in `known` (the trials of the finished search) belongs to a trial that had started when
+    the driver was killed but that Tune had not yet saved (it saves its state every 10 s or
+    more); `--resume` sampled a new trial in its place.
     """
     runs = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent}' and tags.`bioner.kind` = 'trial'")
     for r in runs:
@@ -301,7 +311,9 @@ def _close_trial_runs(client, exp_id: str, parent: str, max_epochs: int) -> None
             continue
         hist = client.get_metric_history(r.info.run_id, METRIC)
         last = max(hist, key=lambda m: m.step) if hist else None
-        if last is None:
+        if r.data.tags.get("ray.trial_id") not in known:
+            reason, status = "lost: the tuning driver was killed before Tune saved this trial; --resume sampled a new one", "KILLED"
+        elif last is None:
             reason, status = "stopped before its first evaluation", "KILLED"
         elif last.step >= max_epochs:
             reason, status = f"completed {max_epochs} epochs", "FINISHED"
@@ -310,6 +322,15 @@ def _close_trial_runs(client, exp_id: str, parent: str, max_epochs: int) -> None
             status = "KILLED"
         client.set_tag(r.info.run_id, "stop_reason", reason)
         client.set_terminated(r.info.run_id, status)
+
+
+def _fail_lost_study_trials(study_name: str, storage: str) -> None:
+    """Once the search is over no Optuna trial runs: one still RUNNING was lost with a killed driver."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
 
 def _log_study_plots(client, parent: str, study_name: str, storage: str) -> None:

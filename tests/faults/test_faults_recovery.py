@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow import MlflowClient
 
@@ -209,27 +210,40 @@ def test_tune_driver_sigkilled_then_resumed(tmp_path, tiny_bert):
 
     job = Job(args)
     try:
-        # one trial at a time: a second trial's run exists only once Tune has recorded the first as done
-        runs = wait_for(lambda: (lambda r: r if len(r) >= 2 else None)(trials()), 300, "the second trial", job)
+        # one trial at a time: a second trial's run exists only once the first has finished
+        seen = wait_for(lambda: (lambda r: r if len(r) >= 2 else None)(trials()), 300, "the second trial", job)
         job.kill_all()
     finally:
         if job.proc.poll() is None:
             job.kill_all()
     assert job.proc.returncode == -signal.SIGKILL
-    first_trial, first_run = runs[0].data.tags["ray.trial_id"], runs[0].info.run_id
+    first_trial, first_run = seen[0].data.tags["ray.trial_id"], seen[0].info.run_id
 
     resumed = Job(args + ["--resume"])
     assert resumed.finish(timeout=400) == 0, resumed.output()[-3000:]
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("kill").experiment_id
-    done = client.search_runs([exp], "tags.`bioner.kind` = 'trial'")
+    runs = client.search_runs([exp], "tags.`bioner.kind` = 'trial'")
+    done = [r for r in runs if r.info.status == "FINISHED"]
     ids = [t.data.tags["ray.trial_id"] for t in done]
     assert len(ids) == 3 and len(set(ids)) == 3 and first_trial in ids
-    for t in done:  # the trial killed mid-way was trained again, but every epoch is logged once
+    for t in done:  # a trial killed mid-way and restored was trained again, but every epoch is logged once
         assert len(client.get_metric_history(t.info.run_id, "devel_f1")) == 1, t.data.tags
     assert client.get_run(first_run).info.status == "FINISHED"
+    # Tune saves its state every 10 s or more: the second trial, killed within seconds of its
+    # start, is either restored (same id, finished above) or unknown to Tune, which then samples
+    # a new trial; the lost trial's run is closed, never left RUNNING.
+    lost = [r for r in runs if r.info.status != "FINISHED"]
+    assert len(lost) <= 1, [(r.info.status, r.data.tags) for r in lost]
+    for r in lost:
+        assert r.info.status == "KILLED" and r.data.tags["stop_reason"].startswith("lost: the tuning driver was killed")
+        assert r.info.run_id == seen[1].info.run_id
     (parent,) = client.search_runs([exp], "tags.`bioner.kind` = 'tune'")
     assert parent.info.status == "FINISHED" and "test_f1_mean" in parent.data.metrics
+    study = optuna.load_study(study_name=json.loads((out / "tune" / "kill" / "bioner_tune.json").read_text())["study_name"],
+                              storage=f"sqlite:///{out / 'optuna.db'}")
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE"] * 3 + ["FAIL"] * len(lost), states
 
 
 def test_mlflow_server_restarted_during_a_run_loses_no_metric(tmp_path, corpus_spec, tiny_bert):
