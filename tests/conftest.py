@@ -156,3 +156,26 @@ def synthetic_corpus(dst: Path, sizes=(200, 60, 200), seed: int = 0) -> Path:
             lines.append("\n".join(f"{w}\t{t}" for w, t in rows))
         (dst / f"{split}.tsv").write_text("\n\n".join(lines) + "\n", encoding="utf-8")
     return dst
+
+
+def trial_runs_in_store(db: Path, experiment: str) -> list[tuple[str, str]]:
+    """(run id, Ray trial id) of an experiment's trial runs, oldest first, read from the SQLite
+    store of a job that is still running, without MLflow: an MlflowClient opened while the job
+    creates the store runs the schema migrations a second time, and the job dies of it
+    ("duplicate column name"). Empty while the store or the experiment does not exist yet."""
+    import sqlite3
+
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return con.execute(
+                "SELECT r.run_uuid, tid.value FROM runs r"
+                " JOIN experiments e ON e.experiment_id = r.experiment_id"
+                " JOIN tags kind ON kind.run_uuid = r.run_uuid AND kind.key = 'bioner.kind' AND kind.value = 'trial'"
+                " JOIN tags tid ON tid.run_uuid = r.run_uuid AND tid.key = 'ray.trial_id'"
+                " WHERE e.name = ? ORDER BY r.start_time, r.run_uuid",
+                (experiment,),
+            ).fetchall()
+    except sqlite3.Error:  # tables not there yet, or locked by the job for a moment
+        return []

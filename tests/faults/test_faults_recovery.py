@@ -22,7 +22,7 @@ import pytest
 from mlflow import MlflowClient
 
 from _faultkit import MlflowServer, clean_env, kill_group, wait_for
-from conftest import EXPERIMENTS, synthetic_corpus, write_spec
+from conftest import EXPERIMENTS, synthetic_corpus, trial_runs_in_store, write_spec
 
 pytestmark = pytest.mark.usefixtures("no_ray_in_process")
 
@@ -197,27 +197,17 @@ def test_tune_driver_sigkilled_then_resumed(tmp_path, tiny_bert):
             "--set", "max_epochs=1", "--set", "refit_seeds=1", "--set", "max_length=48", "--set", "register=false"]
     uri = f"sqlite:///{out / 'mlflow.db'}"
 
-    def trials():
-        if not (out / "mlflow.db").exists():
-            return []
-        try:
-            client = MlflowClient(uri)
-            exp = client.get_experiment_by_name("kill")
-            return client.search_runs([exp.experiment_id], "tags.`bioner.kind` = 'trial'",
-                                      order_by=["attributes.start_time ASC"]) if exp else []
-        except Exception:  # the store is being created by the job
-            return []
-
     job = Job(args)
     try:
         # one trial at a time: a second trial's run exists only once the first has finished
-        seen = wait_for(lambda: (lambda r: r if len(r) >= 2 else None)(trials()), 300, "the second trial", job)
+        seen = wait_for(lambda: (lambda r: r if len(r) >= 2 else None)(trial_runs_in_store(out / "mlflow.db", "kill")),
+                        300, "the second trial", job)
         job.kill_all()
     finally:
         if job.proc.poll() is None:
             job.kill_all()
     assert job.proc.returncode == -signal.SIGKILL
-    first_trial, first_run = seen[0].data.tags["ray.trial_id"], seen[0].info.run_id
+    (first_run, first_trial), (second_run, _) = seen[:2]
 
     resumed = Job(args + ["--resume"])
     assert resumed.finish(timeout=400) == 0, resumed.output()[-3000:]
@@ -237,7 +227,7 @@ def test_tune_driver_sigkilled_then_resumed(tmp_path, tiny_bert):
     assert len(lost) <= 1, [(r.info.status, r.data.tags) for r in lost]
     for r in lost:
         assert r.info.status == "KILLED" and r.data.tags["stop_reason"].startswith("lost: the tuning driver was killed")
-        assert r.info.run_id == seen[1].info.run_id
+        assert r.info.run_id == second_run
     (parent,) = client.search_runs([exp], "tags.`bioner.kind` = 'tune'")
     assert parent.info.status == "FINISHED" and "test_f1_mean" in parent.data.metrics
     study = optuna.load_study(study_name=json.loads((out / "tune" / "kill" / "bioner_tune.json").read_text())["study_name"],

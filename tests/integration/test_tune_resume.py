@@ -3,7 +3,7 @@
 import pytest
 from mlflow import MlflowClient
 
-from conftest import EXPERIMENTS, synthetic_corpus, write_spec
+from conftest import EXPERIMENTS, synthetic_corpus, trial_runs_in_store, write_spec
 
 pytestmark = pytest.mark.usefixtures("no_ray_in_process")
 
@@ -31,19 +31,12 @@ def test_an_interrupted_tune_resumes_without_losing_a_finished_trial(tmp_path, t
     # With one trial at a time, a second trial's run exists only once Tune has recorded the first as done.
     while time.time() < deadline and proc.poll() is None and len(runs) < 2:
         time.sleep(1)
-        if (out / "mlflow.db").exists():
-            try:
-                client = MlflowClient(uri)
-                exp = client.get_experiment_by_name("resume")
-                runs = client.search_runs([exp.experiment_id], "tags.`bioner.kind` = 'trial'", order_by=["attributes.start_time ASC"]) if exp else []
-            except Exception:  # the store is being created by the other process
-                runs = []
+        runs = trial_runs_in_store(out / "mlflow.db", "resume")
     assert len(runs) >= 2 and proc.poll() is None, "the search did not reach its second trial in time"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "--resume" in err, err[-2000:]
-    first = runs[0].data.tags["ray.trial_id"]
-    first_run = runs[0].info.run_id
+    first_run, first = runs[0]
 
     r = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
