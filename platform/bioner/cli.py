@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -339,6 +340,9 @@ _register_bench(app)
 def main() -> None:
     """Console entry point: user errors are one line on stderr and exit code 2."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow warns on importing mlflow.pyfunc, and on logging this model (its output is one list
+    # of entity dicts per text), that it cannot validate `Any` type hints: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType", category=UserWarning)
     try:
         app()
     except BionerError as e:
