@@ -164,11 +164,12 @@ def trial_runs_in_store(db: Path, experiment: str) -> list[tuple[str, str]]:
     creates the store runs the schema migrations a second time, and the job dies of it
     ("duplicate column name"). Empty while the store or the experiment does not exist yet."""
     import sqlite3
+    from contextlib import closing
 
     if not db.exists():
         return []
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+    try:  # closing(): a sqlite3 connection's own `with` ends a transaction, it does not close
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as con:
             return con.execute(
                 "SELECT r.run_uuid, tid.value FROM runs r"
                 " JOIN experiments e ON e.experiment_id = r.experiment_id"
