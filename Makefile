@@ -42,7 +42,8 @@ quickstart: install  ## the whole loop on NCBI-disease with MiniLM on the CPU: t
 train-quickstart: install  ## train the quickstart config's base values once (no search)
 	$(BIN)/bioner train experiments/quickstart.yaml
 
-test: install-test  ## run the test suite
+test: install-test  ## check the layer contract (lint-imports), then run the test suite
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 cluster-up: install  ## a one-machine cluster here: Ray head (token auth) on 127.0.0.1:8265, MLflow server on 127.0.0.1:5000

@@ -16,7 +16,8 @@ import math
 import random
 import statistics
 
-from bioner.corpora import load_spec, read_split
+from bioner.data.iob import read_split
+from bioner.data.specs import load_spec
 from bioner.model import load_tokenizer
 
 PAPER_EPOCHS = {"ncbi-disease": 100, "bc5cdr-chem": 50, "bc2gm": 50}  # METHOD.md

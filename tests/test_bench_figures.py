@@ -1,6 +1,6 @@
 """Benchmark plumbing: warm-up excluded, medians over blocks."""
 
-from bioner.bench import blocks, summarise
+from bioner.bench.measure import blocks, summarise
 
 
 def test_blocks_skip_warmup_and_cut_repeats():

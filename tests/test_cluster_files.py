@@ -7,8 +7,9 @@ import re
 import pytest
 import tomllib
 import yaml
-from conftest import REPO
 from packaging.specifiers import SpecifierSet
+
+from helpers import REPO
 
 CLUSTER = REPO / "cluster"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())

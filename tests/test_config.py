@@ -1,10 +1,11 @@
 import pytest
 
-from bioner.config import FOREIGN_KEYS, TrainConfig, load_config, parse_overrides
-from bioner.corpora import load_spec
+from bioner.bench.config import BenchConfig
+from bioner.cli.common import load_command_config, other_commands_keys
+from bioner.config import TrainConfig, load_config, parse_overrides
+from bioner.data.specs import load_spec
 from bioner.errors import ConfigError
-
-from conftest import EXPERIMENTS
+from helpers import EXPERIMENTS
 
 
 def _yamls(sub=""):
@@ -17,24 +18,23 @@ def test_every_dataset_spec_loads(path):
     assert spec.corpus_dir.is_dir() and spec.types
 
 
-@pytest.mark.parametrize("path", [p for p in _yamls() if "datasets" not in p.parts], ids=lambda p: p.name)
+# Configs: every YAML but the dataset specs and the paper's reference figures (data, read by report).
+@pytest.mark.parametrize("path", [p for p in _yamls() if "datasets" not in p.parts and p.name != "reference_f1.yaml"], ids=lambda p: p.name)
 def test_every_experiment_config_validates(path):
     from bioner.config import read_yaml
-    from bioner.tuning import TuneConfig
+    from bioner.studies.tune_config import TuneConfig
 
     if "paper" in path.parts or "variants" in read_yaml(path):  # sweep configs (the paper's: tests/test_paper_configs.py)
-        from bioner.sweep import load_sweep
+        from bioner.studies.sweep_config import load_sweep
 
         load_sweep(path)
         return
     if "benchmarks" in path.parts:
-        from bioner.bench import BenchConfig
-
         load_spec(load_config(BenchConfig, path).dataset)
         return
-    cfg = load_config(TrainConfig, path, ignore=FOREIGN_KEYS)  # `bioner train` on any config
+    cfg = load_command_config(TrainConfig, path, None)  # `bioner train` on any config
     load_spec(cfg.dataset)
-    if FOREIGN_KEYS & set(read_yaml(path)):
+    if other_commands_keys(TrainConfig) & set(read_yaml(path)):
         load_config(TuneConfig, path)  # `bioner tune` on a tune config
 
 
@@ -57,7 +57,7 @@ def test_set_parses_yaml_values_and_dotted_keys():
 )
 def test_bad_values_are_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key):
-        load_config(TrainConfig, EXPERIMENTS / "quickstart.yaml", [override], ignore=FOREIGN_KEYS)
+        load_command_config(TrainConfig, EXPERIMENTS / "quickstart.yaml", [override])
 
 
 def test_alpha_and_beta_both_zero_is_an_error():
@@ -65,10 +65,17 @@ def test_alpha_and_beta_both_zero_is_an_error():
         load_config(TrainConfig, None, ["alpha=0", "beta=0"])
 
 
+def test_other_commands_keys_come_from_their_configs_not_a_list():
+    keys = other_commands_keys(TrainConfig)
+    assert {"num_samples", "search", "variants", "profiles", "steps", "systems"} <= keys
+    assert not keys & set(TrainConfig.model_fields)
+    assert "steps" not in other_commands_keys(BenchConfig)
+
+
 def test_set_overrides_the_file_and_tune_keys_are_ignored_by_train(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("epochs: 5\nnum_samples: 8\nsearch:\n  alpha: [0, 1]\n")
-    cfg = load_config(TrainConfig, p, ["epochs=2"], ignore=FOREIGN_KEYS)
+    cfg = load_command_config(TrainConfig, p, ["epochs=2"])
     assert cfg.epochs == 2
     with pytest.raises(ConfigError, match="num_samples: unknown key"):
         load_config(TrainConfig, p)
@@ -108,3 +115,14 @@ def test_tracking_uri_defaults_to_the_variable_as_the_process_found_it(tmp_path)
 
     assert run(MLFLOW_TRACKING_URI="http://127.0.0.1:5000") == ["http://127.0.0.1:5000", "http://h:1"]
     assert run() == [f"sqlite:///{tmp_path / 'mlflow.db'}", "http://h:1"]
+
+
+def test_the_paper_reference_figures_are_data_read_by_the_report():
+    from bioner.studies.report.paper import PaperF1
+
+    paper = PaperF1(EXPERIMENTS / "paper" / "reference_f1.yaml")
+    assert paper("ncbi-disease", 0.0, "none", 1.0) == 89.00  # the single-task baseline, whatever the query
+    assert paper("bc5cdr-chem", 1.0, "wikipedia", 1.0) == 93.90
+    assert paper("ncbi-disease", 1.0, "annotation", 0.1) == 82.08
+    assert paper("ncbi-disease", 1.0, "wikipedia", 0.1) is None  # the paper has no such cell
+    assert len(paper.table) == 3 * 6 + 3 * 2

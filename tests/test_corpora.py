@@ -3,10 +3,10 @@ import sys
 
 import pytest
 
-from bioner.corpora import iter_sentences, load_spec, read_split, subsample
+from bioner.data.iob import iter_sentences, read_split, subsample
+from bioner.data.specs import load_spec
 from bioner.errors import BionerError, ConfigError, CorpusError
-
-from conftest import REPO, write_corpus, write_spec
+from helpers import REPO, write_corpus, write_spec
 
 TYPES = ["Disease"]
 
@@ -89,7 +89,7 @@ def test_vendored_corpora_match_the_published_counts():
         "bc5cdr-chem": [(4560, 5203), (4581, 5347), (4797, 5385)],
         "bc2gm": [(12574, 15197), (2519, 3061), (5038, 6325)],
     }
-    from bioner.corpora import split_stats
+    from bioner.data.iob import split_stats
 
     for name, rows in expected.items():
         spec = load_spec(name)

@@ -5,7 +5,8 @@ import pytest
 from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2
 
-from bioner.evaluation import decode_mrc, paired_bootstrap, score, sentence_counts, spans, spans_to_tags
+from bioner.data.tags import spans, spans_to_tags
+from bioner.infer.metrics import decode_mrc, paired_bootstrap, score, sentence_counts
 
 
 def test_spans_strict_iob2():

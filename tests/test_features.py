@@ -2,8 +2,9 @@ import collections
 
 import pytest
 
-from bioner.features import IGNORE, FeatureBuilder, LengthGroupedBatches, make_windows, mrc_batch, mrc_rows, ner_batch
-from bioner.queries import Queries
+from bioner.data.batching import LengthGroupedBatches, mrc_batch, mrc_rows, ner_batch
+from bioner.data.features import IGNORE, FeatureBuilder, make_windows
+from bioner.data.queries import Queries
 
 LABELS = ["O", "B-Disease", "I-Disease", "B-Gene", "I-Gene"]
 TEXTS = {"Disease": {"wikipedia": "w", "annotation": "disease query", "dictionary": "d"},
@@ -131,7 +132,7 @@ def test_length_grouping_reduces_padding_and_epochs_differ():
 def test_sorted_batches_cover_every_row_once_within_both_bounds():
     import random
 
-    from bioner.features import sorted_batches
+    from bioner.data.batching import sorted_batches
 
     rng = random.Random(0)
     lengths = [rng.randint(3, 120) for _ in range(500)] + [600]  # a row that fills the budget alone

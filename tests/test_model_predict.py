@@ -3,10 +3,12 @@ import json
 import pytest
 import torch
 
-from bioner.features import FeatureBuilder, mrc_batch, mrc_rows, ner_batch
+from bioner.data.batching import mrc_batch, mrc_rows, ner_batch
+from bioner.data.features import FeatureBuilder
+from bioner.data.queries import Queries
+from bioner.infer.tagger import Tagger
+from bioner.infer.text import split_words
 from bioner.model import build_model, load_model, mrc_loss, ner_loss, save_model
-from bioner.predict import Tagger, split_words
-from bioner.queries import Queries
 
 LABELS = ["O", "B-Disease", "I-Disease"]
 TEXTS = {"Disease": {"wikipedia": "w", "annotation": "a disease entity", "dictionary": "d"}}
@@ -91,7 +93,7 @@ def test_split_words_offsets():
 def test_exported_token_classifier_has_our_logits(model_dir, tmp_path):
     from transformers import AutoModelForTokenClassification
 
-    from bioner.bench import export_token_classifier
+    from bioner.bench.hf import export_token_classifier
     from bioner.model import load_model
 
     ours, tok, meta = load_model(model_dir)

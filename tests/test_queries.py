@@ -1,7 +1,7 @@
-from bioner.corpora import Split, load_spec
-from bioner.queries import Queries
-
-from conftest import write_corpus, write_spec
+from bioner.data.iob import Split
+from bioner.data.queries import Queries
+from bioner.data.specs import load_spec
+from helpers import write_corpus, write_spec
 
 
 def _train():

@@ -5,8 +5,8 @@ import pytest
 
 from bioner.config import TrainConfig
 from bioner.errors import BionerError
-from bioner.tracking import prepare_output_dir
-from bioner.training import run_training
+from bioner.studies.training import run_training
+from bioner.tracking.store import prepare_output_dir
 
 
 def _dead_port() -> int:
@@ -31,3 +31,66 @@ def test_output_dir_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(BionerError, match=r"output_dir .*file.*not writable"):
         prepare_output_dir(str(f))
 
+
+
+def test_tracking_retries_a_refused_connection_but_not_a_bad_request(tmp_path):
+    """Per-epoch metrics outlast a server restart (a refused connection is retried for the window),
+    while a request the server rejects, or a bug, fails at once instead of for 10 minutes."""
+    from mlflow import MlflowClient
+
+    from bioner.tracking.metrics import log_epoch_metrics, retry
+
+    calls = []
+
+    def refused():
+        calls.append(1)
+        raise ConnectionRefusedError("server restarting")
+
+    t0 = time.perf_counter()
+    with pytest.raises(ConnectionRefusedError):
+        retry(refused, window_s=1.2)
+    assert len(calls) >= 2 and time.perf_counter() - t0 < 5
+
+    def bug():
+        calls.append(1)
+        raise TypeError("a bug")
+
+    calls.clear()
+    with pytest.raises(TypeError):
+        retry(bug, window_s=60)
+    assert len(calls) == 1
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).create_experiment("e")
+    t0 = time.perf_counter()
+    with pytest.raises(Exception, match="(?i)run .*not found|does not exist"):  # a 404 from the store: no retry
+        log_epoch_metrics(uri, "0" * 32, {"train_loss": 1.0}, step=1)
+    assert time.perf_counter() - t0 < 5
+
+    from mlflow.exceptions import MlflowException
+
+    from bioner.tracking.metrics import transient
+
+    # What MLflow raises once its HTTP client gave up on a server that refuses connections.
+    assert transient(MlflowException("API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/log-batch failed: Max retries"))
+    assert not transient(MlflowException.invalid_parameter_value("bad value"))
+
+
+def test_models_logged_before_the_layered_package_still_load(tmp_path, tiny_bert):
+    """Their entry file imports `bioner.pyfunc.BioNERPyfunc`, which must keep working."""
+    import mlflow.pyfunc
+
+    from bioner.model import build_model, load_tokenizer, save_model
+    from bioner.tracking.models import pip_requirements
+
+    folder = tmp_path / "folder"
+    meta = {"labels": ["O", "B-Disease", "I-Disease"], "types": ["Disease"], "dataset": "toy", "encoder": tiny_bert,
+            "max_length": 64, "dropout": 0.1, "multitask": False, "queries": None}
+    save_model(build_model(tiny_bert, 3), load_tokenizer(tiny_bert), folder, meta)
+    old_entry = tmp_path / "mlflow_model.py"
+    old_entry.write_text("import mlflow.models\n\nfrom bioner.pyfunc import BioNERPyfunc\n\nmlflow.models.set_model(BioNERPyfunc())\n")
+    mlflow.pyfunc.save_model(str(tmp_path / "old"), python_model=str(old_entry), artifacts={"model": str(folder)},
+                             pip_requirements=pip_requirements())
+    loaded = mlflow.pyfunc.load_model(str(tmp_path / "old"))
+    out = loaded.predict(["Familial cancer ."])
+    assert isinstance(out, list) and len(out) == 1 and isinstance(out[0], list)

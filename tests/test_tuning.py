@@ -8,7 +8,7 @@ def test_after_a_resumed_search_no_trial_run_or_study_trial_is_left_running(tmp_
     import optuna
     from mlflow import MlflowClient
 
-    from bioner.tuning import METRIC, _close_trial_runs, _fail_lost_study_trials
+    from bioner.studies.tune import METRIC, close_trial_runs, fail_lost_study_trials
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.create_experiment("t")
@@ -21,7 +21,7 @@ def test_after_a_resumed_search_no_trial_run_or_study_trial_is_left_running(tmp_
         return run.info.run_id
 
     done, cut, lost = trial("a", 2), trial("b", 1), trial("c", 0)
-    _close_trial_runs(client, exp, parent, max_epochs=2, known={"a", "b"})
+    close_trial_runs(client, exp, parent, max_epochs=2, known={"a", "b"})
     status = {r: (client.get_run(r).info.status, client.get_run(r).data.tags["stop_reason"]) for r in (done, cut, lost)}
     assert status[done] == ("FINISHED", "completed 2 epochs")
     assert status[cut][0] == "KILLED" and status[cut][1].startswith("ASHA stopped it after epoch 1")
@@ -31,5 +31,5 @@ def test_after_a_resumed_search_no_trial_run_or_study_trial_is_left_running(tmp_
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     study.tell(study.ask(), 0.5)
     study.ask()  # suggested to the trial the killed driver lost
-    _fail_lost_study_trials("s", storage)
+    fail_lost_study_trials("s", storage)
     assert [t.state.name for t in optuna.load_study(study_name="s", storage=storage).trials] == ["COMPLETE", "FAIL"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import BionerError, ConfigError
+from .errors import BionerError, ConfigError, first_line
 
 # gitignore-style patterns, relative to the working directory: the job needs configs, specs and
 # corpora, never the laptop's virtualenv, stores, caches or run outputs.
@@ -50,13 +50,13 @@ def resolve_address(address: str | None) -> str:
 
 
 def _dashboard_of(addr: str) -> str:
-    from ray.dashboard.utils import get_address_for_submission_client
+    from ray.dashboard.utils import get_address_for_submission_client  # lazy: ray takes seconds to import, `bioner --help` none
 
     with _environ(RAY_API_SERVER_ADDRESS=None, RAY_ADDRESS=None):
         try:
             return get_address_for_submission_client(addr)
         except (ConnectionError, RuntimeError, ValueError) as e:  # no Ray at that address
-            raise BionerError(f"--address {addr}: no Ray cluster found there ({_first_line(e)})") from None
+            raise BionerError(f"--address {addr}: no Ray cluster found there ({first_line(e)})") from None
 
 
 def auth_headers() -> dict[str, str]:
@@ -65,7 +65,7 @@ def auth_headers() -> dict[str, str]:
     Ray's SDK sends it only when the client itself has RAY_AUTH_MODE=token; a laptop that submits
     to a remote cluster usually has no reason to set that, so the token is sent whenever one exists.
     """
-    from ray._raylet import AuthenticationTokenLoader
+    from ray._raylet import AuthenticationTokenLoader  # lazy: start-up time
     from ray.exceptions import AuthenticationError
 
     loader = AuthenticationTokenLoader.instance()
@@ -74,7 +74,7 @@ def auth_headers() -> dict[str, str]:
             return {}
         return {"Authorization": "Bearer " + loader.get_raw_token(ignore_auth_mode=True)}
     except AuthenticationError as e:  # e.g. RAY_AUTH_TOKEN_PATH names a missing file
-        raise BionerError(f"Ray token: {_first_line(e)}") from None
+        raise BionerError(f"Ray token: {first_line(e)}") from None
 
 
 @contextlib.contextmanager
@@ -98,7 +98,7 @@ def _environ(**values: str | None):
 @contextlib.contextmanager
 def ray_errors(address: str):
     """Turn the Jobs API's failures into one line that says what to do."""
-    import requests
+    import requests  # lazy: start-up time
     from ray.exceptions import AuthenticationError
 
     try:
@@ -110,17 +110,13 @@ def ray_errors(address: str):
     except (ConnectionError, requests.exceptions.ConnectionError):
         raise BionerError(f"{address}: no Ray dashboard answers there (is the cluster up? `ray dashboard CLUSTER.yaml` opens a tunnel)") from None
     except RuntimeError as e:
-        raise BionerError(f"{address}: {_first_line(e)}") from None
+        raise BionerError(f"{address}: {first_line(e)}") from None
 
-
-def _first_line(e: BaseException) -> str:
-    lines = [l for l in str(e).splitlines() if l.strip()]
-    return (lines[0] if lines else type(e).__name__)[:300]
 
 
 def client(address: str | None):
     """A JobSubmissionClient for exactly this address, with the token when one is found."""
-    from ray.job_submission import JobSubmissionClient
+    from ray.job_submission import JobSubmissionClient  # lazy: start-up time
 
     addr = resolve_address(address)
     # Ray lets $RAY_API_SERVER_ADDRESS / $RAY_ADDRESS override the address argument; a local Ray

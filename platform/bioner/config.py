@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .corpora import format_validation_error
-from .errors import ConfigError
+from .errors import ConfigError, format_validation_error
 
 QuerySource = Literal["none", "wikipedia", "annotation", "dictionary", "random"]
-Split = Literal["train", "devel", "test"]
+QUERY_SOURCES: tuple[str, ...] = get_args(QuerySource)
+SplitName = Literal["train", "devel", "test"]
+SPLITS: tuple[str, ...] = get_args(SplitName)
 
 
 # $MLFLOW_TRACKING_URI as the process started. Read once, at import: mlflow.set_tracking_uri()
@@ -44,8 +45,8 @@ class TrainConfig(BaseModel):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db")
     experiment: str = Field("bioner", min_length=1, description="MLflow experiment name")
     output_dir: str = Field("outputs", description="folder for the MLflow store, checkpoints, models and predictions")
-    train_splits: list[Split] = Field(["train", "devel"], min_length=1, description="splits merged for training (paper: train+devel)")
-    eval_split: Split = Field("test", description="split scored at the end (paper: test)")
+    train_splits: list[SplitName] = Field(["train", "devel"], min_length=1, description="splits merged for training (paper: train+devel)")
+    eval_split: SplitName = Field("test", description="split scored at the end (paper: test)")
     eval_every_epoch: bool = Field(False, description="also score eval_split after every epoch (for tuning on devel)")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of steps with linear learning-rate warm-up")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
@@ -83,6 +84,15 @@ class TrainConfig(BaseModel):
     def multitask(self) -> bool:
         return self.beta > 0
 
+    def train_config(self, **updates: Any) -> "TrainConfig":
+        """The plain TrainConfig of one run: this config's training keys (a tune, sweep or bench
+        config has more keys) with `updates` applied, validated like a file."""
+        values = {k: getattr(self, k) for k in TrainConfig.model_fields}
+        try:
+            return TrainConfig(**{**values, **updates})
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e)) from None
+
     def resolved_tracking_uri(self) -> str:
         """tracking_uri, else $MLFLOW_TRACKING_URI as this process found it (MLflow's convention), else
         the embedded store in output_dir."""
@@ -109,10 +119,10 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _deep_update(base: dict, upd: dict) -> dict:
+def deep_update(base: dict, upd: dict) -> dict:
     for k, v in upd.items():
         if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _deep_update(base[k], v)
+            deep_update(base[k], v)
         else:
             base[k] = v
     return base
@@ -133,21 +143,23 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return raw
 
 
-# Keys that belong to other commands (tuning, sweeps) and that `bioner train` ignores, so one
-# YAML serves several commands. Typos are still rejected: only these names are let through.
-FOREIGN_KEYS = {"num_samples", "max_concurrent_trials", "max_epochs", "grace_period", "refit_seeds", "search", "register"}
-# `bioner sweep` (sweep.SweepConfig): the grid and its profiles.
-FOREIGN_KEYS |= {"profile", "profiles", "seeds", "datasets", "variants", "train_fractions", "per_dataset", "baseline"}
+
+
+def resolve_spec_path(dataset: Any, config_path: str | os.PathLike | None) -> Any:
+    """A relative dataset spec path is relative to the config file, like every path in a config."""
+    if config_path and isinstance(dataset, str) and dataset.endswith((".yaml", ".yml")):
+        ds = Path(dataset)
+        if not ds.is_absolute() and not ds.exists():
+            return str((Path(config_path).parent / ds).resolve())
+    return dataset
 
 
 def load_config(model: type[BaseModel], path: str | os.PathLike | None, overrides: list[str] | None = None, ignore: set[str] = frozenset()):
+    """YAML + `--set` overrides validated as `model`; keys in `ignore` (another command's) are dropped."""
     raw = read_yaml(path) if path else {}
-    raw = _deep_update(raw, parse_overrides(overrides))
-    # A relative dataset spec path is relative to the config file, like every path in a config.
-    if path and isinstance(raw.get("dataset"), str) and raw["dataset"].endswith((".yaml", ".yml")):
-        ds = Path(raw["dataset"])
-        if not ds.is_absolute() and not ds.exists():
-            raw["dataset"] = str((Path(path).parent / ds).resolve())
+    raw = deep_update(raw, parse_overrides(overrides))
+    if "dataset" in raw:
+        raw["dataset"] = resolve_spec_path(raw["dataset"], path)
     for k in ignore:
         raw.pop(k, None)
     try:

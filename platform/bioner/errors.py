@@ -1,5 +1,9 @@
 """User-facing errors: the CLI prints their message on one line and exits 2, no traceback."""
 
+from __future__ import annotations
+
+from pydantic import ValidationError
+
 
 class BionerError(Exception):
     """A mistake in the user's input (corpus, spec, config, arguments)."""
@@ -15,3 +19,20 @@ class CorpusError(BionerError):
 
 class ConfigError(BionerError):
     """A bad configuration value. The message names the key."""
+
+
+def format_validation_error(e: ValidationError) -> str:
+    """Pydantic errors as `key.path: message` on one line (the first three, then a count)."""
+    parts = []
+    for err in e.errors():
+        key = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{key}: {msg}")
+    more = f" (and {len(parts) - 3} more)" if len(parts) > 3 else ""
+    return "; ".join(parts[:3]) + more
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first non-blank line of an exception's message (its type when it has none)."""
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return (lines[0] if lines else type(e).__name__)[:limit]

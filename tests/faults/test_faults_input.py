@@ -11,9 +11,9 @@ import subprocess
 import sys
 
 import pytest
-
 from _faultkit import assert_refused, bioner, clean_env, save_random_model
-from conftest import EXPERIMENTS, write_corpus, write_spec
+
+from helpers import EXPERIMENTS, write_corpus, write_spec
 
 SMALL = {"train": "flu\tB-Disease\nx\tO\n", "devel": "a\tO\n", "test": "a\tO\n"}
 
@@ -65,7 +65,7 @@ def test_trailing_spaces_and_a_10000_word_sentence_are_accepted(tmp_path, tiny_b
     assert o.code == 0, o.stderr
     assert "10000" in o.stdout.replace(",", "")  # the longest sentence, in words
 
-    from bioner.predict import Tagger
+    from bioner.infer.tagger import Tagger
 
     tagger = Tagger.load(save_random_model(tmp_path / "m", tiny_bert, max_length=64), batch_size=256)
     tags = tagger.tag([words])[0]
@@ -148,7 +148,7 @@ def pyfunc_model(tmp_path_factory, tiny_bert):
     """The MLflow pyfunc flavour of a (random) model, saved and loaded as `mlflow models serve` does."""
     import mlflow.pyfunc
 
-    from bioner.pyfunc import MODEL_CODE, pip_requirements
+    from bioner.tracking.models import MODEL_CODE, pip_requirements
 
     d = tmp_path_factory.mktemp("pyfunc")
     folder = save_random_model(d / "folder", tiny_bert)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _faultkit import MlflowServer, clean_env, kill_group, wait_for
 from mlflow import MlflowClient
 
-from _faultkit import MlflowServer, clean_env, kill_group, wait_for
-from conftest import EXPERIMENTS, synthetic_corpus, trial_runs_in_store, write_spec
+from helpers import EXPERIMENTS, trial_runs_in_store
 
 pytestmark = pytest.mark.usefixtures("no_ray_in_process")
 
@@ -115,13 +115,11 @@ def the_run(uri: str, experiment: str):
 
 
 @pytest.fixture(scope="module")
-def corpus_spec(tmp_path_factory):
-    d = tmp_path_factory.mktemp("faults")
+def corpus_spec(make_dataset):
     # 1,600 training sentences at batch 4: 400 steps, several seconds an epoch with the tiny BERT on
     # an idle machine (160 took 0.6 s: epoch 2 ended before the kill), longer than Ray Train's
     # controller takes to record a checkpoint, so a kill lands mid-epoch
-    synthetic_corpus(d / "corpus", sizes=(1600, 8, 8))
-    return write_spec(d / "faults.yaml", "corpus", name="faults")
+    return make_dataset("faults", sizes=(1600, 8, 8))
 
 
 def train_args(spec, encoder, out: Path, *extra: str) -> list[str]:
@@ -186,10 +184,9 @@ def test_worker_killed_mid_epoch_then_job_killed_then_resumed(tmp_path, corpus_s
     assert_refused(bioner(*args, "--set", "experiment=other", "--resume"), "--resume: no training job of experiment 'other'")
 
 
-def test_tune_driver_sigkilled_then_resumed(tmp_path, tiny_bert):
+def test_tune_driver_sigkilled_then_resumed(tmp_path, make_dataset, tiny_bert):
     """SIGKILL of the `bioner tune` process group after its first trial, then `--resume`."""
-    synthetic_corpus(tmp_path / "corpus", sizes=(48, 16, 16))
-    spec = write_spec(tmp_path / "kill.yaml", "corpus", name="kill")
+    spec = make_dataset("kill")
     out = tmp_path / "out"
     args = ["tune", str(EXPERIMENTS / "tune-smoke.yaml"), "-q",
             "--set", f"dataset={spec}", "--set", f"encoder={tiny_bert}", "--set", f"output_dir={out}",

@@ -9,7 +9,7 @@ import pytest
 
 from bioner.config import TrainConfig
 from bioner.errors import ConfigError
-from conftest import REPO
+from helpers import REPO
 
 PACKAGE = REPO / "platform" / "bioner"
 
@@ -57,7 +57,7 @@ def ray_sockets():
     import psutil
     import ray
 
-    from bioner.training import start_local_ray
+    from bioner.train.local_ray import start_local_ray
 
     ray.shutdown()
     start_local_ray(num_cpus=1, log_to_driver=False, logging_level="ERROR")
@@ -110,18 +110,18 @@ def test_names_that_would_leave_the_output_dir_are_refused(key, value):
 def test_every_path_the_job_writes_stays_under_output_dir(tmp_path):
     """The folders a job and `--resume` build from user strings resolve inside output_dir."""
     from bioner.config import load_config
-    from bioner.training import job_state_path
+    from bioner.studies.runs import state_path
 
     out = tmp_path / "out"
     cfg = load_config(TrainConfig, None, [f"output_dir={out}", "experiment=my exp..v2", "run_name=r1"])
-    p = job_state_path(out, cfg.experiment).resolve()
+    p = state_path(out, "train", cfg.experiment).resolve()
     assert p.is_relative_to(out.resolve())
     with pytest.raises(ConfigError, match="experiment"):
         load_config(TrainConfig, None, [f"output_dir={out}", "experiment=../../etc"])
 
 
 def test_a_dataset_spec_cannot_name_a_path_like_type_or_dataset(tmp_path):
-    from bioner.corpora import load_spec
+    from bioner.data.specs import load_spec
 
     for body in ("name: ../x\ncorpus: c\nentity_types:\n  D: {wikipedia: w, annotation: a}\n",
                  "name: x\ncorpus: c\nentity_types:\n  a/b: {wikipedia: w, annotation: a}\n"):

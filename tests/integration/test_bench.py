@@ -6,18 +6,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bioner.bench import HF_TRAINER, BenchConfig, bench_sentences, run_train_bench
+from bioner.bench.config import HF_TRAINER, BenchConfig
+from bioner.bench.train import bench_sentences, run_train_bench
 from bioner.cli import app
 from bioner.model import build_model, load_tokenizer, save_model
 
-from conftest import synthetic_corpus, write_spec
-
 
 @pytest.fixture(scope="module")
-def spec(tmp_path_factory):
-    d = tmp_path_factory.mktemp("bench")
-    synthetic_corpus(d / "corpus", sizes=(80, 10, 30))
-    return write_spec(d / "synth.yaml", "corpus", name="synth")
+def spec(make_dataset):
+    return make_dataset("synth", sizes=(80, 10, 30))
 
 
 def test_train_bench_systems_see_the_same_sentences(spec, tiny_bert, tmp_path, ray_local):

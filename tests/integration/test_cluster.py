@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO, synthetic_corpus, write_spec
 from mlflow import MlflowClient
+
+from helpers import REPO
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -93,15 +94,14 @@ def _tune_args(d: Path, spec: Path, encoder: str, experiment: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def jobs(cluster, tmp_path_factory, tiny_bert):
+def jobs(cluster, tmp_path_factory, make_dataset, tiny_bert):
     """Both submissions run at once: plain `ray job submit` (no wait), then `bioner submit` (follows).
 
     The plain one trains once instead of tuning: two tunes at once took 4 of the test's 6 minutes on
     a loaded 2-core machine, and the tune path through the Jobs API is already the bioner one.
     """
     d = tmp_path_factory.mktemp("jobs")
-    synthetic_corpus(d / "corpus", sizes=(32, 12, 12))
-    spec = write_spec(d / "synth.yaml", "corpus", name="synth")
+    spec = make_dataset("synth", sizes=(32, 12, 12))
     ray_env = {**cluster.env, "RAY_AUTH_MODE": "token"}  # Ray's CLI sends the token only in token mode
     runtime_env = json.dumps({"excludes": ["outputs", "mlruns", "mlartifacts", "*.db"], "env_vars": {"MLFLOW_TRACKING_URI": cluster.tracking_uri}})
     train = {"dataset": spec, "encoder": tiny_bert, "output_dir": d / "train", "experiment": "cluster-ray-cli", "epochs": 1,

@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from bioner.config import TrainConfig
-from bioner.corpora import load_spec, read_split
-from bioner.evaluation import score
+from bioner.data.iob import read_split
+from bioner.data.specs import load_spec
+from bioner.infer.metrics import score
+from bioner.infer.tagger import Tagger
 from bioner.model import build_model, load_tokenizer, save_model
-from bioner.predict import Tagger
-from bioner.training import run_training
+from bioner.studies.training import run_training
 
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 

@@ -15,9 +15,8 @@ import pytest
 import requests
 import yaml
 
-from bioner.live_metrics import NAMES
-
-from conftest import REPO, synthetic_corpus, write_spec
+from bioner.train.live_metrics import NAMES
+from helpers import REPO
 
 pytestmark = pytest.mark.usefixtures("no_ray_in_process")
 GRAFANA = REPO / "dashboards" / "grafana"
@@ -27,7 +26,8 @@ TRAIN = textwrap.dedent("""
     from pathlib import Path
     from mlflow import MlflowClient
     from bioner.config import TrainConfig
-    from bioner.training import fit, start_local_ray
+    from bioner.train.driver import fit, worker_job
+    from bioner.train.local_ray import start_local_ray
 
     spec, encoder, out, port = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
     # Ray serves every worker's metrics on this port; report them every 0.5 s, not every 10 s.
@@ -37,7 +37,7 @@ TRAIN = textwrap.dedent("""
     run_id = client.create_run(client.create_experiment("prom")).info.run_id
     cfg = TrainConfig(dataset=spec, encoder=encoder, epochs=2, batch_size=8, max_length=48, train_splits=["train"],
                       eval_split="devel", eval_every_epoch=True, output_dir=str(out))
-    result = fit(cfg, run_id, uri, out / "ray", "prom", progress=False)
+    result = fit(worker_job(cfg, run_id, uri, progress=False), "prom", out / "ray")
     print("RUN", run_id, "ERROR" if result.error else "OK", flush=True)
     sys.stdin.readline()  # keep Ray (and its metrics agent) up until the test has looked
 """)
@@ -106,9 +106,8 @@ def _names(api: str) -> set[str]:
         return set()
 
 
-def test_prometheus_scraping_a_training_run_has_every_dashboard_metric(tmp_path, tiny_bert):
-    synthetic_corpus(tmp_path / "corpus", sizes=(48, 16, 16))
-    spec = write_spec(tmp_path / "synth.yaml", "corpus", name="synth")
+def test_prometheus_scraping_a_training_run_has_every_dashboard_metric(tmp_path, make_dataset, tiny_bert):
+    spec = make_dataset("synth")
     ray_port = _free_port()
     prom, api = _start_prometheus(tmp_path, [f"127.0.0.1:{ray_port}"])
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}

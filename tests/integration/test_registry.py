@@ -15,20 +15,17 @@ from typer.testing import CliRunner
 
 from bioner.cli import app
 from bioner.config import TrainConfig
-from bioner.registry import promote, register_challenger
-from bioner.training import run_training
-
-from conftest import synthetic_corpus, write_spec
+from bioner.studies.training import run_training
+from bioner.tracking.registry import promote, register_challenger
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, tiny_bert):
+def store(tmp_path_factory, make_dataset, tiny_bert):
     """Two real trained runs on an easy corpus: one barely trained, one trained well."""
     d = tmp_path_factory.mktemp("registry")
-    synthetic_corpus(d / "corpus", sizes=(200, 40, 200), seed=1)
-    spec = write_spec(d / "datasets" / "synth-reg.yaml", "../corpus", name="synth-reg")
+    spec = make_dataset("synth-reg", sizes=(200, 40, 200), seed=1)
     base = dict(dataset=str(spec), encoder=tiny_bert, output_dir=str(d / "out"), experiment="registry",
                 batch_size=16, max_length=64, beta=0.0)
     weak = run_training(TrainConfig(**base, epochs=1, learning_rate=1e-6), progress=False)

@@ -19,19 +19,17 @@ from typer.testing import CliRunner
 
 from bioner.cli import app
 from bioner.errors import ConfigError
-from bioner.sweep import grid, load_sweep, run_sweep
-
-from conftest import REPO, synthetic_corpus, write_spec
+from bioner.studies.sweep import run_sweep
+from bioner.studies.sweep_config import grid, load_sweep
+from helpers import REPO
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 ARTIFACTS = Path(os.environ.get("BIONER_TEST_ARTIFACTS", REPO / "outputs" / "test-artifacts"))
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory, tiny_bert):
-    d = tmp_path_factory.mktemp("sweep")
-    synthetic_corpus(d / "corpus", sizes=(40, 12, 30))
-    write_spec(d / "synth.yaml", "corpus", name="synth")
+def swept(make_dataset, tiny_bert):
+    d = make_dataset("synth", sizes=(40, 12, 30)).parent
     (d / "sweep.yaml").write_text(f"""
 experiment: sweep-test
 output_dir: {d / 'out'}

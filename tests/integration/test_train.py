@@ -11,18 +11,15 @@ from typer.testing import CliRunner
 from bioner.cli import app
 from bioner.config import TrainConfig
 from bioner.errors import CorpusError
-from bioner.training import run_training
-
-from conftest import EXPERIMENTS, ncbi_subset, write_spec
+from bioner.studies.training import run_training
+from helpers import EXPERIMENTS, ncbi_subset, write_spec
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 @pytest.fixture(scope="module")
-def toy_spec(tmp_path_factory):
-    d = tmp_path_factory.mktemp("toy")
-    ncbi_subset(d / "corpus", n_train=64, n_test=24)
-    return write_spec(d / "toy.yaml", "corpus", name="toy")
+def toy_spec(make_dataset):
+    return make_dataset("toy", sizes=(64, 12, 24), source="ncbi")
 
 
 @pytest.fixture(scope="module")

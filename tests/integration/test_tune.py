@@ -8,18 +8,17 @@ from typer.testing import CliRunner
 
 from bioner.cli import app
 from bioner.config import load_config
-from bioner.tuning import TuneConfig, points_to_evaluate, run_tune, SearchSpace
-
-from conftest import EXPERIMENTS, synthetic_corpus, write_spec
+from bioner.studies.tune import run_tune
+from bioner.studies.tune_config import SearchSpace, TuneConfig, points_to_evaluate
+from helpers import EXPERIMENTS
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory, tiny_bert):
-    d = tmp_path_factory.mktemp("tune")
-    synthetic_corpus(d / "corpus", sizes=(64, 24, 40))
-    spec = write_spec(d / "synth.yaml", "corpus", name="synth")
+def tuned(make_dataset, tiny_bert):
+    spec = make_dataset("synth", sizes=(64, 24, 40))
+    d = spec.parent
     cfg = load_config(TuneConfig, EXPERIMENTS / "tune-smoke.yaml", [
         f"dataset={spec}", f"encoder={tiny_bert}", f"output_dir={d / 'out'}", "experiment=tune-test",
         "train_fraction=1.0", "num_samples=3", "max_epochs=2", "refit_seeds=2", "batch_size=16",

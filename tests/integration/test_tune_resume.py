@@ -3,12 +3,12 @@
 import pytest
 from mlflow import MlflowClient
 
-from conftest import EXPERIMENTS, synthetic_corpus, trial_runs_in_store, write_spec
+from helpers import EXPERIMENTS, trial_runs_in_store
 
 pytestmark = pytest.mark.usefixtures("no_ray_in_process")
 
 
-def test_an_interrupted_tune_resumes_without_losing_a_finished_trial(tmp_path, tiny_bert):
+def test_an_interrupted_tune_resumes_without_losing_a_finished_trial(tmp_path, make_dataset, tiny_bert):
     """Ctrl-C (SIGINT) the driver after one trial has finished, then `bioner tune --resume`."""
     import os
     import signal
@@ -16,8 +16,7 @@ def test_an_interrupted_tune_resumes_without_losing_a_finished_trial(tmp_path, t
     import sys
     import time
 
-    synthetic_corpus(tmp_path / "corpus", sizes=(48, 16, 16))
-    spec = write_spec(tmp_path / "resume.yaml", "corpus", name="resume")
+    spec = make_dataset("resume")
     out = tmp_path / "out"
     args = [sys.executable, "-m", "bioner.cli", "tune", str(EXPERIMENTS / "tune-smoke.yaml"), "-q",
             "--set", f"dataset={spec}", "--set", f"encoder={tiny_bert}", "--set", f"output_dir={out}",

@@ -1,0 +1,33 @@
+"""A bench config: a training config plus how long to measure, and the systems compared."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from ..config import TrainConfig
+
+VARIANTS = {  # the bioner systems of the training benchmark: config overrides
+    "bioner single": {"beta": 0.0, "group_by_length": True},
+    "bioner single, random batches": {"beta": 0.0, "group_by_length": False},
+    "bioner multi": {"beta": 1.0, "query_source": "annotation", "group_by_length": True},
+    "bioner multi, random batches": {"beta": 1.0, "query_source": "annotation", "group_by_length": False},
+    # no query: the MRC input is the NER input, one encoder pass serves both heads
+    "bioner multi, no query": {"beta": 1.0, "query_source": "none", "group_by_length": True},
+}
+HF_TRAINER = "HF Trainer recipe"
+
+
+class BenchConfig(TrainConfig):
+    """A training config plus how long to measure. Defaults: the paper's batch and max length."""
+
+    steps: int = Field(5, ge=1, description="measured optimizer steps per repeat (training)")
+    skip_steps: int = Field(2, ge=0, description="warm-up steps excluded from the figures (training)")
+    repeats: int = Field(3, ge=1, description="blocks measured; figures are medians over blocks")
+    sentences: int = Field(940, ge=1, description="texts tagged per repeat (prediction), from eval_split")
+    model: str | None = Field(None, description="model to benchmark prediction with (folder or MLflow URI); default: the encoder with a seeded random head")
+    systems: list[str] = Field(
+        [*VARIANTS, HF_TRAINER], min_length=1, description=f"training systems to run: any of {[*VARIANTS, HF_TRAINER]}"
+    )
+    out: str = Field("outputs/bench", description="folder for the JSON results")
+
+

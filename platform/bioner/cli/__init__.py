@@ -1,0 +1,35 @@
+"""The `bioner` command: one typer app, one module per command group."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import typer
+
+from ..errors import BionerError
+from . import bench, cluster, datasets, models, studies, train
+from .common import err
+
+app = typer.Typer(
+    help="Biomedical NER with the multi-task MRC method: Ray Train for training, Ray Tune for search, MLflow for tracking.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+for _group in (train, models, studies, datasets, cluster, bench):
+    _group.register(app)
+
+
+def main() -> None:
+    """Console entry point: user errors are one line on stderr and exit code 2."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow warns on importing mlflow.pyfunc, and on logging this model (its output is one list
+    # of entity dicts per text), that it cannot validate `Any` type hints: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType", category=UserWarning)
+    try:
+        app()
+    except BionerError as e:
+        err.print(str(e), markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,63 @@
+"""`bioner datasets` and `bioner datasets check`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..config import SPLITS
+from ..data.iob import read_split, scan_split, split_stats
+from ..data.specs import list_specs, load_spec
+from ..errors import BionerError
+from .common import out
+
+datasets_app = typer.Typer(help="List dataset specs, or check one.", invoke_without_command=True)
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+@datasets_app.callback()
+def datasets_list(ctx: typer.Context):
+    """List the dataset specs found (experiments/datasets, $BIONER_DATASETS) with sentence and entity counts."""
+    if ctx.invoked_subcommand is not None:
+        return
+    t = Table(title="datasets")
+    for c in ("name", "types", "train sent/ent", "devel sent/ent", "test sent/ent", "spec"):
+        t.add_column(c)
+    for path in list_specs():
+        try:
+            spec = load_spec(path)
+            cells = []
+            for s in SPLITS:
+                st = split_stats(read_split(spec, s))
+                cells.append(f"{st['sentences']:,} / {st['entities']:,}")
+            t.add_row(spec.name, ", ".join(spec.types), *cells, _rel(path))
+        except BionerError as e:
+            t.add_row(path.stem, "[red]invalid[/]", "", "", "", str(e))
+    out.print(t)
+
+
+@datasets_app.command("check")
+def datasets_check(spec: str = typer.Argument(..., help="Dataset name or spec path.")):
+    """Validate a spec and every line of its three corpus files; print counts per split and type."""
+    s = load_spec(spec)
+    t = Table(title=f"{s.name} ({s.path})")
+    for c in ("split", "sentences", "tokens", "entities", "longest sentence (words)", "per type"):
+        t.add_column(c)
+    for name in SPLITS:
+        st = scan_split(s, name)  # streams: a corpus of any size is checked in constant memory
+        per = ", ".join(f"{k}: {v}" for k, v in st["per_type"].items())
+        t.add_row(name, f"{st['sentences']:,}", f"{st['tokens']:,}", f"{st['entities']:,}", str(st["max_words"]), per)
+    out.print(t)
+    out.print(f"[green]ok[/]: {s.name}, types {', '.join(s.types)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(datasets_app, name="datasets")

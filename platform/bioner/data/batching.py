@@ -1,0 +1,110 @@
+"""Batches of encoded rows: padded tensors, length-grouped training batches, inference batches.
+
+Rows are padded to the longest row of their batch, never to max_length.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Iterator, Sequence
+
+import torch
+
+from .features import IGNORE, Encoded
+
+
+def pad(rows: Sequence[Sequence], value, dtype, multiple: int = 1) -> torch.Tensor:
+    """Pad to the longest row of this batch (rounded up to `multiple`), never to max_length."""
+    width = max(len(r) for r in rows)
+    width = int(math.ceil(width / multiple) * multiple)
+    out = torch.full((len(rows), width), value, dtype=dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=dtype)
+    return out
+
+
+def ner_batch(enc: Encoded, idx: Sequence[int], pad_id: int, multiple: int = 1) -> dict[str, torch.Tensor]:
+    ids = [enc.ner_ids[i] for i in idx]
+    return {
+        "input_ids": pad(ids, pad_id, torch.long, multiple),
+        "attention_mask": pad([[1] * len(x) for x in ids], 0, torch.long, multiple),
+        "labels": pad([enc.ner_labels[i] for i in idx], IGNORE, torch.long, multiple),
+    }
+
+
+def mrc_rows(enc: Encoded, idx: Sequence[int]) -> list[int]:
+    """MRC rows belonging to NER windows `idx` (all types of each window)."""
+    return [k * enc.n_types + t for k in idx for t in range(enc.n_types)]
+
+
+def mrc_batch(enc: Encoded, rows: Sequence[int], pad_id: int, multiple: int = 1) -> dict[str, torch.Tensor]:
+    ids = [enc.mrc_ids[r] for r in rows]
+    mask = pad([[1] * len(x) for x in ids], 0, torch.long, multiple)
+    return {
+        "input_ids": pad(ids, pad_id, torch.long, multiple),
+        "attention_mask": mask,
+        "token_type_ids": pad([enc.mrc_types[r] for r in rows], 0, torch.long, multiple),
+        "start_labels": pad([enc.mrc_start[r] for r in rows], 0.0, torch.float, multiple),
+        "end_labels": pad([enc.mrc_end[r] for r in rows], 0.0, torch.float, multiple),
+        "label_mask": pad([enc.mrc_mask[r] for r in rows], 0, torch.float, multiple),
+    }
+
+
+class LengthGroupedBatches:
+    """Batches of similar length, still random each epoch, sharded over DDP ranks.
+
+    Shuffle all indices, cut them into chunks of `batch_size * group` examples, sort each
+    chunk by length and cut it into batches, then shuffle the batches. Every example is in
+    exactly one batch per epoch; with several ranks, each takes every `world`-th batch, and
+    ranks short of a batch repeat one from the start so all ranks take the same number of steps.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world: int = 1, group: int = 50):
+        self.lengths, self.batch_size, self.seed = list(lengths), batch_size, seed
+        self.rank, self.world, self.group = rank, world, group
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def all_batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        idx = list(range(len(self.lengths)))
+        rng.shuffle(idx)
+        if self.group <= 0:  # plain random batches
+            return [idx[b : b + self.batch_size] for b in range(0, len(idx), self.batch_size)]
+        chunk = self.batch_size * self.group
+        batches = []
+        for c in range(0, len(idx), chunk):
+            part = sorted(idx[c : c + chunk], key=lambda i: self.lengths[i], reverse=True)
+            batches += [part[b : b + self.batch_size] for b in range(0, len(part), self.batch_size)]
+        rng.shuffle(batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.all_batches()
+        per_rank = math.ceil(len(batches) / self.world)
+        batches += batches[: per_rank * self.world - len(batches)]
+        return iter(batches[self.rank :: self.world])
+
+    def __len__(self) -> int:
+        return math.ceil(math.ceil(len(self.lengths) / self.batch_size) / self.world)
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Inference batches: longest first, so each batch pads little and memory peaks early.
+
+    A batch holds at most `batch_size` rows and, with `max_tokens`, at most that many padded
+    positions (rows x its longest row; a single longer row still gets its own batch)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        if cur and (len(cur) >= batch_size or (max_tokens is not None and (len(cur) + 1) * lengths[cur[0]] > max_tokens)):
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(cur)
+    return out

@@ -1,0 +1,128 @@
+"""Dataset specs: where a corpus is, its entity types and their query texts.
+
+A dataset is declared by a YAML spec (``experiments/datasets/<name>.yaml``): where its
+corpus folder is, which entity types it has, and one query text per type and source. Nothing
+in code names a dataset or an entity type.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import BionerError, ConfigError, format_validation_error
+
+TYPE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# The checkout this package runs from (an editable install): its experiments/ are found too.
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+class TypeQueries(BaseModel):
+    """Query texts of one entity type, one per knowledge source (METHOD.md, Table 1)."""
+
+    model_config = ConfigDict(extra="forbid")
+    wikipedia: str = Field(min_length=1, description="the type's encyclopedia definition")
+    annotation: str = Field(min_length=1, description="the corpus's annotation guideline")
+    dictionary: str = Field(
+        "Can you detect entities like {examples} ?",
+        description="template; {examples} is filled with entity strings from the training split",
+    )
+
+    @field_validator("dictionary")
+    @classmethod
+    def _has_examples_slot(cls, v: str) -> str:
+        if "{examples}" not in v:
+            raise ValueError("the dictionary template must contain {examples}")
+        return v
+
+
+class DatasetSpec(BaseModel):
+    """One dataset: its corpus folder and its entity types with their queries."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="short name, used in registry names")
+    corpus: str = Field(description="folder with train.tsv, devel.tsv, test.tsv, relative to the spec file")
+    entity_types: dict[str, TypeQueries] = Field(min_length=1, description="type name -> query texts")
+    path: Path | None = Field(None, exclude=True, description="the spec file (set on load)")
+
+    @field_validator("entity_types")
+    @classmethod
+    def _type_names(cls, v: dict) -> dict:
+        # Type names become label and MLflow metric names (test_f1_<type>): keep them plain.
+        for name in v:
+            if not TYPE_NAME_RE.fullmatch(name):
+                raise ValueError(f"entity type name {name!r}: use letters, digits, '_' and '-' (starting with a letter or digit)")
+        return v
+
+    @property
+    def types(self) -> list[str]:
+        return list(self.entity_types)
+
+    @property
+    def labels(self) -> list[str]:
+        """BIO label set: O first, then B-/I- per type in spec order."""
+        return ["O"] + [f"{p}-{t}" for t in self.entity_types for p in ("B", "I")]
+
+    @property
+    def corpus_dir(self) -> Path:
+        base = self.path.parent if self.path else Path.cwd()
+        return (base / self.corpus).resolve()
+
+    def split_file(self, split: str) -> Path:
+        return self.corpus_dir / f"{split}.tsv"
+
+
+def spec_search_path() -> list[Path]:
+    """Folders searched for `<name>.yaml`: $BIONER_DATASETS, ./experiments/datasets, the repo's."""
+    dirs = [Path(p) for p in os.environ.get("BIONER_DATASETS", "").split(os.pathsep) if p]
+    dirs += [Path.cwd() / "experiments" / "datasets", REPO_ROOT / "experiments" / "datasets"]
+    seen, out = set(), []
+    for d in dirs:
+        r = d.resolve()
+        if r not in seen:
+            seen.add(r)
+            out.append(r)
+    return out
+
+
+def find_spec(name_or_path: str | os.PathLike) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        if not p.is_file():
+            raise BionerError(f"{p}: dataset spec not found")
+        return p.resolve()
+    for d in spec_search_path():
+        cand = d / f"{name_or_path}.yaml"
+        if cand.is_file():
+            return cand
+    known = sorted({f.stem for d in spec_search_path() if d.is_dir() for f in d.glob("*.yaml")})
+    raise BionerError(f"dataset {str(name_or_path)!r} not found (known: {', '.join(known) or 'none'})")
+
+
+def load_spec(name_or_path: str | os.PathLike) -> DatasetSpec:
+    path = find_spec(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise BionerError(f"{path}: not a valid YAML file: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise BionerError(f"{path}: a dataset spec is a mapping with name, corpus, entity_types")
+    try:
+        spec = DatasetSpec(**raw)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {format_validation_error(e)}") from None
+    spec.path = path
+    return spec
+
+
+def list_specs() -> list[Path]:
+    found: dict[str, Path] = {}
+    for d in spec_search_path():
+        if d.is_dir():
+            for f in sorted(d.glob("*.yaml")):
+                found.setdefault(f.stem, f)
+    return [found[k] for k in sorted(found)]

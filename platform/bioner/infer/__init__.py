@@ -1,0 +1,1 @@
+"""Inference: the Tagger (raw text or words -> entities), entity-level metrics, and scoring a split."""

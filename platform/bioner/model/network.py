@@ -1,0 +1,94 @@
+"""Shared encoder + token head + MRC start/end heads, and the joint loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class BioNERModel(nn.Module):
+    """Encoder + dropout + a token-classification head and two MRC heads (start, end)."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        self.ner_head = nn.Linear(hidden, num_labels)
+        self.start_head = nn.Linear(hidden, 1)
+        self.end_head = nn.Linear(hidden, 1)
+        # Same initialisation as Hugging Face heads (normal, std = initializer_range; bias 0),
+        # so that beta = 0 is the plain token-classification recipe.
+        std = getattr(encoder.config, "initializer_range", 0.02)
+        for head in (self.ner_head, self.start_head, self.end_head):
+            nn.init.normal_(head.weight, std=std)
+            nn.init.zeros_(head.bias)
+
+    def hidden(self, batch: dict) -> torch.Tensor:
+        out = self.encoder(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch.get("token_type_ids"),
+        )
+        return self.dropout(out.last_hidden_state)
+
+    def ner_logits(self, batch: dict) -> torch.Tensor:
+        return self.ner_head(self.hidden(batch))
+
+    def mrc_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.hidden(batch)
+        return self.start_head(h).squeeze(-1), self.end_head(h).squeeze(-1)
+
+    def forward(self, ner: dict | None = None, mrc: dict | None = None, alpha: float = 1.0, beta: float = 1.0):
+        """Joint loss alpha * CE(NER) + beta * (BCE(start) + BCE(end)); a missing batch adds 0.
+
+        One call does both tasks so that DDP sees a single forward and reduces gradients once.
+        """
+        zero = self.ner_head.weight.new_zeros(())
+        do_ner, do_mrc = ner is not None and alpha > 0, mrc is not None and beta > 0
+        if do_ner and do_mrc and same_input(ner, mrc):
+            # Query source `none` with one entity type: the MRC input [CLS] p [SEP] is the NER
+            # input, so one encoder pass gives H for both heads (one dropout mask, half the work).
+            h = self.hidden(ner)
+            l_ner = ner_loss(self.ner_head(h), ner["labels"])
+            l_mrc = mrc_loss(self.start_head(h).squeeze(-1), self.end_head(h).squeeze(-1), mrc)
+        else:
+            l_ner = ner_loss(self.ner_logits(ner), ner["labels"]) if do_ner else zero
+            l_mrc = mrc_loss(*self.mrc_logits(mrc), mrc) if do_mrc else zero
+        return alpha * l_ner + beta * l_mrc, l_ner.detach(), l_mrc.detach()
+
+    def freeze_unused_heads(self, alpha: float, beta: float) -> None:
+        """Heads that get no loss are frozen, so DDP does not wait for their gradients."""
+        for p in self.ner_head.parameters():
+            p.requires_grad_(alpha > 0)
+        for head in (self.start_head, self.end_head):
+            for p in head.parameters():
+                p.requires_grad_(beta > 0)
+
+
+def same_input(a: dict, b: dict) -> bool:
+    """Whether two batches feed the encoder the same tensors (no token_type_ids = all zeros)."""
+    ids = a["input_ids"]
+    if ids.shape != b["input_ids"].shape or not torch.equal(ids, b["input_ids"]):
+        return False
+    if not torch.equal(a["attention_mask"], b["attention_mask"]):
+        return False
+    ta, tb = a.get("token_type_ids"), b.get("token_type_ids")
+    ta = torch.zeros_like(ids) if ta is None else ta
+    tb = torch.zeros_like(ids) if tb is None else tb
+    return torch.equal(ta, tb)
+
+
+def ner_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100)
+
+
+def mrc_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """BCE(start) + BCE(end), averaged over passage words (query, specials, padding masked)."""
+    mask = batch["label_mask"]
+    denom = mask.sum().clamp(min=1.0)
+    bce = F.binary_cross_entropy_with_logits
+    ls = (bce(start_logits.float(), batch["start_labels"], reduction="none") * mask).sum() / denom
+    le = (bce(end_logits.float(), batch["end_labels"], reduction="none") * mask).sum() / denom
+    return ls + le

@@ -1,0 +1,198 @@
+"""Experiment plumbing shared by `bioner train`, `tune` and `sweep`.
+
+The MLflow tag names (written here and by the studies, read back by `bioner report`, `runs
+compare` and `--resume`), the parent run of a study and its child runs, ending a run with a status
+and a reason, the state file through which `--resume` finds an experiment's newest job, and
+fitting a Ray Tune Tuner or restoring the one a killed driver left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import TrainConfig
+from ..data.job import JobData
+from ..errors import BionerError, first_line
+from ..tracking.store import flat_params, git_commit, use_experiment
+
+# --------------------------------------------------------------------------- tag names
+
+PARENT = "mlflow.parentRunId"
+RUN_NAME = "mlflow.runName"
+KIND = "bioner.kind"  # one of Kind below; a plain `bioner train` run has none
+DATASET, ENCODER, TASK, GIT_COMMIT = "dataset", "encoder", "task", "git_commit"
+STOP_REASON = "stop_reason"
+TRIAL_ID = "ray.trial_id"
+INTERRUPTED = "interrupted"
+SEARCH_SPACE = "search_space"
+REGISTERED_VERSION = "registered_version"
+PROFILE = "profile"
+SWEEP_CELL, SWEEP_VARIANT, SWEEP_SEED, SWEEP_FRACTION = "sweep.cell", "sweep.variant", "sweep.seed", "sweep.train_fraction"
+SWEEP_DATASETS, SWEEP_VARIANTS, SWEEP_BASELINE, SWEEP_CELLS = "sweep.datasets", "sweep.variants", "sweep.baseline", "sweep.cells"
+
+
+class Kind:
+    """Values of the KIND tag."""
+
+    TUNE, TRIAL, REFIT = "tune", "trial", "refit"
+    SWEEP, CELL = "sweep", "cell"
+
+
+def task(cfg: TrainConfig) -> str:
+    return "multi-task" if cfg.multitask else "single-task"
+
+
+# --------------------------------------------------------------------------- resume state
+
+
+def state_path(out_dir: Path, command: str, experiment: str) -> Path:
+    """`<output_dir>/<command>/<experiment>/bioner_<command>.json`: the experiment's newest job of
+    that command, which `--resume` continues."""
+    return out_dir / command / experiment / f"bioner_{command}.json"
+
+
+def write_state(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state), encoding="utf-8")
+    tmp.replace(path)  # atomic: a kill never leaves half a state file
+
+
+def read_state(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise BionerError(f"--resume: no {what} to resume ({path} not found)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def log_params(client, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param  # lazy: mlflow takes 2 s to import, `bioner --help` none
+
+    items = [Param(k, str(v)) for k, v in params.items()]
+    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def finish(client, run_id: str, status: str, reason: str | None = None) -> None:
+    """End a run with a status (FINISHED, FAILED, KILLED) and, when given, why (tag stop_reason)."""
+    if reason:
+        client.set_tag(run_id, STOP_REASON, reason)
+    client.set_terminated(run_id, status)
+
+
+@contextlib.contextmanager
+def ends_on_error(client, run_id: str, passthrough: tuple[type[BaseException], ...] = ()):
+    """A run left by an error ends FAILED with the error as its stop_reason, by Ctrl-C KILLED; the
+    exceptions in `passthrough` have ended the run themselves and go through untouched."""
+    try:
+        yield
+    except passthrough:
+        raise
+    except KeyboardInterrupt:
+        finish(client, run_id, "KILLED", "interrupted")
+        raise
+    except BaseException as e:
+        finish(client, run_id, "FAILED", f"error: {first_line(e, 200)}")
+        raise
+
+
+def start_parent(client, exp_id: str, state_file: Path, name: str, tags: dict, params: dict,
+                 extra_state: Callable[[str], dict] = lambda run_id: {}) -> dict:
+    """A new parent run of a study, recorded in `state_file` as the experiment's newest job, with
+    what `extra_state(run_id)` adds."""
+    run_id = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
+    log_params(client, run_id, params)
+    state = {"parent_run_id": run_id, "run_dir": str(state_file.parent / run_id), **extra_state(run_id)}
+    write_state(state_file, state)
+    return state
+
+
+def reopen_parent(client, state_file: Path, what: str, check: Callable[[dict], None] = lambda state: None) -> dict:
+    """The state of the experiment's newest job of this command (`check` may refuse it), its parent
+    run RUNNING again."""
+    state = read_state(state_file, what)
+    check(state)
+    client.update_run(state["parent_run_id"], status="RUNNING")
+    return state
+
+
+def open_child(client, exp_id: str, parent_id: str, key: str, value: str, name: str, tags: dict, params: dict,
+               done: Callable[[Any], bool] = lambda run: False) -> tuple[str, Any]:
+    """The child run of `parent_id` tagged `key = value`, created with `tags` and `params`, or the one
+    a restarted study made before, reopened. Returns (run id, that earlier run if `done(run)`, else
+    None): a finished child is left as it is."""
+    found = client.search_runs([exp_id], f"tags.`{PARENT}` = '{parent_id}' and tags.`{key}` = '{value}'")
+    if found:
+        run = found[0]
+        if done(run):
+            return run.info.run_id, run
+        client.update_run(run.info.run_id, status="RUNNING")
+        return run.info.run_id, None
+    run_id = client.create_run(exp_id, run_name=name, tags={PARENT: parent_id, key: value, GIT_COMMIT: git_commit(), **tags}).info.run_id
+    log_params(client, run_id, params)
+    return run_id, None
+
+
+class Interrupted(BionerError):
+    """A study stopped before its budget (Ctrl-C): its state is saved for --resume."""
+
+
+def end_if_interrupted(client, parent: str, results, total: int, error: Interrupted) -> None:
+    """Tune returns early when its driver is interrupted: the parent ends KILLED, marked interrupted."""
+    if results.num_terminated + results.num_errors < total:
+        client.set_tag(parent, INTERRUPTED, "true")
+        client.set_terminated(parent, "KILLED")
+        raise error
+
+
+def fit_or_restore(run_dir: Path, trainable, resume: bool, build: Callable[[], Any]):
+    """Restore the Tuner a killed driver left in `run_dir` (finished trials are not run again),
+    else fit the Tuner that `build` makes."""
+    from ray import tune  # lazy: start-up time
+
+    if resume and tune.Tuner.can_restore(str(run_dir)):
+        return tune.Tuner.restore(str(run_dir), trainable=trainable, resume_errored=True).fit()
+    return build().fit()
+
+
+# --------------------------------------------------------------------------- a training job's run
+
+
+def run_name(cfg: TrainConfig, data: JobData) -> str:
+    return cfg.run_name or f"{data.spec.name}-{cfg.query_source if cfg.multitask else 'single'}-s{cfg.seed}"
+
+
+@contextlib.contextmanager
+def training_run(cfg: TrainConfig, data: JobData, parent_run_id: str | None = None, extra_tags: dict | None = None,
+                 resume_run_id: str | None = None):
+    """Open a training job's MLflow run as the active run (or reopen `resume_run_id`); on any error
+    it ends FAILED (KILLED on Ctrl-C), never FINISHED."""
+    import mlflow  # lazy: start-up time
+
+    exp_id = use_experiment(cfg.resolved_tracking_uri(), cfg.experiment, Path(cfg.output_dir).resolve())
+    tags = {DATASET: data.spec.name, ENCODER: cfg.encoder, TASK: task(cfg), GIT_COMMIT: git_commit(), **(extra_tags or {})}
+    if parent_run_id:
+        tags[PARENT] = parent_run_id
+    if resume_run_id:
+        run = mlflow.start_run(run_id=resume_run_id)
+    else:
+        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name(cfg, data), tags=tags)
+    status = "FAILED"
+    try:
+        if not resume_run_id:  # a reopened run has its params and queries already
+            mlflow.log_params(flat_params(cfg))
+            mlflow.log_params({"train_sentences": len(data.train), f"{data.eval.name}_sentences": len(data.eval)})
+            if data.queries:
+                mlflow.log_dict(data.queries.to_dict(), "queries.json")
+        yield run.info.run_id
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        mlflow.end_run(status=status)

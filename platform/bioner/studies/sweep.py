@@ -1,0 +1,236 @@
+"""`bioner sweep`: grids of real training runs (datasets x variants x seeds [x fractions]) on Ray Tune.
+
+A sweep answers "does the MRC objective help, with which query, by how much": every cell is a
+full training run on the paper's protocol (train+devel -> test), tracked as a nested MLflow run
+under one parent, with its test predictions logged so that `bioner report` can pair seeds and run
+a bootstrap test. The grid goes through `tune.grid_search` without a scheduler (no early
+stopping), one function trainable per cell that builds its own TorchTrainer, as in tuning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data.job import load_job_data
+from ..errors import ConfigError
+from ..infer.evaluate import evaluate_split, write_predictions
+from ..infer.tagger import Tagger
+from ..tracking.store import flat_params, git_commit, prepare_output_dir, use_experiment
+from ..train.driver import fit, worker_job
+from ..train.local_ray import default_cpus_per_worker, ensure_ray
+from ..train.worker import MODEL_SUBDIR
+from . import runs
+from .runs import KIND, Kind
+from .sweep_config import SET_BY_SWEEP, Cell, SweepConfig, dataset_name, grid
+
+COMMAND = "sweep"
+TRIAL_CPU = 0.01  # the cell function only waits on its trainer: the workers get the cores
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What every cell of one sweep shares (handed to cells with tune.with_parameters)."""
+
+    cells: dict[str, Cell]
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    run_dir: Path
+    predictions: Path
+
+
+def sweep_cell(config: dict, sweep: Sweep) -> None:
+    """One grid cell: a nested MLflow run, a TorchTrainer fit, test scores and predictions."""
+    from mlflow import MlflowClient  # lazy: mlflow and ray take seconds to import, `bioner --help` none
+    from ray import tune
+
+    cell = sweep.cells[config["cell"]]
+    client = MlflowClient(sweep.tracking_uri)
+    run_id, done = _cell_run(client, sweep, cell, tune.get_context().get_trial_id())
+    if done is not None:  # finished before a restart: keep it, do not train again
+        tune.report(dict(done.data.metrics))
+        return
+    with runs.ends_on_error(client, run_id):
+        metrics = _train_and_score(cell.config, client, run_id, sweep, cell)
+    runs.finish(client, run_id, "FINISHED", f"completed {cell.config.epochs} epochs")
+    tune.report(metrics)
+
+
+def _cell_run(client, sweep: Sweep, cell: Cell, trial_id: str):
+    """The cell's MLflow run (reused after `--resume`) and, if it already finished, that run."""
+    cfg = cell.config
+    tags = {
+        KIND: Kind.CELL, runs.SWEEP_VARIANT: cell.variant, runs.SWEEP_SEED: str(cell.seed),
+        runs.SWEEP_FRACTION: f"{cell.train_fraction:g}", runs.DATASET: cell.dataset, runs.ENCODER: cfg.encoder,
+        runs.TASK: runs.task(cfg), runs.TRIAL_ID: trial_id,
+    }
+
+    def finished(run) -> bool:
+        return run.info.status == "FINISHED" and f"{cfg.eval_split}_f1" in run.data.metrics
+
+    return runs.open_child(client, sweep.experiment_id, sweep.parent_run_id, runs.SWEEP_CELL, cell.key, cell.key, tags,
+                           flat_params(cfg), done=finished)
+
+
+def _train_and_score(cfg, client, run_id: str, sweep: Sweep, cell: Cell) -> dict:
+    from mlflow.entities import Metric  # lazy: start-up time
+
+    storage = sweep.run_dir / "cells"
+    name = "cell-" + cell.key.replace(":", "_")
+    t0 = time.perf_counter()
+    result = fit(worker_job(cfg, run_id, sweep.tracking_uri, progress=False), name, storage)
+    if result.error:
+        raise result.error
+    train_s = time.perf_counter() - t0
+    data = load_job_data(cfg)
+    with result.checkpoint.as_directory() as d:
+        tagger = Tagger.load(Path(d) / MODEL_SUBDIR, batch_size=cfg.eval_batch_size)
+        metrics, pred = evaluate_split(tagger, data.eval, data.spec.types, with_mrc=False, progress=False)
+    preds = write_predictions(sweep.predictions / f"{run_id}.{data.eval.name}.tsv", data.eval.tokens, data.eval.tags, pred)
+    client.log_artifact(run_id, str(preds), "predictions")
+    metrics["train_seconds"] = train_s
+    metrics["train_sentences"] = float(len(data.train))
+    ts = int(time.time() * 1000)
+    # Logged at the last epoch's step: a per-epoch curve of the same key must not hide it.
+    client.log_batch(run_id, metrics=[Metric(k, float(v), ts, cfg.epochs) for k, v in metrics.items()])
+    shutil.rmtree(storage / name, ignore_errors=True)  # the model is scored; its checkpoints are disk only
+    return metrics
+
+
+# --------------------------------------------------------------------------- driver
+
+
+class SweepInterrupted(runs.Interrupted):
+    """The sweep stopped before its last cell (Ctrl-C): the state is saved for --resume."""
+
+
+@dataclass
+class SweepOutcome:
+    parent_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    cells: int
+    finished: int
+
+
+def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> SweepOutcome:
+    from mlflow import MlflowClient  # lazy: start-up time
+
+    cells = grid(cfg)
+    for ds in cfg.dataset_list():  # corpus and spec errors surface before any run exists
+        load_job_data(next(c.config for c in cells if c.dataset == dataset_name(ds)))
+    out_dir = prepare_output_dir(cfg.output_dir)
+    uri = cfg.resolved_tracking_uri()
+    exp_id = use_experiment(uri, cfg.experiment, out_dir)
+    client = MlflowClient(uri)
+    state_file = runs.state_path(out_dir, COMMAND, cfg.experiment)
+    keys = [c.key for c in cells]
+    state = _resume(client, state_file, keys, cfg) if resume else _new_parent(client, exp_id, cfg, cells, state_file)
+    parent = state["parent_run_id"]
+    with runs.ends_on_error(client, parent, passthrough=(SweepInterrupted,)):
+        ensure_ray()
+        cells, conc = _place(cfg, cells)
+        sweep = Sweep({c.key: c for c in cells}, uri, exp_id, parent, Path(state["run_dir"]), out_dir / "predictions")
+        results = _fit_grid(sweep, conc, resume, progress)
+        done = sum(1 for r in results if r.error is None and r.metrics and f"{cfg.eval_split}_f1" in r.metrics)
+        runs.end_if_interrupted(client, parent, results, len(cells), SweepInterrupted(
+            f"sweep interrupted after {done} finished cell(s) of {len(cells)}: continue with `bioner sweep ... --resume`"))
+        client.log_metric(parent, "cells_finished", done)
+        client.set_terminated(parent, "FINISHED" if done == len(cells) else "FAILED")
+        return SweepOutcome(parent, exp_id, uri, len(cells), done)
+
+
+def _new_parent(client, exp_id: str, cfg: SweepConfig, cells: list[Cell], state_file: Path) -> dict:
+    tags = {
+        KIND: Kind.SWEEP, runs.ENCODER: cfg.encoder, runs.PROFILE: cfg.profile, runs.GIT_COMMIT: git_commit(),
+        runs.SWEEP_DATASETS: ",".join(dataset_name(d) for d in cfg.dataset_list()),
+        runs.SWEEP_VARIANTS: ",".join(cfg.variants), runs.SWEEP_BASELINE: cfg.baseline_variant() or "",
+        runs.SWEEP_CELLS: str(len(cells)),
+    }
+    params = {k: v for k, v in flat_params(cfg.train_config()).items() if k not in SET_BY_SWEEP + ("run_name",)}
+    params.update(profile=cfg.profile, seeds=str(cfg.seeds), train_fractions=",".join(f"{f:g}" for f in cfg.fraction_list()))
+    state = runs.start_parent(client, exp_id, state_file, f"sweep-{cfg.experiment}", tags, params,
+                              lambda run_id: {"cells": [c.key for c in cells]})
+    client.log_dict(state["parent_run_id"], {"variants": cfg.variants, "per_dataset": cfg.per_dataset, "cells": [c.key for c in cells]},
+                    "sweep.json")
+    return state
+
+
+def _resume(client, state_file: Path, keys: list[str], cfg: SweepConfig) -> dict:
+    def same_grid(state: dict) -> None:
+        if state["cells"] != keys:
+            raise ConfigError(f"--resume: the grid differs from the interrupted sweep's ({len(state['cells'])} cells, now {len(keys)}): "
+                              "resume with the same config and --set values")
+
+    return runs.reopen_parent(client, state_file, f"sweep of experiment {cfg.experiment!r}", check=same_grid)
+
+
+def _place(cfg: SweepConfig, cells: list[Cell]) -> tuple[list[Cell], int]:
+    """Cells at once (from the cluster's GPUs or CPUs) and each worker's CPU share."""
+    import ray  # lazy: start-up time
+
+    res = ray.cluster_resources()
+    if cfg.max_concurrent_trials:
+        conc = cfg.max_concurrent_trials
+    elif cfg.use_gpu:
+        conc = max(1, int(res.get("GPU", 0) // cfg.num_workers))
+    elif cfg.cpus_per_worker:
+        conc = max(1, math.floor(res.get("CPU", 1) / (cfg.num_workers * cfg.cpus_per_worker + TRIAL_CPU)))
+    else:
+        conc = 1  # one cell with every core beats several fighting over two
+    if cfg.cpus_per_worker is None:
+        cpw = default_cpus_per_worker(cfg, conc, TRIAL_CPU)
+        cells = [dataclasses.replace(c, config=c.config.train_config(cpus_per_worker=cpw)) for c in cells]
+    return cells, conc
+
+
+def _fit_grid(sweep: Sweep, conc: int, resume: bool, progress: bool):
+    from ray import tune  # lazy: start-up time
+
+    trainable = tune.with_resources(tune.with_parameters(sweep_cell, sweep=sweep), {"cpu": TRIAL_CPU})
+
+    def build():
+        return tune.Tuner(
+            trainable,
+            param_space={"cell": tune.grid_search(list(sweep.cells))},
+            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=conc),
+            run_config=tune.RunConfig(name=sweep.run_dir.name, storage_path=str(sweep.run_dir.parent), verbose=0,
+                                      callbacks=[progress_callback(len(sweep.cells))] if progress else []),
+        )
+
+    return runs.fit_or_restore(sweep.run_dir, trainable, resume, build)
+
+
+def progress_callback(total: int):
+    """One line per finished cell with the time left, instead of Tune's status tables."""
+    from ray.tune import Callback  # lazy: start-up time
+
+    class Progress(Callback):
+        def __init__(self, total: int):
+            # Tune pickles its callbacks with the run config: plain print, no console object.
+            self.total, self.done, self.t0 = total, 0, time.perf_counter()
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            print(f"[{self.done}/{self.total}] training {trial.config['cell']}", flush=True)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._line(trial, "done")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._line(trial, "FAILED")
+
+        def _line(self, trial, what: str):
+            self.done += 1
+            el = time.perf_counter() - self.t0
+            left = el / self.done * (self.total - self.done)
+            f1 = next((v for k, v in (trial.last_result or {}).items() if k.endswith("_f1") and k.count("_") == 1), None)
+            score = f", F1 {f1:.4f}" if isinstance(f1, float) else ""
+            print(f"[{self.done}/{self.total}] {trial.config['cell']} {what}{score} ({el / 60:.1f} min so far, about {left / 60:.1f} min left)",
+                  flush=True)
+
+    return Progress(total)

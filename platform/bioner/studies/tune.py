@@ -1,0 +1,263 @@
+"""`bioner tune`: Ray Tune + Optuna (TPE) + ASHA over alpha, beta, learning rate and query source.
+
+Each trial is a function trainable that builds and fits its own TorchTrainer (Ray Train V2
+cannot be handed to a Tuner), trains on train and reports devel F1 after every epoch through
+`TuneReportCallback`. Model selection never looks at test: the best configuration is then refit
+on train+devel with several seeds and scored on test, and the best seed is registered.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data.job import load_job_data
+from ..errors import BionerError
+from ..tracking.registry import register_challenger
+from ..tracking.store import flat_params, git_commit, prepare_output_dir, use_experiment
+from ..train.driver import fit, worker_job
+from ..train.local_ray import default_cpus_per_worker, ensure_ray
+from . import runs
+from .runs import KIND, TRIAL_ID, Kind
+from .training import run_training
+from .tune_config import SEARCHED, TuneConfig, points_to_evaluate
+
+METRIC = "devel_f1"
+COMMAND = "tune"
+TRIAL_CPU = 0.01  # the trial function only waits on its trainer: the workers get the cores
+
+
+@dataclass(frozen=True)
+class Study:
+    """What every trial of one search shares (handed to trials with tune.with_parameters)."""
+
+    cfg: TuneConfig
+    dataset: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    run_dir: Path
+
+    @property
+    def name(self) -> str:
+        return study_name(self.cfg.experiment, self.parent_run_id)
+
+
+def study_name(experiment: str, parent_run_id: str) -> str:
+    """The search's Optuna study, kept in <output_dir>/optuna.db (named in the state file too)."""
+    return f"{experiment}-{parent_run_id}"
+
+
+def tune_trial(config: dict, study: Study) -> None:
+    """One Tune trial: an MLflow child run and a TorchTrainer fit reporting devel F1 per epoch."""
+    from mlflow import MlflowClient  # lazy: mlflow and ray take seconds to import, `bioner --help` none
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_id = tune.get_context().get_trial_id()
+    cfg = study.cfg.trial_config(config)
+    client = MlflowClient(study.tracking_uri)
+    # A trial restarted by `--resume` keeps its MLflow run (metrics are logged per epoch step).
+    run_id, _ = runs.open_child(client, study.experiment_id, study.parent_run_id, TRIAL_ID, trial_id, f"trial-{trial_id}",
+                                {KIND: Kind.TRIAL, runs.DATASET: study.dataset}, flat_params(cfg))
+    logged = [m.step for m in client.get_metric_history(run_id, "train_loss")]  # epochs done before a restart
+    with runs.ends_on_error(client, run_id):
+        result = fit(worker_job(cfg, run_id, study.tracking_uri, progress=False), f"trial-{trial_id}", study.run_dir / "trials",
+                     callbacks=[TuneReportCallback()])
+        if result.error:
+            raise result.error
+    if result.metrics and result.metrics.get("epoch", 0) <= max(logged, default=0):
+        # Restored by --resume after its last epoch was checkpointed: Ray Train had nothing left
+        # to run and reported nothing, so Tune hears the last epoch's metrics from here.
+        tune.report(result.metrics)
+    runs.finish(client, run_id, "FINISHED", f"completed {cfg.epochs} epochs")
+
+
+@dataclass
+class TuneOutcome:
+    parent_run_id: str
+    best_params: dict
+    best_devel_f1: float
+    test_f1: list[float]
+    model_version: str | None
+    refit_metrics: list[dict]
+
+
+class TuneInterrupted(runs.Interrupted):
+    """The search stopped before its budget (Ctrl-C): the state is saved for --resume."""
+
+
+def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True) -> TuneOutcome:
+    from mlflow import MlflowClient  # lazy: start-up time
+
+    # Validate everything a trial and a refit will read before anything starts.
+    data = load_job_data(cfg.train_config(train_splits=["train"], eval_split="devel"))
+    out_dir = prepare_output_dir(cfg.output_dir)
+    uri = cfg.resolved_tracking_uri()
+    exp_id = use_experiment(uri, cfg.experiment, out_dir)
+    client = MlflowClient(uri)
+    state_file = runs.state_path(out_dir, COMMAND, cfg.experiment)
+    if resume:
+        state = runs.reopen_parent(client, state_file, f"tuning job of experiment {cfg.experiment!r}")
+    else:
+        tags = {KIND: Kind.TUNE, runs.DATASET: data.spec.name, runs.ENCODER: cfg.encoder, runs.GIT_COMMIT: git_commit(),
+                runs.SEARCH_SPACE: cfg.search.model_dump_json()}
+        params = {k: v for k, v in flat_params(cfg).items() if k != "search"}
+        state = runs.start_parent(client, exp_id, state_file, f"tune-{data.spec.name}", tags, params,
+                                  lambda run_id: {"study_name": study_name(cfg.experiment, run_id)})
+    parent = state["parent_run_id"]
+    with runs.ends_on_error(client, parent, passthrough=(TuneInterrupted,)):
+        ensure_ray()
+        if cfg.cpus_per_worker is None:
+            cfg = cfg.model_copy(update={"cpus_per_worker": default_cpus_per_worker(cfg, cfg.max_concurrent_trials, TRIAL_CPU)})
+        study = Study(cfg, data.spec.name, uri, exp_id, parent, Path(state["run_dir"]))
+        results = _fit_tuner(study, out_dir, resume)
+        runs.end_if_interrupted(client, parent, results, cfg.num_samples, TuneInterrupted(
+            f"tuning interrupted after {results.num_terminated} finished trial(s) of {cfg.num_samples}: "
+            f"continue with `bioner tune ... --resume`"))
+        close_trial_runs(client, exp_id, parent, cfg.max_epochs, {r.metrics.get("trial_id") for r in results})
+        fail_lost_study_trials(study.name, _study_storage(out_dir))
+        best = results.get_best_result(METRIC, "max", scope="last")
+        if best is None or best.metrics is None or METRIC not in best.metrics:
+            raise BionerError("no trial reported devel_f1: see the trial runs in MLflow for their errors")
+        best_params = {k: best.config[k] for k in SEARCHED}
+        best_f1 = float(best.metrics[METRIC])
+        client.log_metric(parent, "best_devel_f1", best_f1)
+        runs.log_params(client, parent, {f"best_{k}": v for k, v in best_params.items()})
+        _log_study_plots(client, parent, study.name, _study_storage(out_dir))
+        outcome = _refit_and_register(cfg, client, parent, best_params, best_f1, data.spec.name, progress)
+        client.set_terminated(parent, "FINISHED")
+        return outcome
+
+
+def _study_storage(out_dir: Path) -> str:
+    return f"sqlite:///{out_dir / 'optuna.db'}"
+
+
+def _fit_tuner(study: Study, out_dir: Path, resume: bool):
+    import optuna  # lazy: start-up time
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    trainable = tune.with_resources(tune.with_parameters(tune_trial, study=study), {"cpu": TRIAL_CPU})
+    cfg, s = study.cfg, study.cfg.search
+
+    def build():
+        space = {
+            "alpha": optuna.distributions.FloatDistribution(*s.alpha),
+            "beta": optuna.distributions.FloatDistribution(*s.beta),
+            "learning_rate": optuna.distributions.FloatDistribution(*s.learning_rate, log=True),
+            "query_source": optuna.distributions.CategoricalDistribution(list(s.query_source)),
+        }
+        searcher = OptunaSearch(
+            space, metric=METRIC, mode="max", points_to_evaluate=points_to_evaluate(s),
+            sampler=optuna.samplers.TPESampler(seed=cfg.seed), study_name=study.name,
+            storage=optuna.storages.RDBStorage(_study_storage(out_dir)),
+        )
+        scheduler = ASHAScheduler(metric=METRIC, mode="max", time_attr="epoch", max_t=cfg.max_epochs,
+                                  grace_period=min(cfg.grace_period, cfg.max_epochs), reduction_factor=2)
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.num_samples,
+                                        max_concurrent_trials=cfg.max_concurrent_trials),
+            run_config=tune.RunConfig(name=study.run_dir.name, storage_path=str(study.run_dir.parent), verbose=1),
+        )
+
+    return runs.fit_or_restore(study.run_dir, trainable, resume, build)
+
+
+def close_trial_runs(client, exp_id: str, parent: str, max_epochs: int, known: set[str]) -> None:
+    """Close the MLflow runs of trials that Tune ended from outside the trial function.
+
+    Tune stops a trial's actor when ASHA cuts it at a rung and also when it reports its last
+    epoch, so the trial function may never reach its own `set_terminated`. A run whose trial is
+    not in `known` (the trials of the finished search) belongs to a trial that had started when
+    the driver was killed but that Tune had not yet saved (it saves its state every 10 s or
+    more); `--resume` sampled a new trial in its place.
+    """
+    for r in client.search_runs([exp_id], f"tags.`{runs.PARENT}` = '{parent}' and tags.`{KIND}` = '{Kind.TRIAL}'"):
+        if r.info.status != "RUNNING":
+            continue
+        hist = client.get_metric_history(r.info.run_id, METRIC)
+        last = max(hist, key=lambda m: m.step) if hist else None
+        if r.data.tags.get(TRIAL_ID) not in known:
+            reason, status = "lost: the tuning driver was killed before Tune saved this trial; --resume sampled a new one", "KILLED"
+        elif last is None:
+            reason, status = "stopped before its first evaluation", "KILLED"
+        elif last.step >= max_epochs:
+            reason, status = f"completed {max_epochs} epochs", "FINISHED"
+        else:
+            reason = f"ASHA stopped it after epoch {last.step} ({METRIC} {last.value:.4f} below its rung's cutoff)"
+            status = "KILLED"
+        runs.finish(client, r.info.run_id, status, reason)
+
+
+def fail_lost_study_trials(study_name: str, storage: str) -> None:
+    """Once the search is over no Optuna trial runs: one still RUNNING was lost with a killed driver."""
+    import optuna  # lazy: start-up time
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+
+
+def _log_study_plots(client, parent: str, study_name: str, storage: str) -> None:
+    import matplotlib  # lazy: start-up time
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    plots = {"optuna_history.png": ovm.plot_optimization_history}
+    if len(done) >= 2:
+        plots["optuna_importances.png"] = ovm.plot_param_importances
+    with tempfile.TemporaryDirectory() as d:
+        for name, fn in plots.items():
+            try:
+                ax = fn(study)
+            except (ValueError, RuntimeError) as e:  # importances need variation across trials
+                client.set_tag(parent, f"plot_skipped.{name}", str(e)[:200])
+                continue
+            fig = ax.figure if hasattr(ax, "figure") else ax
+            fig.set_size_inches(8, 5)
+            fig.tight_layout()
+            fig.savefig(Path(d) / name, dpi=100)
+            plt.close(fig)
+            client.log_artifact(parent, str(Path(d) / name), "plots")
+
+
+
+
+def _refit_and_register(cfg: TuneConfig, client, parent: str, best: dict, best_f1: float, dataset: str, progress: bool) -> TuneOutcome:
+    results = []
+    for k in range(cfg.refit_seeds):
+        seed = cfg.seed + k
+        res = run_training(cfg.refit_config(best, seed), progress=progress, parent_run_id=parent, tags={KIND: Kind.REFIT})
+        results.append((seed, res))
+    scores = [r.metrics["test_f1"] for _, r in results]
+    mean = statistics.fmean(scores)
+    sd = statistics.stdev(scores) if len(scores) > 1 else 0.0
+    client.log_metric(parent, "test_f1_mean", mean)
+    client.log_metric(parent, "test_f1_sd", sd)
+    for seed, r in results:
+        client.log_metric(parent, f"test_f1_seed_{seed}", r.metrics["test_f1"])
+    best_seed, best_res = max(results, key=lambda x: x[1].metrics["test_f1"])
+    version = None
+    if cfg.register:
+        desc = (
+            f"Tuning job {parent} (experiment {cfg.experiment}). Best devel F1 {best_f1:.4f} with "
+            + ", ".join(f"{k}={v}" for k, v in best.items())
+            + f". Refit on train+devel, test F1 {mean:.4f} +/- {sd:.4f} over {len(scores)} seed(s) "
+            + f"({', '.join(f'{s:.4f}' for s in scores)}); this version is seed {best_seed}. "
+            + f"Config: {json.dumps({**cfg.train_config().model_dump(), **best, 'epochs': cfg.max_epochs})}"
+        )
+        version = register_challenger(client, dataset, best_res.model_uri, desc, {"parent_run_id": parent, "devel_f1": f"{best_f1:.4f}"})
+        client.set_tag(parent, runs.REGISTERED_VERSION, version)
+    return TuneOutcome(parent, best, best_f1, scores, version, [r.metrics for _, r in results])

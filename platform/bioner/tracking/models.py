@@ -1,0 +1,63 @@
+"""The logged MLflow model of a run, and model URIs (folders, runs:/, models:/) resolved to a folder."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from ..errors import BionerError, first_line
+
+MODEL_NAME = "model"  # the logged model's name in its run: runs:/<run_id>/model
+# Logged as "model from code": MLflow stores this file, not a pickle of an object.
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+
+
+def pip_requirements() -> list[str]:
+    reqs = []
+    for pkg in ("bioner-mrc", "torch", "transformers", "safetensors", "mlflow"):
+        try:
+            reqs.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            reqs.append(pkg)
+    return reqs
+
+
+def log_final(metrics: dict, predictions: Path, model_dir: Path) -> str:
+    """Log scores, predictions and the model to the active run; return the model's URI."""
+    import mlflow  # lazy, as in every module the CLI imports: `bioner --help` must not pay its 2 s
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    mlflow.log_artifact(str(predictions), "predictions")
+    return log_model(model_dir).model_uri
+
+
+def log_model(model_dir: Path):
+    """Log the folder as an MLflow pyfunc mapping raw text to entities (character offsets)."""
+    import mlflow  # lazy: start-up time
+    return mlflow.pyfunc.log_model(
+        name=MODEL_NAME,
+        python_model=str(MODEL_CODE),
+        artifacts={"model": str(model_dir)},
+        pip_requirements=pip_requirements(),
+    )
+
+
+def resolve_model(uri: str) -> Path:
+    """A local model folder, or any MLflow model URI (runs:/..., models:/name@alias) downloaded."""
+    p = Path(uri).expanduser()
+    if p.is_dir():
+        if (p / "bioner.json").is_file():
+            return p
+        # a downloaded pyfunc: the model folder sits under artifacts/
+        found = sorted(p.glob("artifacts/*/bioner.json")) + sorted(p.glob("*/bioner.json"))
+        if found:
+            return found[0].parent
+        raise BionerError(f"--model {uri}: no bioner.json in this folder")
+    if "://" in uri or uri.startswith(("runs:/", "models:/")):
+        import mlflow  # lazy: start-up time
+
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        except Exception as e:  # MLflow raises several types for a bad URI
+            raise BionerError(f"--model {uri}: cannot download ({first_line(e)})") from None
+        return resolve_model(str(local))
+    raise BionerError(f"--model {uri}: no such folder, and not an MLflow model URI")

@@ -1,0 +1,27 @@
+"""What the driver hands every Ray Train worker: one typed object, nothing read from globals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import TrainConfig
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """One training job as a worker sees it.
+
+    `cpus` is the Ray resource each worker holds (the cluster's cores shared out by the driver);
+    the worker runs that many torch threads. Metrics go to `mlflow_run_id` in `tracking_uri` when
+    both are set (a benchmark run logs nothing).
+    """
+
+    config: TrainConfig
+    cpus: float
+    mlflow_run_id: str | None = None
+    tracking_uri: str | None = None
+    progress: bool = True
+
+    @property
+    def threads(self) -> int:
+        return max(1, round(self.cpus))

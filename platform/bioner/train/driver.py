@@ -1,0 +1,43 @@
+"""The driver side of Ray Train: one TorchTrainer per job, over a per-worker function."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Callable
+
+from ..config import TrainConfig
+from .contract import WorkerJob
+from .local_ray import default_cpus_per_worker, ensure_ray
+from .worker import train_loop_per_worker
+
+
+def worker_job(cfg: TrainConfig, mlflow_run_id: str | None = None, tracking_uri: str | None = None, progress: bool = True) -> WorkerJob:
+    """The job as the workers see it; joins or starts Ray to share out the cluster's CPUs."""
+    ensure_ray()
+    return WorkerJob(cfg, default_cpus_per_worker(cfg), mlflow_run_id, tracking_uri, progress)
+
+
+def fit(job: WorkerJob, name: str, storage: Path, callbacks=(), loop: Callable[[], None] | None = None):
+    """Run `loop` (default: the training loop over `job`) on Ray Train; returns the Ray Train Result.
+
+    Checkpoints go to `storage/name`; a job of the same name and storage restarts from the newest.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # lazy: 4 s with torch
+    from ray.train.torch import TorchTrainer
+
+    cfg = job.config
+    trainer = TorchTrainer(
+        loop or functools.partial(train_loop_per_worker, job),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": job.cpus, **({"GPU": 1} if cfg.use_gpu else {})}
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            callbacks=list(callbacks),
+        ),
+    )
+    return trainer.fit()

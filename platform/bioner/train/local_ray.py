@@ -1,0 +1,76 @@
+"""Starting or joining Ray, and sharing the cluster's CPUs among the workers of a job."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+
+from ..config import TrainConfig
+
+
+def default_cpus_per_worker(cfg: TrainConfig, concurrent: int = 1, reserved: float = 0.0) -> float:
+    """The cluster's CPUs shared by `concurrent` jobs of num_workers each, less `reserved` per job.
+
+    Fractional: a Tune trial holds 0.01 CPU, so on 2 cores its one worker gets 1.99 (2 threads).
+    """
+    import ray  # lazy, like every ray import of the package: `bioner --help` must start fast
+
+    if cfg.cpus_per_worker:
+        return cfg.cpus_per_worker
+    total = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+    per = (total - reserved * concurrent) / (concurrent * cfg.num_workers)
+    return max(0.1, math.floor(per * 100) / 100)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_local_ray(**kwargs) -> None:
+    """A local Ray on 127.0.0.1 whose processes know their own dashboard.
+
+    Ray Train's placement-group cleaner asks the State API for the controller's state; with no
+    address it looks for "the" local Ray and fails when a second instance runs on the machine
+    (another user's job, a test cluster). Naming the API server in the environment, which Ray's
+    processes inherit from this driver, makes every instance find its own.
+    """
+    import ray  # lazy: start-up time
+    from ray._private import ray_constants
+
+    # On Linux Ray announces the machine's network address and its gRPC servers (GCS, raylet,
+    # workers, agents) listen on it, although `_node_ip_address="127.0.0.1"` is asked for. Its
+    # single-machine mode (the macOS/Windows default) keeps the node address, hence every server,
+    # on loopback. The variable is read by the processes Ray starts; this process imported Ray already.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    kwargs.setdefault("logging_level", "WARNING")
+    for attempt in range(3):
+        # A port free a moment ago can be taken before the dashboard binds it (by one of the servers
+        # Ray starts on random ports, or by leftovers of a killed job): then try another.
+        port = free_port()
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        try:
+            # address="local": a new instance, never one that `ray start` left running on this machine.
+            ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=True, dashboard_host="127.0.0.1",
+                     dashboard_port=port, **kwargs)
+            return
+        except ValueError as e:
+            if "already occupied" not in str(e) or attempt == 2:
+                raise
+            ray.shutdown()
+
+
+def ensure_ray() -> None:
+    """Join $RAY_ADDRESS when it is set (a cluster, or a job on one), else start a local Ray."""
+    import ray  # lazy: start-up time
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+    else:
+        start_local_ray(log_to_driver=True)

@@ -1,0 +1,100 @@
+"""Helpers of the test suite: paths of the checkout, and writers of corpora and dataset specs.
+
+Tests take datasets from the `make_dataset` fixture (conftest.py); these functions are for the
+cases it does not cover (odd corpus layouts, hand-written lines).
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import textwrap
+from contextlib import closing
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "experiments"
+NCBI = EXPERIMENTS / "corpora" / "NCBI-disease"
+
+
+def write_corpus(folder: Path, splits: dict[str, str]) -> Path:
+    """train.tsv, devel.tsv, test.tsv from literal text (dedented)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in splits.items():
+        (folder / f"{name}.tsv").write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return folder
+
+
+def write_spec(path: Path, corpus: str, types=("Disease",), name: str = "toy") -> Path:
+    """A dataset spec naming `corpus` (relative to the spec) with a query of every source per type."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"name: {name}", f"corpus: {corpus}", "entity_types:"]
+    for t in types:
+        lines += [
+            f"  {t}:",
+            f'    wikipedia: "A {t.lower()} is a thing."',
+            f'    annotation: "A {t.lower()} entity is a mention of a {t.lower()}."',
+            '    dictionary: "Can you detect entities like {examples} ?"',
+        ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def ncbi_subset(dst: Path, n_train: int, n_test: int) -> Path:
+    """The first sentences of each NCBI-disease split, as a corpus folder."""
+    from bioner.data.iob import iter_sentences
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("devel", max(1, n_test // 2)), ("test", n_test)):
+        with open(dst / f"{split}.tsv", "w", encoding="utf-8") as f:
+            for i, (toks, tags) in enumerate(iter_sentences(NCBI / f"{split}.tsv", ["Disease"])):
+                if i >= n:
+                    break
+                f.write("".join(f"{a}\t{b}\n" for a, b in zip(toks, tags)) + "\n")
+    return dst
+
+
+def synthetic_corpus(dst: Path, sizes=(200, 60, 200), seed: int = 0) -> Path:
+    """A corpus a tiny model learns in a few epochs: disease names from a small list in filler text."""
+    rng = random.Random(seed)
+    filler = "the a patient was seen with and of in treated for history reported no signs".split()
+    single = ["flu", "measles", "gout", "asthma", "rickets", "malaria"]
+    double = [("lyme", "disease"), ("hay", "fever"), ("sickle", "anemia")]
+    dst.mkdir(parents=True, exist_ok=True)
+    for split, n in zip(("train", "devel", "test"), sizes):
+        lines = []
+        for _ in range(n):
+            rows = []
+            for _ in range(rng.randint(4, 14)):
+                r = rng.random()
+                if r < 0.12:
+                    rows.append((rng.choice(single), "B-Disease"))
+                elif r < 0.18:
+                    a, b = rng.choice(double)
+                    rows += [(a, "B-Disease"), (b, "I-Disease")]
+                else:
+                    rows.append((rng.choice(filler), "O"))
+            lines.append("\n".join(f"{w}\t{t}" for w, t in rows))
+        (dst / f"{split}.tsv").write_text("\n\n".join(lines) + "\n", encoding="utf-8")
+    return dst
+
+
+def trial_runs_in_store(db: Path, experiment: str) -> list[tuple[str, str]]:
+    """(run id, Ray trial id) of an experiment's trial runs, oldest first, read from the SQLite
+    store of a job that is still running, without MLflow: an MlflowClient opened while the job
+    creates the store runs the schema migrations a second time, and the job dies of it
+    ("duplicate column name"). Empty while the store or the experiment does not exist yet."""
+    if not db.exists():
+        return []
+    try:  # closing(): a sqlite3 connection's own `with` ends a transaction, it does not close
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as con:
+            return con.execute(
+                "SELECT r.run_uuid, tid.value FROM runs r"
+                " JOIN experiments e ON e.experiment_id = r.experiment_id"
+                " JOIN tags kind ON kind.run_uuid = r.run_uuid AND kind.key = 'bioner.kind' AND kind.value = 'trial'"
+                " JOIN tags tid ON tid.run_uuid = r.run_uuid AND tid.key = 'ray.trial_id'"
+                " WHERE e.name = ? ORDER BY r.start_time, r.run_uuid",
+                (experiment,),
+            ).fetchall()
+    except sqlite3.Error:  # tables not there yet, or locked by the job for a moment
+        return []
