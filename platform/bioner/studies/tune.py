@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.job import load_job_data
-from ..errors import BionerError
+from ..errors import BionerError, first_line
 from ..tracking.registry import register_challenger
 from ..tracking.store import flat_params, git_commit, prepare_output_dir, use_experiment
 from ..train.driver import fit, worker_job
@@ -64,11 +64,14 @@ def tune_trial(config: dict, study: Study) -> None:
     run_id, _ = runs.open_child(client, study.experiment_id, study.parent_run_id, TRIAL_ID, trial_id, f"trial-{trial_id}",
                                 {KIND: Kind.TRIAL, runs.DATASET: study.dataset}, flat_params(cfg))
     logged = [m.step for m in client.get_metric_history(run_id, "train_loss")]  # epochs done before a restart
-    with runs.ends_on_error(client, run_id):
-        result = fit(worker_job(cfg, run_id, study.tracking_uri, progress=False), f"trial-{trial_id}", study.run_dir / "trials",
-                     callbacks=[TuneReportCallback()])
-        if result.error:
-            raise result.error
+    # Tune stops a trial's actor when ASHA cuts it and when it has reported its last epoch, which
+    # can break off `fit` with an error of Ray's: only the training's own error fails the run here;
+    # close_trial_runs ends the others by what they logged.
+    result = fit(worker_job(cfg, run_id, study.tracking_uri, progress=False), f"trial-{trial_id}", study.run_dir / "trials",
+                 callbacks=[TuneReportCallback()])
+    if result.error:
+        runs.finish(client, run_id, "FAILED", f"error: {first_line(result.error, 200)}")
+        raise result.error
     if result.metrics and result.metrics.get("epoch", 0) <= max(logged, default=0):
         # Restored by --resume after its last epoch was checkpointed: Ray Train had nothing left
         # to run and reported nothing, so Tune hears the last epoch's metrics from here.
