@@ -56,6 +56,13 @@ class TrainConfig(BaseModel):
     group_by_length: bool = Field(
         False, description="batch sentences of similar length (less padding, faster); off: plain random batches as the HF recipe"
     )
+    micro_batching: bool = Field(
+        True, description="run each optimizer step's sentences as length-sorted micro-batches (loss normalised by the whole batch, "
+        "gradients accumulated: the same step, far less padding); false: one forward per task padded to its longest row, as the HF recipe"
+    )
+    micro_batch_tokens: int | None = Field(
+        None, ge=16, description="padded positions per training micro-batch; default: 1024 on a CPU (cache-sized products), 16384 on a GPU"
+    )
     eval_batch_size: int = Field(64, ge=1, description="sentences per inference batch")
     max_failures: int = Field(0, ge=0, description="Ray Train restarts from the last checkpoint after a worker failure, this many times")
     trust_remote_code: bool = Field(False, description="allow model code from the hub (off: it runs arbitrary code)")

@@ -30,7 +30,7 @@ def test_train_bench_systems_see_the_same_sentences(spec, tiny_bert, tmp_path, r
     assert single["tokens_all_steps"] == hf["tokens_all_steps"]
     # multi-task adds one MRC row (query + sentence) per sentence
     assert multi["tokens_all_steps"] > 2 * single["tokens_all_steps"]
-    assert rep["ratios"]["bioner single / HF Trainer (sentences/s)"] > 0
+    assert rep["ratios"]["bioner single (default) / HF Trainer (sentences/s)"] > 0
 
 
 def test_predict_bench_finds_the_same_entities_as_pipeline_and_trainer(spec, tiny_bert, tmp_path, minilm_tokenizer):

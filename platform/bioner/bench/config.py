@@ -7,12 +7,15 @@ from pydantic import Field
 from ..config import TrainConfig
 
 VARIANTS = {  # the bioner systems of the training benchmark: config overrides
-    "bioner single": {"beta": 0.0, "group_by_length": True},
-    "bioner single, random batches": {"beta": 0.0, "group_by_length": False},
-    "bioner multi": {"beta": 1.0, "query_source": "annotation", "group_by_length": True},
-    "bioner multi, random batches": {"beta": 1.0, "query_source": "annotation", "group_by_length": False},
+    # the default: random batches (the HF recipe's order), each step run as length-sorted micro-batches
+    "bioner single": {"beta": 0.0},
+    "bioner single, grouped": {"beta": 0.0, "group_by_length": True},
+    "bioner single, whole batches": {"beta": 0.0, "micro_batching": False},  # the default before micro-batching
+    "bioner multi": {"beta": 1.0, "query_source": "annotation"},
+    "bioner multi, grouped": {"beta": 1.0, "query_source": "annotation", "group_by_length": True},
+    "bioner multi, whole batches": {"beta": 1.0, "query_source": "annotation", "micro_batching": False},
     # no query: the MRC input is the NER input, one encoder pass serves both heads
-    "bioner multi, no query": {"beta": 1.0, "query_source": "none", "group_by_length": True},
+    "bioner multi, no query": {"beta": 1.0, "query_source": "none"},
 }
 HF_TRAINER = "HF Trainer recipe"
 

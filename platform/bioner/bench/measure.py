@@ -16,11 +16,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
-
-from ..data.batching import mrc_rows
-from ..data.features import Encoded
 
 
 @dataclass(frozen=True)
@@ -84,8 +82,8 @@ def blocks(steps: list[tuple[int, int, int, float]], skip: int, per_block: int, 
 class StepRecorder:
     """Per-step wall time and token counts inside the training loop (bench mode)."""
 
-    def __init__(self, enc: Encoded, with_ner: bool, with_mrc: bool, budget: StepBudget):
-        self.enc, self.with_ner, self.with_mrc, self.budget = enc, with_ner, with_mrc, budget
+    def __init__(self, positions: Callable[[Sequence[int]], tuple[int, int]], budget: StepBudget):
+        self.positions, self.budget = positions, budget  # positions(idx): (real, padded) tokens the step encodes
         self.steps: list[tuple[int, int, int, float]] = []
 
     @property
@@ -94,13 +92,7 @@ class StepRecorder:
 
     def add(self, idx, seconds: float) -> bool:
         """Record one step; True once every measured step is recorded."""
-        groups = []
-        if self.with_ner:
-            groups.append([len(self.enc.ner_ids[i]) for i in idx])
-        if self.with_mrc:
-            groups.append([len(self.enc.mrc_ids[r]) for r in mrc_rows(self.enc, idx)])
-        real = sum(sum(g) for g in groups)
-        padded = sum(len(g) * max(g) for g in groups)
+        real, padded = self.positions(idx)
         self.steps.append((len(idx), real, padded, seconds))
         return len(self.steps) >= self.total
 

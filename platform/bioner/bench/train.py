@@ -43,7 +43,7 @@ class BenchJob:
 def bench_loop_per_worker(bench: BenchJob) -> None:
     """The training loop's own setup and optimizer steps, timed: no scoring, checkpoints or logging."""
     w = setup_worker(bench.job)
-    rec = StepRecorder(w.enc, w.cfg.alpha > 0, w.cfg.multitask, bench.budget)
+    rec = StepRecorder(w.step.positions, bench.budget)
     w.model.train()
     for epoch in range(math.ceil(rec.total / max(1, len(w.sampler)))):
         w.sampler.set_epoch(epoch)
@@ -99,10 +99,12 @@ def run_train_bench(cfg: BenchConfig, log=print) -> dict:
 
 def train_ratios(results: dict) -> dict:
     out = {
-        "bioner single / HF Trainer (sentences/s)": ratio(results, "bioner single", HF_TRAINER),
-        "bioner single, random batches / HF Trainer": ratio(results, "bioner single, random batches", HF_TRAINER),
-        "multi-task epoch / single-task epoch (time)": ratio(results, "bioner single", "bioner multi"),
-        "multi-task / single-task, random batches (time)": ratio(results, "bioner single, random batches", "bioner multi, random batches"),
+        "bioner single (default) / HF Trainer (sentences/s)": ratio(results, "bioner single", HF_TRAINER),
+        "bioner single, grouped / HF Trainer": ratio(results, "bioner single, grouped", HF_TRAINER),
+        "bioner single, whole batches / HF Trainer": ratio(results, "bioner single, whole batches", HF_TRAINER),
+        "micro-batches / whole batches, single task": ratio(results, "bioner single", "bioner single, whole batches"),
+        "micro-batches / whole batches, multi-task": ratio(results, "bioner multi", "bioner multi, whole batches"),
+        "multi-task step / single-task step (time)": ratio(results, "bioner single", "bioner multi"),
         "multi-task, no query / single-task (time)": ratio(results, "bioner single", "bioner multi, no query"),
     }
     return {k: v for k, v in out.items() if v is not None}

@@ -92,6 +92,31 @@ class LengthGroupedBatches:
         return math.ceil(math.ceil(len(self.lengths) / self.batch_size) / self.world)
 
 
+def micro_batches(rows: Sequence[int], lengths: Sequence[int], max_tokens: int, overhead: int = 0) -> list[list[int]]:
+    """One optimizer batch's rows as length-sorted micro-batches, longest first; every row in one.
+
+    The split minimises the padded positions the encoder sees plus `overhead` positions per
+    micro-batch (what one more forward and backward costs, in positions), with at most
+    `max_tokens` padded positions in any micro-batch of more than one row: an exact split of the
+    sorted rows by dynamic programming (a batch has tens of rows)."""
+    order = sorted(rows, key=lambda r: lengths[r], reverse=True)
+    n = len(order)
+    cost, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j - 1, -1, -1):  # order[i:j] as one micro-batch, padded to its first (longest) row
+            size = (j - i) * lengths[order[i]]
+            if size > max_tokens and j - i > 1:
+                break
+            c = cost[i] + overhead + size
+            if c < cost[j]:
+                cost[j], cut[j] = c, i
+    out, j = [], n
+    while j > 0:
+        out.append(order[cut[j]:j])
+        j = cut[j]
+    return out[::-1]
+
+
 def sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
     """Inference batches: longest first, so each batch pads little and memory peaks early.
 

@@ -43,7 +43,9 @@ class BioNERModel(nn.Module):
     def forward(self, ner: dict | None = None, mrc: dict | None = None, alpha: float = 1.0, beta: float = 1.0):
         """Joint loss alpha * CE(NER) + beta * (BCE(start) + BCE(end)); a missing batch adds 0.
 
-        One call does both tasks so that DDP sees a single forward and reduces gradients once.
+        One call does both tasks so that DDP sees a single forward and reduces gradients once. A
+        batch that is one micro-batch of a larger optimizer batch carries `loss_denom`, that whole
+        batch's count (labelled tokens, passage words): its loss is then its share of the batch's mean.
         """
         zero = self.ner_head.weight.new_zeros(())
         do_ner, do_mrc = ner is not None and alpha > 0, mrc is not None and beta > 0
@@ -51,10 +53,10 @@ class BioNERModel(nn.Module):
             # Query source `none` with one entity type: the MRC input [CLS] p [SEP] is the NER
             # input, so one encoder pass gives H for both heads (one dropout mask, half the work).
             h = self.hidden(ner)
-            l_ner = ner_loss(self.ner_head(h), ner["labels"])
+            l_ner = ner_loss(self.ner_head(h), ner["labels"], ner.get("loss_denom"))
             l_mrc = mrc_loss(self.start_head(h).squeeze(-1), self.end_head(h).squeeze(-1), mrc)
         else:
-            l_ner = ner_loss(self.ner_logits(ner), ner["labels"]) if do_ner else zero
+            l_ner = ner_loss(self.ner_logits(ner), ner["labels"], ner.get("loss_denom")) if do_ner else zero
             l_mrc = mrc_loss(*self.mrc_logits(mrc), mrc) if do_mrc else zero
         return alpha * l_ner + beta * l_mrc, l_ner.detach(), l_mrc.detach()
 
@@ -80,14 +82,19 @@ def same_input(a: dict, b: dict) -> bool:
     return torch.equal(ta, tb)
 
 
-def ner_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100)
+def ner_loss(logits: torch.Tensor, labels: torch.Tensor, denom: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy over labelled tokens: their mean, or their sum over `denom` (a micro-batch's share)."""
+    flat, gold = logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1)
+    if denom is None:
+        return F.cross_entropy(flat, gold, ignore_index=-100)
+    return F.cross_entropy(flat, gold, ignore_index=-100, reduction="sum") / denom
 
 
 def mrc_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, batch: dict) -> torch.Tensor:
-    """BCE(start) + BCE(end), averaged over passage words (query, specials, padding masked)."""
+    """BCE(start) + BCE(end), averaged over passage words (query, specials, padding masked); over
+    the whole optimizer batch's passage words when the batch is a micro-batch (`loss_denom`)."""
     mask = batch["label_mask"]
-    denom = mask.sum().clamp(min=1.0)
+    denom = batch["loss_denom"] if "loss_denom" in batch else mask.sum().clamp(min=1.0)
     bce = F.binary_cross_entropy_with_logits
     ls = (bce(start_logits.float(), batch["start_labels"], reduction="none") * mask).sum() / denom
     le = (bce(end_logits.float(), batch["end_labels"], reduction="none") * mask).sum() / denom

@@ -13,14 +13,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from ..config import TrainConfig
-from ..data.batching import LengthGroupedBatches, mrc_batch, mrc_rows, ner_batch
+from ..data.batching import LengthGroupedBatches
 from ..data.features import Encoded, FeatureBuilder
 from ..data.job import JobData, load_job_data
 from ..infer.metrics import score
@@ -29,6 +29,7 @@ from ..model import BioNERModel, build_model, load_model, load_tokenizer, save_m
 from ..tracking.metrics import log_epoch_metrics
 from .contract import WorkerJob
 from .live_metrics import LiveMetrics
+from .step import Step
 
 TRAIN_STATE = "train_state.pt"
 MODEL_SUBDIR = "model"
@@ -69,7 +70,7 @@ class Worker:
     sampler: LengthGroupedBatches
     opt: torch.optim.Optimizer
     sched: Any
-    step: Callable[[list[int]], list[float]]
+    step: Step
     start_epoch: int
 
     @property
@@ -112,7 +113,7 @@ def setup_worker(job: WorkerJob) -> Worker:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    step = make_step(model, params, opt, sched, cfg, device, enc, tok.pad_token_id)
+    step = Step(model, params, opt, sched, cfg, device, enc, tok.pad_token_id)
     start_epoch = state["epoch"] + 1 if state else 0
     return Worker(job, rank, world, device, data, tok, enc, model, sampler, opt, sched, step, start_epoch)
 
@@ -189,31 +190,6 @@ def _optimizer(model, cfg: TrainConfig, device, total_steps: int, state: dict | 
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
     return params, opt, sched
-
-
-def make_step(model, params, opt, sched, cfg: TrainConfig, device, enc: Encoded, pad_id: int):
-    """One optimizer step on the NER and MRC batches of the sentences `idx`: returns the 3 losses."""
-    multiple = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-    pin = device.type == "cuda"  # pinned host memory makes the copy asynchronous
-
-    def to_dev(b):
-        return {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) for k, v in b.items()}
-
-    def step(idx) -> list[float]:
-        ner = to_dev(ner_batch(enc, idx, pad_id, multiple)) if cfg.alpha > 0 else None
-        mrc = to_dev(mrc_batch(enc, mrc_rows(enc, idx), pad_id, multiple)) if cfg.multitask else None
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss, l_ner, l_mrc = model(ner, mrc, cfg.alpha, cfg.beta)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        return [loss.item(), l_ner.item(), l_mrc.item()]
-
-    return step
 
 
 def _end_epoch(w: Worker, epoch: int, metrics: dict) -> None:

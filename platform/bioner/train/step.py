@@ -1,0 +1,108 @@
+"""One optimizer step over a batch of sentences: their NER and MRC rows, forward and backward.
+
+The unit of the step is the sampler's batch (random sentences, as the HF recipe's). Inside it
+the rows run as length-sorted micro-batches of bounded padded positions, each loss divided by
+the whole batch's count (labelled tokens for NER, passage words for MRC) and the gradients
+accumulated, so that the step's gradient is the batch's gradient while almost no position is
+padding. With DDP, only the last micro-batch synchronises gradients; it holds rows of both tasks
+so that every head takes part in that one synchronised backward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ..config import TrainConfig
+from ..data.batching import micro_batches, mrc_batch, mrc_rows, ner_batch
+from ..data.features import IGNORE, Encoded
+
+# Padded positions per training micro-batch. CPU: measured with MiniLM on 2 cores
+# (`bioner bench train`); small products stay in cache. GPU: only a memory bound, larger is faster.
+CPU_MICRO_TOKENS, GPU_MICRO_TOKENS = 4096, 16384
+# What one more micro-batch costs, in padded positions (see data.batching.micro_batches).
+CPU_OVERHEAD, GPU_OVERHEAD = 128, 4096
+
+Part = tuple[list[int] | None, list[int] | None]  # (NER rows, MRC rows) of one forward
+
+
+class Step:
+    """Callable: `step(idx)` trains on the sentences (NER rows) `idx`, returns (loss, NER, MRC)."""
+
+    def __init__(self, model, params, opt, sched, cfg: TrainConfig, device: torch.device, enc: Encoded, pad_id: int):
+        self.model, self.params, self.opt, self.sched, self.cfg = model, params, opt, sched, cfg
+        self.device, self.enc, self.pad_id = device, enc, pad_id
+        self.multiple = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
+        self.bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.pin = device.type == "cuda"  # pinned host memory makes the copy asynchronous
+        default = GPU_MICRO_TOKENS if device.type == "cuda" else CPU_MICRO_TOKENS
+        self.max_tokens = (cfg.micro_batch_tokens or default) if cfg.micro_batching else None
+        self.overhead = GPU_OVERHEAD if device.type == "cuda" else CPU_OVERHEAD
+        self.ner_len = [len(r) for r in enc.ner_ids]
+        self.mrc_len = [len(r) for r in enc.mrc_ids]
+        self.ner_count = [sum(1 for x in r if x != IGNORE) for r in enc.ner_labels]
+        self.mrc_count = [sum(r) for r in enc.mrc_mask]
+
+    def parts(self, idx: Sequence[int]) -> list[Part]:
+        """The forwards of one step: micro-batches of each task, aligned so the last has both."""
+        ner = list(idx) if self.cfg.alpha > 0 else []
+        mrc = mrc_rows(self.enc, idx) if self.cfg.multitask else []
+        if self.max_tokens is None:
+            return [(ner or None, mrc or None)]
+        n = micro_batches(ner, self.ner_len, self.max_tokens, self.overhead) if ner else []
+        m = micro_batches(mrc, self.mrc_len, self.max_tokens, self.overhead) if mrc else []
+        k = max(len(n), len(m))
+        return list(zip([None] * (k - len(n)) + n, [None] * (k - len(m)) + m))
+
+    def positions(self, idx: Sequence[int]) -> tuple[int, int]:
+        """(real, padded) token positions the encoder sees in this step."""
+        real = padded = 0
+        for n, m in self.parts(idx):
+            for lengths, rows in ((self.ner_len, n), (self.mrc_len, m)):
+                if rows:
+                    ls = [lengths[r] for r in rows]
+                    real, padded = real + sum(ls), padded + len(ls) * max(ls)
+        return real, padded
+
+    def backward(self, idx: Sequence[int]) -> torch.Tensor:
+        """Forward and backward over the step's parts: gradients accumulate in the parameters.
+        Returns the step's (loss, NER loss, MRC loss) on the device."""
+        parts = self.parts(idx)
+        denoms = None
+        if self.max_tokens is not None:  # each part's loss is its share of the whole batch's mean
+            ner_rows = [r for p, _ in parts if p for r in p]
+            mrc_rows_ = [r for _, p in parts if p for r in p]
+            denoms = (max(1, sum(self.ner_count[r] for r in ner_rows)), max(1, sum(self.mrc_count[r] for r in mrc_rows_)))
+        totals = torch.zeros(3, device=self.device)
+        for k, (n, m) in enumerate(parts):
+            ner = self._to_dev(ner_batch(self.enc, n, self.pad_id, self.multiple), denoms and denoms[0]) if n else None
+            mrc = self._to_dev(mrc_batch(self.enc, m, self.pad_id, self.multiple), denoms and denoms[1]) if m else None
+            with self._sync(k == len(parts) - 1):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    loss, l_ner, l_mrc = self.model(ner, mrc, self.cfg.alpha, self.cfg.beta)
+                loss.backward()
+            totals += torch.stack([loss.detach(), l_ner, l_mrc]).float()
+        return totals
+
+    def __call__(self, idx: Sequence[int]) -> list[float]:
+        totals = self.backward(idx)
+        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        return totals.tolist()  # one device sync a step: the step has finished, on GPU too
+
+    def _to_dev(self, batch: dict, denom: int | None) -> dict:
+        if denom is not None:
+            batch["loss_denom"] = torch.tensor(float(denom))
+        return {k: (v.pin_memory() if self.pin else v).to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def _sync(self, last: bool):
+        """DDP reduces gradients only on the step's last backward (no_sync before it)."""
+        ddp = getattr(self.model, "_orig_mod", self.model)
+        if last or not isinstance(ddp, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return ddp.no_sync()
