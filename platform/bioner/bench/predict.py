@@ -1,6 +1,7 @@
-"""`bioner bench predict`: `bioner predict`'s path against pipeline("token-classification") and
-Trainer.predict, on the same texts and the same weights (our model exported as a token
-classifier), with the entities each system finds compared text by text."""
+"""`bioner bench predict`: `bioner predict`'s path (fp32 and int8) against
+pipeline("token-classification") and Trainer.predict, on the same texts and the same weights (our
+model exported as a token classifier), with the entities each system finds compared text by text
+against bioner's fp32 ones."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from .config import BenchConfig
 from .hf import export_token_classifier, pipeline_runner, trainer_predict_runner
 from .measure import in_fresh_process, machine, peak_rss_mib, ratio, summarise
 
-PREDICT_SYSTEMS = ("bioner predict", "pipeline", "Trainer.predict")
+PREDICT_SYSTEMS = ("bioner predict", "bioner predict, int8", "pipeline", "Trainer.predict")
+OURS = {"bioner predict": "fp32", "bioner predict, int8": "int8"}
 
 
 def random_head_model(cfg: BenchConfig, out_dir: Path) -> Path:
@@ -50,10 +52,10 @@ def predict_throughput(system: str, model_dir: str, hf_dir: str, texts: list[str
     """In a fresh process: one system's sentences/s over `texts`, and the entities it found."""
     torch.set_num_threads(threads)
     words = [split_words(t) for t in texts]
-    tagger = Tagger.load(model_dir, batch_size=batch_size)
+    tagger = Tagger.load(model_dir, batch_size=batch_size, precision=OURS.get(system, "fp32"))
     lengths = [len(x) for x in tagger.encode([[w[0] for w in ws] for ws in words]).ner_ids]
     tokens = sum(lengths)
-    if system == "bioner predict":
+    if system in OURS:
         padded = sum(len(b) * max(lengths[i] for i in b) for b in sorted_batches(lengths, batch_size, tagger.max_batch_tokens))
 
         def run(xs):
@@ -87,6 +89,7 @@ def run_predict_bench(cfg: BenchConfig, log=print) -> dict:
         same = sum(sorted(a) == sorted(b) for a, b in zip(ours, theirs))
         agreement[name] = {"texts_identical": same, "texts": len(texts)}
     n_ent = sum(len(e) for e in ours)
-    ratios = {f"bioner predict / {n} (sentences/s)": ratio(results, "bioner predict", n) for n in PREDICT_SYSTEMS[1:]}
+    ratios = {f"{ours} / {n} (sentences/s)": ratio(results, ours, n) for ours in OURS for n in PREDICT_SYSTEMS[2:]}
+    ratios["bioner predict, int8 / bioner predict (fp32)"] = ratio(results, "bioner predict, int8", "bioner predict")
     return {"kind": "predict", "config": cfg.model_dump(), "machine": machine(), "model": str(cfg.model or "random head"),
             "entities_found": n_ent, "results": results, "agreement": agreement, "ratios": ratios}

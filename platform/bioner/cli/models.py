@@ -21,7 +21,7 @@ from ..studies.runs import KIND, RUN_NAME, STOP_REASON, Kind
 from ..tracking.models import resolve_model
 from ..tracking.registry import model_name
 from ..tracking.registry import promote as do_promote
-from .common import MODEL_HELP, TRACKING_HELP, dataset_name, out, print_scores, store_uri
+from .common import MODEL_HELP, PRECISION_HELP, TRACKING_HELP, dataset_name, out, print_scores, store_uri
 
 runs_app = typer.Typer(help="Look at MLflow runs.", no_args_is_help=True)
 
@@ -32,13 +32,14 @@ def evaluate(
     split: str = typer.Option("test", "--split", help="Split to score: train, devel or test."),
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write token/gold/predicted TSV here."),
     batch_size: int = typer.Option(64, help="Sentences per inference batch."),
+    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP + " Default fp32: the model as trained and logged."),
 ):
-    """Score a model on a dataset split: entity-level P/R/F1 (strict IOB2), per type, MRC F1."""
+    """Score a model on a dataset split: entity-level P/R/F1 (strict IOB2), per type, MRC F1 (fp32)."""
     if split not in SPLITS:
         raise BionerError(f"--split {split!r}: expected train, devel or test")
     spec = load_spec(dataset)
     data = read_split(spec, split)
-    tagger = Tagger.load(resolve_model(model), batch_size=batch_size)
+    tagger = Tagger.load(resolve_model(model), batch_size=batch_size, precision=precision)
     if tagger.types != spec.types:
         raise BionerError(f"--dataset {dataset}: types {spec.types} differ from the model's {tagger.types}")
     metrics, pred = evaluate_split(tagger, data, spec.types, with_mrc=True)
@@ -53,6 +54,7 @@ def predict(
     model: str = typer.Option(..., "--model", help=MODEL_HELP),
     input_: Optional[Path] = typer.Option(None, "--input", help="File with one text per line ('-' for stdin)."),
     batch_size: int = typer.Option(64, help="Texts per inference batch."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
 ):
     """Tag raw text: one JSON line per text, {"text", "entities": [{"text", "start", "end", "type"}]}."""
     # Undecodable bytes in an argument arrive as lone surrogates, which cannot be written out.
@@ -61,7 +63,7 @@ def predict(
         texts += _read_lines(input_)
     if not texts:
         raise BionerError("nothing to tag: give TEXT arguments or --input FILE")
-    tagger = Tagger.load(resolve_model(model), batch_size=batch_size)
+    tagger = Tagger.load(resolve_model(model), batch_size=batch_size, precision=precision)
     for t, ents in zip(texts, tagger.entities(texts, progress=len(texts) > 1000)):
         sys.stdout.write(json.dumps({"text": t, "entities": ents}, ensure_ascii=False) + "\n")
 

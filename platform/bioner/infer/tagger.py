@@ -13,6 +13,7 @@ from ..data.features import Encoded, FeatureBuilder
 from ..data.queries import Queries
 from ..data.tags import spans, spans_to_tags
 from ..model import load_model
+from .int8 import Int8Ner, resolve_precision
 from .metrics import decode_mrc
 from .text import split_words
 
@@ -31,8 +32,9 @@ CPU_BATCH_TOKENS = 1024
 class Tagger:
     """A trained model ready for inference on one device."""
 
-    def __init__(self, model, tokenizer, meta: dict, device: str | torch.device = "cpu", batch_size: int = 64):
+    def __init__(self, model, tokenizer, meta: dict, device: str | torch.device = "cpu", batch_size: int = 64, ner_logits=None):
         self.model, self.tok, self.meta = model.eval(), tokenizer, meta
+        self.ner_logits = ner_logits or model.ner_logits  # the fp32 network, or its int8 graph (infer.int8)
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.max_batch_tokens = CPU_BATCH_TOKENS if self.device.type == "cpu" else None
@@ -42,9 +44,13 @@ class Tagger:
         self._ner_fb = FeatureBuilder(tokenizer, self.labels, self.max_length)
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "cpu", batch_size: int = 64) -> "Tagger":
+    def load(cls, model_dir: str | Path, device: str = "cpu", batch_size: int = 64, precision: str = "fp32") -> "Tagger":
+        """A saved model folder ready to tag; `precision` int8 runs the NER forward in int8 (CPU), auto
+        is int8 on a CPU and fp32 on a GPU. Training and promotion score fp32, the default here."""
+        precision = resolve_precision(precision, torch.device(device))
         model, tok, meta = load_model(model_dir, device)
-        return cls(model, tok, meta, device, batch_size)
+        int8 = Int8Ner(model, Path(model_dir)) if precision == "int8" else None
+        return cls(model, tok, meta, device, batch_size, int8)
 
     @property
     def has_mrc(self) -> bool:
@@ -74,7 +80,7 @@ class Tagger:
         pred = self._run(
             enc.ner_ids,
             lambda idx: {k: v for k, v in ner_batch(enc, idx, pad_id).items() if k != "labels"},
-            lambda b: self.model.ner_logits(b).argmax(-1).cpu(),
+            lambda b: self.ner_logits(b).argmax(-1).cpu(),
             progress,
             "tagging",
         )

@@ -8,6 +8,8 @@ from pathlib import Path
 from ..errors import BionerError, first_line
 
 MODEL_NAME = "model"  # the logged model's name in its run: runs:/<run_id>/model
+# What a loader may override (mlflow.pyfunc.load_model(model_config=...), $MLFLOW_PYFUNC_INFERENCE_CONFIG).
+MODEL_CONFIG = {"precision": "auto"}
 # Logged as "model from code": MLflow stores this file, not a pickle of an object.
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 
@@ -38,6 +40,7 @@ def log_model(model_dir: Path):
         python_model=str(MODEL_CODE),
         artifacts={"model": str(model_dir)},
         pip_requirements=pip_requirements(),
+        model_config=MODEL_CONFIG,
     )
 
 

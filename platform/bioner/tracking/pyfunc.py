@@ -33,7 +33,11 @@ def _texts(model_input) -> list[str]:
 
 class BioNERPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        self.tagger = Tagger.load(context.artifacts["model"])
+        # The model is logged with model_config {"precision": "auto"}; MLflow's own overrides change it:
+        # load_model(..., model_config={"precision": "fp32"}), or for `mlflow models serve` the variable
+        # MLFLOW_PYFUNC_INFERENCE_CONFIG='{"precision": "fp32"}'. Models logged before: auto.
+        precision = (getattr(context, "model_config", None) or {}).get("precision", "auto")
+        self.tagger = Tagger.load(context.artifacts["model"], precision=precision)
 
     def predict(self, model_input: list[str], params: dict[str, Any] | None = None) -> list[Any]:
         """One list of {"text", "start", "end", "type"} per input text."""
