@@ -29,10 +29,17 @@ install-test: $(VENV)/.installed-test  ## create .venv and install the project w
 QUICKSTART_STORE := sqlite:///$(CURDIR)/outputs/mlflow.db
 SAMPLE := Germline mutations in BRCA1 are associated with hereditary breast and ovarian cancer .
 
+# When make started (before any install), and $(call stage,NAME,COMMAND): run COMMAND, then one line
+# saying how long it took; the recipe stops if COMMAND fails.
+START := $(shell date +%s)
+stage = t0=$$(date +%s); $(2); rc=$$?; echo "[quickstart] $(1): $$(( $$(date +%s) - t0 )) s"; exit $$rc
+
 quickstart: install  ## the whole loop on NCBI-disease with MiniLM on the CPU: tune, refit, register, promote, predict
-	$(BIN)/bioner tune experiments/quickstart.yaml
-	-MLFLOW_TRACKING_URI=$(QUICKSTART_STORE) $(BIN)/bioner promote --dataset ncbi-disease
-	MLFLOW_TRACKING_URI=$(QUICKSTART_STORE) $(BIN)/bioner predict --model models:/bioner-ncbi-disease@champion "$(SAMPLE)"
+	@echo "[quickstart] install (venv and packages, skipped when present): $$(( $$(date +%s) - $(START) )) s"
+	@$(call stage,search + refit over seeds + register (bioner tune),$(BIN)/bioner tune experiments/quickstart.yaml)
+	@$(call stage,promote,MLFLOW_TRACKING_URI=$(QUICKSTART_STORE) $(BIN)/bioner promote --dataset ncbi-disease || true)
+	@$(call stage,predict,MLFLOW_TRACKING_URI=$(QUICKSTART_STORE) $(BIN)/bioner predict --model models:/bioner-ncbi-disease@champion "$(SAMPLE)")
+	@echo "[quickstart] total: $$(( $$(date +%s) - $(START) )) s"
 	@echo
 	@echo "compare trials:  $(BIN)/bioner runs compare --experiment quickstart --tracking-uri $(QUICKSTART_STORE)"
 	@echo "MLflow UI:       $(BIN)/mlflow ui --backend-store-uri $(QUICKSTART_STORE) --host 127.0.0.1 --port 5000"

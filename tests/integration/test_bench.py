@@ -10,6 +10,7 @@ from bioner.bench.config import HF_TRAINER, BenchConfig
 from bioner.bench.train import bench_sentences, run_train_bench
 from bioner.cli import app
 from bioner.model import build_model, load_tokenizer, save_model
+from helpers import EXPERIMENTS
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +53,25 @@ def test_predict_bench_finds_the_same_entities_as_pipeline_and_trainer(spec, tin
         assert rep["agreement"][name] == {"texts_identical": 30, "texts": 30}
     assert rep["results"]["pipeline"]["padding_fraction"] == 0.0
     assert "bioner predict / pipeline (sentences/s)" in res.output
+
+
+def test_fidelity_trains_both_systems_on_every_seed(spec, tiny_bert, tmp_path, ray_local):
+    out = tmp_path / "fidelity.json"
+    res = CliRunner().invoke(app, ["fidelity", str(EXPERIMENTS / "fidelity.yaml"), "--seeds", "2", "--out", str(out),
+                                   "--set", f"dataset={spec}", "--set", f"encoder={tiny_bert}", "--set", "epochs=1",
+                                   "--set", "batch_size=8", "--set", "max_length=64", "--set", f"output_dir={tmp_path / 'o'}"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(out.read_text())
+    assert [r["seed"] for r in rep["runs"]] == [42, 43]
+    for r in rep["runs"]:
+        assert 0 <= r["bioner"]["test_f1"] <= 1 and 0 <= r["hf"]["test_f1"] <= 1 and r["hf"]["train_seconds"] > 0
+    assert "over 2 seed(s)" in res.output and "bioner - HF" in res.output
+
+
+def test_random_encoder_has_the_named_geometry(tmp_path):
+    res = CliRunner().invoke(app, ["bench", "random-encoder", str(tmp_path / "enc"), "--geometry", "minilm"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "enc" / "config.json").read_text())
+    assert (cfg["hidden_size"], cfg["num_hidden_layers"]) == (384, 6) and (tmp_path / "enc" / "tokenizer.json").is_file()
+    bad = CliRunner().invoke(app, ["bench", "random-encoder", str(tmp_path / "x"), "--geometry", "gpt"])
+    assert bad.exit_code != 0

@@ -32,5 +32,8 @@ class BenchConfig(TrainConfig):
         [*VARIANTS, HF_TRAINER], min_length=1, description=f"training systems to run: any of {[*VARIANTS, HF_TRAINER]}"
     )
     out: str = Field("outputs/bench", description="folder for the JSON results")
+    peak_tflops: float | None = Field(
+        None, gt=0, description="the accelerator's dense bf16 peak in TFLOP/s (H100/H200 SXM: 989): prints model FLOP utilisation, 6 x parameters x tokens/s over it"
+    )
 
 

@@ -44,6 +44,7 @@ def bench_loop_per_worker(bench: BenchJob) -> None:
     """The training loop's own setup and optimizer steps, timed: no scoring, checkpoints or logging."""
     w = setup_worker(bench.job)
     rec = StepRecorder(w.step.positions, bench.budget)
+    n_params = sum(p.numel() for p in w.net.parameters())
     w.model.train()
     for epoch in range(math.ceil(rec.total / max(1, len(w.sampler)))):
         w.sampler.set_epoch(epoch)
@@ -51,8 +52,8 @@ def bench_loop_per_worker(bench: BenchJob) -> None:
             t0 = time.perf_counter()
             w.step(idx)  # returns the losses with .item(): the step has finished, on GPU too
             if rec.add(idx, time.perf_counter() - t0):
-                return rec.write(bench.out, w.device)
-    rec.write(bench.out, w.device)
+                return rec.write(bench.out, w.device, n_params)
+    rec.write(bench.out, w.device, n_params)
 
 
 def bench_sentences(cfg: BenchConfig) -> int:
@@ -94,6 +95,10 @@ def run_train_bench(cfg: BenchConfig, log=print) -> dict:
                 results[name] = in_fresh_process(train_throughput, sub.model_dump(), budget, threads, tmp)
             else:
                 results[name] = bench_bioner_train(subset_config(cfg, VARIANTS[name]), budget, Path(tmp))
+    if cfg.peak_tflops:
+        for r in results.values():
+            if "model_tflops" in r:
+                r["mfu"] = r["model_tflops"] / cfg.peak_tflops
     return {"kind": "train", "config": cfg.model_dump(), "machine": machine(), "results": results, "ratios": train_ratios(results)}
 
 

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ..bench.config import BenchConfig
+from ..bench.geometry import GEOMETRIES, random_encoder
 from ..bench.measure import write_json
 from ..bench.predict import run_predict_bench
 from ..bench.train import run_train_bench
@@ -27,10 +28,14 @@ def _load(config: Path, set_: list[str] | None) -> BenchConfig:
 
 def _table(title: str, results: dict) -> Table:
     t = Table(title=title)
-    for c in ("system", "sentences/s", "tokens/s", "padding", "peak memory (MiB)"):
+    flops = any("model_tflops" in r for r in results.values())
+    mfu = any("mfu" in r for r in results.values())
+    for c in ("system", "sentences/s", "tokens/s", "padding", "peak memory (MiB)") + ("model TFLOP/s",) * flops + ("MFU",) * mfu:
         t.add_column(c, justify="left" if c == "system" else "right")
     for name, r in results.items():
-        t.add_row(name, f"{r['sentences_per_s']:.1f}", f"{r['tokens_per_s']:.0f}", f"{100 * r['padding_fraction']:.1f} %", f"{r['peak_memory_mib']:.0f}")
+        row = [name, f"{r['sentences_per_s']:.1f}", f"{r['tokens_per_s']:.0f}", f"{100 * r['padding_fraction']:.1f} %", f"{r['peak_memory_mib']:.0f}"]
+        row += [f"{r['model_tflops']:.3f}" if "model_tflops" in r else "-"] * flops + [f"{100 * r['mfu']:.1f} %" if "mfu" in r else "-"] * mfu
+        t.add_row(*row)
     return t
 
 
@@ -76,6 +81,18 @@ def bench_predict(
     for name, a in rep["agreement"].items():
         out.print(f"same entities as {name}: {a['texts_identical']}/{a['texts']} texts ({rep['entities_found']} entities from bioner)")
     out.print(f"written: {write_json(rep, cfg.out)}")
+
+
+@bench_app.command("random-encoder")
+def bench_random_encoder(
+    out_dir: Path = typer.Argument(..., help="Folder to write (config.json, model.safetensors, tokenizer files)."),
+    geometry: str = typer.Option("bert-base", help=f"Encoder size: {', '.join(GEOMETRIES)}."),
+    seed: int = typer.Option(0, help="Initialisation seed."),
+):
+    """A randomly initialised BERT encoder of a standard geometry (MiniLM's uncased vocabulary), for
+    measuring GPU throughput and MFU where no weights can be downloaded: --set encoder=OUT_DIR."""
+    path = random_encoder(out_dir, geometry, seed)
+    out.print(f"written: {path} ({geometry}); e.g. bioner bench train experiments/benchmarks/gpu.yaml --set encoder={path}")
 
 
 def register(app: typer.Typer) -> None:

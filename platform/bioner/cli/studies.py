@@ -42,6 +42,9 @@ def tune(
                   f"{m['mrc_test_f1']:.4f}" if "mrc_test_f1" in m else "-")
     out.print(t)
     out.print(f"test F1 {mean:.4f} +/- {sd:.4f} over {len(res.test_f1)} seed(s)")
+    stages = {"search": f"{cfg.num_samples} trials", "refit": f"{cfg.refit_seeds} seed(s)", "register": "challenger"}
+    for stage, seconds in res.seconds.items():
+        out.print(f"[bold]{stage}[/] ({stages[stage]}): {seconds / 60:.1f} min ({seconds:.0f} s)")
     uri = cfg.resolved_tracking_uri()
     if res.model_version:
         ds = dataset_name(cfg.dataset)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -57,27 +58,44 @@ def _print_sample(model_dir: Path, cfg: TrainConfig) -> None:
 
 
 def fidelity(
-    config: Path = typer.Argument(..., help="YAML training config; trained twice, as bioner single-task and as the HF recipe."),
+    config: Path = typer.Argument(..., help="YAML training config; trained twice per seed, as bioner single-task and as the HF recipe."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
-    out_json: Path = typer.Option(Path("outputs/fidelity.json"), "--out", help="Where to write both scores as JSON."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Seeds seed, seed+1, ...: both systems train once per seed; mean +/- sd printed."),
+    out_json: Path = typer.Option(Path("outputs/fidelity.json"), "--out", help="Where to write every score as JSON."),
 ):
-    """Check single-task bioner (beta = 0) against the plain HF recipe (AutoModelForTokenClassification + Trainer) at equal settings."""
-    cfg = load_command_config(TrainConfig, config, (set_ or []) + ["beta=0"])
-    t0 = time.perf_counter()
-    ours = run_training(cfg)
-    ours_s = time.perf_counter() - t0
-    theirs = train_and_score(cfg, Path(cfg.output_dir) / "hf-recipe")
-    split = cfg.eval_split
-    t = Table(title=f"{cfg.dataset}, {cfg.encoder}, beta=0, {cfg.epochs} epochs, lr {cfg.learning_rate}, seed {cfg.seed}")
-    for c in ("", "precision", "recall", "F1", "wall seconds"):
-        t.add_column(c)
-    t.add_row("bioner (Ray Train)", *(f"{ours.metrics[f'{split}_{k}']:.4f}" for k in ("precision", "recall", "f1")), f"{ours_s:.0f}")
-    t.add_row("HF Trainer recipe", *(f"{theirs[f'{split}_{k}']:.4f}" for k in ("precision", "recall", "f1")), f"{theirs['train_seconds']:.0f} (training only)")
-    out.print(t)
-    diff = 100 * (ours.metrics[f"{split}_f1"] - theirs[f"{split}_f1"])
-    out.print(f"F1 difference (bioner - HF): {diff:+.2f} points")
+    """Check single-task bioner (beta = 0, its default training) against the plain HF recipe (AutoModelForTokenClassification + Trainer) at equal settings."""
+    base = load_command_config(TrainConfig, config, (set_ or []) + ["beta=0"])
+    rows = []
+    for k in range(seeds):
+        cfg = base.train_config(seed=base.seed + k)
+        t0 = time.perf_counter()
+        ours = run_training(cfg)
+        ours_s = time.perf_counter() - t0
+        theirs = train_and_score(cfg, Path(cfg.output_dir) / "hf-recipe")
+        rows.append({"seed": cfg.seed, "bioner": ours.metrics, "bioner_wall_s": ours_s, "hf": theirs})
+    out.print(_fidelity_table(base, rows))
+    split = base.eval_split
+    for name in ("bioner", "hf"):
+        f1 = [100 * r[name][f"{split}_f1"] for r in rows]
+        sd = statistics.stdev(f1) if len(f1) > 1 else 0.0
+        out.print(f"{'bioner' if name == 'bioner' else 'HF recipe'}: F1 {statistics.fmean(f1):.2f} +/- {sd:.2f} over {len(f1)} seed(s)")
+    diff = statistics.fmean(100 * (r["bioner"][f"{split}_f1"] - r["hf"][f"{split}_f1"]) for r in rows)
+    out.print(f"F1 difference (bioner - HF), mean over seeds: {diff:+.2f} points")
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps({"config": cfg.model_dump(), "bioner": ours.metrics, "bioner_wall_s": ours_s, "hf": theirs}, indent=2))
+    out_json.write_text(json.dumps({"config": base.model_dump(), "runs": rows, "mean_f1_difference_points": diff}, indent=2))
+
+
+def _fidelity_table(cfg: TrainConfig, rows: list[dict]) -> Table:
+    split = cfg.eval_split
+    t = Table(title=f"{cfg.dataset}, {cfg.encoder}, beta=0, {cfg.epochs} epochs, lr {cfg.learning_rate}")
+    for c in ("seed", "system", "precision", "recall", "F1", "wall seconds"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(str(r["seed"]), "bioner (Ray Train)", *(f"{r['bioner'][f'{split}_{k}']:.4f}" for k in ("precision", "recall", "f1")),
+                  f"{r['bioner_wall_s']:.0f}")
+        t.add_row("", "HF Trainer recipe", *(f"{r['hf'][f'{split}_{k}']:.4f}" for k in ("precision", "recall", "f1")),
+                  f"{r['hf']['train_seconds']:.0f} (training only)")
+    return t
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import statistics
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.job import load_job_data
@@ -87,6 +88,7 @@ class TuneOutcome:
     test_f1: list[float]
     model_version: str | None
     refit_metrics: list[dict]
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage: search, refit, register
 
 
 class TuneInterrupted(runs.Interrupted):
@@ -117,7 +119,9 @@ def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True) -> Tu
         if cfg.cpus_per_worker is None:
             cfg = cfg.model_copy(update={"cpus_per_worker": default_cpus_per_worker(cfg, cfg.max_concurrent_trials, TRIAL_CPU)})
         study = Study(cfg, data.spec.name, uri, exp_id, parent, Path(state["run_dir"]))
+        t0 = time.perf_counter()
         results = _fit_tuner(study, out_dir, resume)
+        search_s = time.perf_counter() - t0
         runs.end_if_interrupted(client, parent, results, cfg.num_samples, TuneInterrupted(
             f"tuning interrupted after {results.num_terminated} finished trial(s) of {cfg.num_samples}: "
             f"continue with `bioner tune ... --resume`"))
@@ -132,6 +136,7 @@ def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True) -> Tu
         runs.log_params(client, parent, {f"best_{k}": v for k, v in best_params.items()})
         _log_study_plots(client, parent, study.name, _study_storage(out_dir))
         outcome = _refit_and_register(cfg, client, parent, best_params, best_f1, data.spec.name, progress)
+        outcome.seconds = {"search": search_s, **outcome.seconds}
         client.set_terminated(parent, "FINISHED")
         return outcome
 
@@ -239,6 +244,7 @@ def _log_study_plots(client, parent: str, study_name: str, storage: str) -> None
 
 
 def _refit_and_register(cfg: TuneConfig, client, parent: str, best: dict, best_f1: float, dataset: str, progress: bool) -> TuneOutcome:
+    t0 = time.perf_counter()
     results = []
     for k in range(cfg.refit_seeds):
         seed = cfg.seed + k
@@ -252,6 +258,8 @@ def _refit_and_register(cfg: TuneConfig, client, parent: str, best: dict, best_f
     for seed, r in results:
         client.log_metric(parent, f"test_f1_seed_{seed}", r.metrics["test_f1"])
     best_seed, best_res = max(results, key=lambda x: x[1].metrics["test_f1"])
+    seconds = {"refit": time.perf_counter() - t0}
+    t0 = time.perf_counter()
     version = None
     if cfg.register:
         desc = (
@@ -263,4 +271,5 @@ def _refit_and_register(cfg: TuneConfig, client, parent: str, best: dict, best_f
         )
         version = register_challenger(client, dataset, best_res.model_uri, desc, {"parent_run_id": parent, "devel_f1": f"{best_f1:.4f}"})
         client.set_tag(parent, runs.REGISTERED_VERSION, version)
-    return TuneOutcome(parent, best, best_f1, scores, version, [r.metrics for _, r in results])
+        seconds["register"] = time.perf_counter() - t0
+    return TuneOutcome(parent, best, best_f1, scores, version, [r.metrics for _, r in results], seconds)
