@@ -29,7 +29,7 @@ def _tracking_uri_variable_restored():
 def make_dataset(tmp_path_factory):
     """The one factory of test datasets: writes a corpus folder and its spec, returns the spec path.
 
-    `source="synthetic"`: disease names in filler text, which a tiny model learns in a few epochs
+    `source="synthetic"`: names of `types[0]` (Disease or Chemical) in filler text, which a tiny model learns in a few epochs
     (`sizes` = train/devel/test sentences, `seed`); `source="ncbi"`: the first sentences of the
     vendored NCBI-disease splits (`sizes[0]` train, `sizes[2]` test, half that devel). The spec is
     `<folder>/<name>.yaml` with its corpus in `<folder>/corpus`. Usable from fixtures of any scope.
@@ -37,8 +37,8 @@ def make_dataset(tmp_path_factory):
 
     def make(name: str = "synth", sizes=(48, 16, 16), source: str = "synthetic", seed: int = 0, types=("Disease",)):
         folder = tmp_path_factory.mktemp(name)
-        if source == "synthetic":
-            synthetic_corpus(folder / "corpus", sizes=sizes, seed=seed)
+        if source == "synthetic":  # one entity type: the spec's first
+            synthetic_corpus(folder / "corpus", sizes=sizes, seed=seed, entity=types[0])
         elif source == "ncbi":
             ncbi_subset(folder / "corpus", n_train=sizes[0], n_test=sizes[2])
         else:

@@ -54,12 +54,18 @@ def ncbi_subset(dst: Path, n_train: int, n_test: int) -> Path:
     return dst
 
 
-def synthetic_corpus(dst: Path, sizes=(200, 60, 200), seed: int = 0) -> Path:
-    """A corpus a tiny model learns in a few epochs: disease names from a small list in filler text."""
+# Entity names of the synthetic corpora, per type: single words and two-word names.
+NAMES = {
+    "Disease": (["flu", "measles", "gout", "asthma", "rickets", "malaria"], [("lyme", "disease"), ("hay", "fever"), ("sickle", "anemia")]),
+    "Chemical": (["aspirin", "ethanol", "cisplatin", "heparin", "lithium", "caffeine"], [("nitric", "oxide"), ("folic", "acid")]),
+}
+
+
+def synthetic_corpus(dst: Path, sizes=(200, 60, 200), seed: int = 0, entity: str = "Disease") -> Path:
+    """A corpus a tiny model learns in a few epochs: names of one entity type (NAMES) in filler text."""
     rng = random.Random(seed)
     filler = "the a patient was seen with and of in treated for history reported no signs".split()
-    single = ["flu", "measles", "gout", "asthma", "rickets", "malaria"]
-    double = [("lyme", "disease"), ("hay", "fever"), ("sickle", "anemia")]
+    single, double = NAMES[entity]
     dst.mkdir(parents=True, exist_ok=True)
     for split, n in zip(("train", "devel", "test"), sizes):
         lines = []
@@ -68,10 +74,10 @@ def synthetic_corpus(dst: Path, sizes=(200, 60, 200), seed: int = 0) -> Path:
             for _ in range(rng.randint(4, 14)):
                 r = rng.random()
                 if r < 0.12:
-                    rows.append((rng.choice(single), "B-Disease"))
+                    rows.append((rng.choice(single), f"B-{entity}"))
                 elif r < 0.18:
                     a, b = rng.choice(double)
-                    rows += [(a, "B-Disease"), (b, "I-Disease")]
+                    rows += [(a, f"B-{entity}"), (b, f"I-{entity}")]
                 else:
                     rows.append((rng.choice(filler), "O"))
             lines.append("\n".join(f"{w}\t{t}" for w, t in rows))

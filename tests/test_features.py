@@ -29,7 +29,7 @@ def test_mrc_input_targets_and_masks(minilm_tokenizer):
     words = ["the", "adenomatous", "polyposis", "coli", "and", "BRCA1"]
     tags = ["O", "B-Disease", "I-Disease", "I-Disease", "O", "B-Gene"]
     enc = fb.encode([words], [tags], mrc=True)
-    assert len(enc.mrc_ids) == 2 and enc.n_types == 2
+    assert len(enc.mrc_ids) == 2 and enc.mrc_of == [[0, 1]] and enc.mrc_entity_type == [0, 1]
     cls, sep = minilm_tokenizer.cls_token_id, minilm_tokenizer.sep_token_id
     qids = minilm_tokenizer("disease query", add_special_tokens=False)["input_ids"]
     d = 0  # row of (window 0, Disease)
@@ -44,7 +44,7 @@ def test_mrc_input_targets_and_masks(minilm_tokenizer):
     mask = enc.mrc_mask[d]
     assert sum(mask) == len(words) and all(mask[i] == 0 for i in range(off))  # query and [CLS] masked
     assert mask[-1] == 0  # final [SEP]
-    assert enc.mrc_types[d][:off] == [0] * off and set(enc.mrc_types[d][off:]) == {1}
+    assert enc.mrc_token_types[d][:off] == [0] * off and set(enc.mrc_token_types[d][off:]) == {1}
 
 
 def test_none_source_builds_cls_passage_sep(minilm_tokenizer):

@@ -10,6 +10,8 @@ def _train():
         None,
         [["aspirin", "and", "flu"], ["measles"], ["gout", "x"]],
         [["O", "O", "B-Disease"], ["B-Disease"], ["B-Disease", "O"]],
+        ["toy"] * 3,
+        [("Disease",)] * 3,
     )
 
 

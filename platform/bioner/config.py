@@ -63,6 +63,17 @@ class TrainConfig(BaseModel):
     micro_batch_tokens: int | None = Field(
         None, ge=16, description="padded positions per training micro-batch; default: 1024 on a CPU (cache-sized products), 16384 on a GPU"
     )
+    mrc_types_per_sentence: int | None = Field(
+        None, ge=1, description="MRC: entity types asked per sentence and epoch, drawn (seeded) from those its corpus annotates, "
+        "the loss weighted so its expectation is the full loss; default: every type (the paper). 1 keeps the MRC cost of a one-type corpus"
+    )
+    mrc_eval_rows: int = Field(
+        6000, ge=0, description="scoring the MRC head (mrc_<split>_f1) asks every annotated type about each sentence: at most this many "
+        "(sentence, type) rows, from a seeded sample of sentences; 0: not scored"
+    )
+    init_from: str | None = Field(
+        None, description="a saved model folder to start from (bioner extend): its weights and head rows are kept, types it lacks get new rows"
+    )
     eval_batch_size: int = Field(64, ge=1, description="sentences per inference batch")
     max_failures: int = Field(0, ge=0, description="Ray Train restarts from the last checkpoint after a worker failure, this many times")
     trust_remote_code: bool = Field(False, description="allow model code from the hub (off: it runs arbitrary code)")

@@ -13,6 +13,7 @@ import ray.cloudpickle
 import torch
 
 from bioner.config import TrainConfig
+from bioner.data.batching import mrc_rows
 from bioner.data.features import FeatureBuilder
 from bioner.data.iob import read_split
 from bioner.data.job import load_job_data
@@ -87,7 +88,7 @@ def test_micro_batches_cover_every_row_once_within_the_bound_and_end_with_both_t
     parts = step.parts(idx)
     ner = [r for n, _ in parts if n for r in n]
     mrc = [r for _, m in parts if m for r in m]
-    assert sorted(ner) == sorted(idx) and sorted(mrc) == sorted(k * enc.n_types + t for k in idx for t in range(enc.n_types))
+    assert sorted(ner) == sorted(idx) and sorted(mrc) == sorted(mrc_rows(enc, idx))
     assert parts[-1][0] and parts[-1][1]  # the synchronised backward sees both heads
     for n, m in parts:
         for rows, lengths in ((n, step.ner_len), (m, step.mrc_len)):
@@ -95,5 +96,5 @@ def test_micro_batches_cover_every_row_once_within_the_bound_and_end_with_both_t
                 assert len(rows) * max(lengths[r] for r in rows) <= 96
     real, padded = step.positions(idx)
     whole = Step(None, [], None, None, cfg.train_config(micro_batching=False), torch.device("cpu"), enc, 0)
-    assert whole.parts(idx) == [(idx, [k * enc.n_types + t for k in idx for t in range(enc.n_types)])]
+    assert whole.parts(idx) == [(idx, mrc_rows(enc, idx))]
     assert real == whole.positions(idx)[0] and padded < whole.positions(idx)[1]

@@ -48,6 +48,7 @@ def bench_loop_per_worker(bench: BenchJob) -> None:
     w.model.train()
     for epoch in range(math.ceil(rec.total / max(1, len(w.sampler)))):
         w.sampler.set_epoch(epoch)
+        w.step.set_epoch(epoch)
         for idx in w.sampler:
             t0 = time.perf_counter()
             w.step(idx)  # returns the losses with .item(): the step has finished, on GPU too

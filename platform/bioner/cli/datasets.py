@@ -34,29 +34,37 @@ def datasets_list(ctx: typer.Context):
     for path in list_specs():
         try:
             spec = load_spec(path)
-            cells = []
-            for s in SPLITS:
-                st = split_stats(read_split(spec, s))
-                cells.append(f"{st['sentences']:,} / {st['entities']:,}")
-            t.add_row(spec.name, ", ".join(spec.types), *cells, _rel(path))
+            splits = [read_split(spec, s) for s in SPLITS]
+            t.add_row(spec.name, ", ".join(spec.types), *(_counts(sp) for sp in splits), _rel(path))
+            if len(spec.members) > 1:  # a composite: one line per member corpus
+                for m in spec.members:
+                    t.add_row(f"  {m.name}", ", ".join(m.types), *(_counts(sp.select([i for i, c in enumerate(sp.corpus) if c == m.name]))
+                                                               for sp in splits), "")
         except BionerError as e:
             t.add_row(path.stem, "[red]invalid[/]", "", "", "", str(e))
     out.print(t)
 
 
+def _counts(split) -> str:
+    st = split_stats(split)
+    return f"{st['sentences']:,} / {st['entities']:,}"
+
+
 @datasets_app.command("check")
 def datasets_check(spec: str = typer.Argument(..., help="Dataset name or spec path.")):
-    """Validate a spec and every line of its three corpus files; print counts per split and type."""
+    """Validate a spec (every member of a composite) and every line of its corpus files; print counts per split and type."""
     s = load_spec(spec)
     t = Table(title=f"{s.name} ({s.path})")
-    for c in ("split", "sentences", "tokens", "entities", "longest sentence (words)", "per type"):
+    for c in ("corpus", "split", "sentences", "tokens", "entities", "longest sentence (words)", "per type"):
         t.add_column(c)
-    for name in SPLITS:
-        st = scan_split(s, name)  # streams: a corpus of any size is checked in constant memory
-        per = ", ".join(f"{k}: {v}" for k, v in st["per_type"].items())
-        t.add_row(name, f"{st['sentences']:,}", f"{st['tokens']:,}", f"{st['entities']:,}", str(st["max_words"]), per)
+    for m in s.members:
+        for name in SPLITS:
+            st = scan_split(m, name)  # streams: a corpus of any size is checked in constant memory
+            per = ", ".join(f"{k}: {v}" for k, v in st["per_type"].items())
+            t.add_row(m.name, name, f"{st['sentences']:,}", f"{st['tokens']:,}", f"{st['entities']:,}", str(st["max_words"]), per)
     out.print(t)
-    out.print(f"[green]ok[/]: {s.name}, types {', '.join(s.types)}")
+    members = f" ({len(s.members)} corpora)" if len(s.members) > 1 else ""
+    out.print(f"[green]ok[/]: {s.name}{members}, types {', '.join(s.types)}")
 
 
 def register(app: typer.Typer) -> None:

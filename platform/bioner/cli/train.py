@@ -17,8 +17,10 @@ from ..data.iob import read_split
 from ..data.specs import load_spec
 from ..data.tags import spans
 from ..infer.tagger import Tagger
+from ..studies.extend import run_extend
 from ..studies.training import run_training
-from .common import SET_HELP, load_command_config, out, print_scores
+from ..tracking.registry import model_name
+from .common import MODEL_HELP, SET_HELP, load_command_config, out, print_scores
 
 
 def train(
@@ -98,6 +100,28 @@ def _fidelity_table(cfg: TrainConfig, rows: list[dict]) -> Table:
     return t
 
 
+def extend(
+    model: str = typer.Option(..., "--model", help=MODEL_HELP),
+    add: str = typer.Option(..., "--add", help="Dataset spec (name or path) whose new entity types the model learns."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP + " The model's own settings (tokenizer, max_length, query source) are the defaults."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the extended dataset and model (default: <model's dataset>+<added spec>): registered as bioner-<name>."),
+    base: Optional[str] = typer.Option(None, "--base", help="Spec of the corpora the model was trained on, when it is not found by the name the model records."),
+    register: bool = typer.Option(True, "--register/--no-register", help="Register the result as bioner-<name>, alias challenger."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Teach a trained or registered model the entity types of another spec without forgetting its own: its head rows
+    are kept, new rows added, and it trains on its old corpora together with the new one (each asked and scored only
+    about the types it annotates). The run is tagged with the parent model's URI."""
+    res = run_extend(model, add, set_, name, base, register, progress=not quiet)
+    print_scores(res.result.metrics)
+    out.print(f"extended {model} with {', '.join(res.added)}: types {', '.join(res.types)}")
+    out.print(f"dataset:      {res.spec_path}\nmodel:        {res.result.model_dir}\nMLflow run:   {res.result.run_id}")
+    if res.version:
+        out.print(f"registered:   {model_name(res.name)} version {res.version} (alias challenger); "
+                  f"promote with: bioner promote --dataset {res.spec_path}")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(train)
     app.command()(fidelity)
+    app.command()(extend)

@@ -25,30 +25,42 @@ def pad(rows: Sequence[Sequence], value, dtype, multiple: int = 1) -> torch.Tens
 
 
 def ner_batch(enc: Encoded, idx: Sequence[int], pad_id: int, multiple: int = 1) -> dict[str, torch.Tensor]:
+    """NER rows `idx`; with partial annotation also `o_allowed` (rows x labels): what a gold O allows."""
     ids = [enc.ner_ids[i] for i in idx]
-    return {
+    out = {
         "input_ids": pad(ids, pad_id, torch.long, multiple),
         "attention_mask": pad([[1] * len(x) for x in ids], 0, torch.long, multiple),
         "labels": pad([enc.ner_labels[i] for i in idx], IGNORE, torch.long, multiple),
     }
+    if any(len(enc.o_allowed[i]) > 1 for i in idx):
+        allowed = torch.zeros((len(idx), enc.n_labels), dtype=torch.bool)
+        for j, i in enumerate(idx):
+            allowed[j, list(enc.o_allowed[i])] = True
+        out["o_allowed"] = allowed
+    return out
 
 
 def mrc_rows(enc: Encoded, idx: Sequence[int]) -> list[int]:
-    """MRC rows belonging to NER windows `idx` (all types of each window)."""
-    return [k * enc.n_types + t for k in idx for t in range(enc.n_types)]
+    """MRC rows belonging to NER windows `idx` (every annotated type of each window)."""
+    return [r for k in idx for r in enc.mrc_of[k]]
 
 
-def mrc_batch(enc: Encoded, rows: Sequence[int], pad_id: int, multiple: int = 1) -> dict[str, torch.Tensor]:
+def mrc_batch(enc: Encoded, rows: Sequence[int], pad_id: int, multiple: int = 1, weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
+    """MRC rows; `weights` (one per row) scale each row's loss (sampled types: the inverse of the
+    probability the row was drawn, so the loss's expectation is the full loss)."""
     ids = [enc.mrc_ids[r] for r in rows]
     mask = pad([[1] * len(x) for x in ids], 0, torch.long, multiple)
-    return {
+    out = {
         "input_ids": pad(ids, pad_id, torch.long, multiple),
         "attention_mask": mask,
-        "token_type_ids": pad([enc.mrc_types[r] for r in rows], 0, torch.long, multiple),
+        "token_type_ids": pad([enc.mrc_token_types[r] for r in rows], 0, torch.long, multiple),
         "start_labels": pad([enc.mrc_start[r] for r in rows], 0.0, torch.float, multiple),
         "end_labels": pad([enc.mrc_end[r] for r in rows], 0.0, torch.float, multiple),
         "label_mask": pad([enc.mrc_mask[r] for r in rows], 0, torch.float, multiple),
     }
+    if weights is not None:
+        out["row_weight"] = torch.tensor(list(weights), dtype=torch.float)
+    return out
 
 
 class LengthGroupedBatches:

@@ -78,24 +78,34 @@ def make_windows(n_pieces: Sequence[int], budget: int) -> list[Window]:
 
 @dataclass
 class Encoded:
-    """Model inputs for a list of sentences. Row k of the NER columns is window k; MRC row
-    `k * n_types + t` is window k asked about type t (so both tasks see the same windows)."""
+    """Model inputs for a list of sentences. Row k of the NER columns is window k; `mrc_of[k]` are the
+    MRC rows of window k, one per entity type its sentence's corpus annotates (both tasks see the
+    same windows). `o_allowed[k]`: the labels a gold O stands for in window k, O and the B-/I- labels
+    of every type its corpus does not annotate (just O when the corpus annotates every type)."""
 
     sentence: list[int] = field(default_factory=list)  # window -> sentence index
     window: list[Window] = field(default_factory=list)
     first_pos: list[list[int]] = field(default_factory=list)  # window -> position of each word's first piece (NER input)
     ner_ids: list[list[int]] = field(default_factory=list)
     ner_labels: list[list[int]] = field(default_factory=list)
+    o_allowed: list[tuple[int, ...]] = field(default_factory=list)
+    mrc_of: list[list[int]] = field(default_factory=list)
     mrc_ids: list[list[int]] = field(default_factory=list)
-    mrc_types: list[list[int]] = field(default_factory=list)
+    mrc_entity_type: list[int] = field(default_factory=list)  # MRC row -> index of its entity type
+    mrc_token_types: list[list[int]] = field(default_factory=list)  # token_type_ids: 0 query, 1 passage
     mrc_start: list[list[float]] = field(default_factory=list)
     mrc_end: list[list[float]] = field(default_factory=list)
     mrc_mask: list[list[int]] = field(default_factory=list)
     mrc_offset: list[int] = field(default_factory=list)  # MRC row -> position of the passage's first piece
-    n_types: int = 0
+    n_labels: int = 0
 
     def __len__(self) -> int:
         return len(self.ner_ids)
+
+    @property
+    def partial(self) -> bool:
+        """Whether some window's corpus leaves types unannotated (then the NER loss marginalises)."""
+        return any(len(a) > 1 for a in self.o_allowed)
 
 
 class FeatureBuilder:
@@ -110,6 +120,7 @@ class FeatureBuilder:
         self.types = list(types)
         self.cls, self.sep = tokenizer.cls_token_id, tokenizer.sep_token_id
         self._qcache: dict[str, list[int]] = {}
+        self._allowed: dict[tuple[str, ...], tuple[int, ...]] = {}
         longest_q = 0
         if queries is not None:
             longest_q = max(len(self._qids(q)) for t in self.types for q in queries.all_texts(t))
@@ -123,17 +134,31 @@ class FeatureBuilder:
             self._qcache[text] = self.tok(text, add_special_tokens=False)["input_ids"] if text else []
         return self._qcache[text]
 
-    def encode(self, tokens: Sequence[Sequence[str]], tags: Sequence[Sequence[str]] | None = None, mrc: bool = False) -> Encoded:
+    def o_allowed(self, annotated: tuple[str, ...] | None) -> tuple[int, ...]:
+        """Label ids a gold O stands for when the corpus annotates `annotated` (None: every type)."""
+        key = tuple(self.types) if annotated is None else annotated
+        if key not in self._allowed:
+            free = [t for t in self.types if t not in key]
+            self._allowed[key] = (self.label2id["O"],) + tuple(self.label2id[f"{p}-{t}"] for t in free for p in ("B", "I"))
+        return self._allowed[key]
+
+    def encode(self, tokens: Sequence[Sequence[str]], tags: Sequence[Sequence[str]] | None = None, mrc: bool = False,
+               annotated: Sequence[tuple[str, ...]] | None = None) -> Encoded:
+        """NER windows of every sentence and, with `mrc`, one MRC row per window and annotated type
+        (`annotated[i]`: the types sentence i's corpus annotates; None: every type)."""
         pieces = word_pieces(self.tok, tokens)
-        enc = Encoded(n_types=len(self.types) if mrc else 0)
+        enc = Encoded(n_labels=len(self.labels))
         for i, words in enumerate(pieces):
             sent_tags = tags[i] if tags is not None else None
             ents = spans(sent_tags) if (mrc and sent_tags is not None) else []
+            types = annotated[i] if annotated is not None else None
             for w in make_windows([len(p) for p in words], self.budget):
-                self._add_window(enc, i, w, words, sent_tags, ents, mrc)
+                self._add_window(enc, i, w, words, sent_tags, types)
+                enc.mrc_of.append([self._add_mrc_row(enc, i, t, w, enc.first_pos[-1], enc.ner_ids[-1], ents)
+                                   for t, typ in enumerate(self.types) if mrc and (types is None or typ in types)])
         return enc
 
-    def _add_window(self, enc: Encoded, sid: int, w: Window, words, sent_tags, ents, mrc: bool) -> None:
+    def _add_window(self, enc: Encoded, sid: int, w: Window, words, sent_tags, types) -> None:
         ids, labels, first = [self.cls], [IGNORE], []
         for j in range(w.start, w.end):
             p = words[j][: self.budget]
@@ -148,29 +173,33 @@ class FeatureBuilder:
         enc.first_pos.append(first)
         enc.ner_ids.append(ids)
         enc.ner_labels.append(labels)
-        if not mrc:
-            return
-        passage = ids[1:-1]
-        for t, typ in enumerate(self.types):
-            q = self._qids(self.queries.text(typ, sid))
-            head = [self.cls] + q + [self.sep] if q else [self.cls]
-            off = len(head)
-            m_ids = head + passage + [self.sep]
-            start = [0.0] * len(m_ids)
-            end = [0.0] * len(m_ids)
-            mask = [0] * len(m_ids)
-            for pos in first:
-                mask[pos - 1 + off] = 1
-            for et, a, b in ents:
-                if et != typ:
-                    continue
-                if w.start <= a < w.end:
-                    start[first[a - w.start] - 1 + off] = 1.0
-                if w.start <= b - 1 < w.end:
-                    end[first[b - 1 - w.start] - 1 + off] = 1.0
-            enc.mrc_ids.append(m_ids)
-            enc.mrc_types.append([0] * off + [1] * (len(passage) + 1) if q else [0] * len(m_ids))
-            enc.mrc_start.append(start)
-            enc.mrc_end.append(end)
-            enc.mrc_mask.append(mask)
-            enc.mrc_offset.append(off)
+        enc.o_allowed.append(self.o_allowed(types))
+
+    def _add_mrc_row(self, enc: Encoded, sid: int, t: int, w: Window, first: list[int], ner_ids: list[int], ents) -> int:
+        """Window `w` asked about type `t`: [CLS] q [SEP] passage [SEP], start/end targets on first pieces."""
+        typ = self.types[t]
+        passage = ner_ids[1:-1]
+        q = self._qids(self.queries.text(typ, sid))
+        head = [self.cls] + q + [self.sep] if q else [self.cls]
+        off = len(head)
+        m_ids = head + passage + [self.sep]
+        start = [0.0] * len(m_ids)
+        end = [0.0] * len(m_ids)
+        mask = [0] * len(m_ids)
+        for pos in first:
+            mask[pos - 1 + off] = 1
+        for et, a, b in ents:
+            if et != typ:
+                continue
+            if w.start <= a < w.end:
+                start[first[a - w.start] - 1 + off] = 1.0
+            if w.start <= b - 1 < w.end:
+                end[first[b - 1 - w.start] - 1 + off] = 1.0
+        enc.mrc_ids.append(m_ids)
+        enc.mrc_entity_type.append(t)
+        enc.mrc_token_types.append([0] * off + [1] * (len(passage) + 1) if q else [0] * len(m_ids))
+        enc.mrc_start.append(start)
+        enc.mrc_end.append(end)
+        enc.mrc_mask.append(mask)
+        enc.mrc_offset.append(off)
+        return len(enc.mrc_ids) - 1

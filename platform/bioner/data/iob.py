@@ -7,10 +7,10 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from ..errors import BionerError, CorpusError
-from .specs import DatasetSpec
+from .specs import DatasetSpec, Spec
 from .tags import spans
 
 
@@ -69,12 +69,29 @@ def iter_sentences(path: str | os.PathLike, types: Iterable[str]) -> Iterator[tu
 
 @dataclass
 class Split:
-    """A split read into memory: parallel lists of token and tag sequences."""
+    """A split read into memory: parallel lists of token and tag sequences, and per sentence its
+    corpus and the entity types that corpus annotates (all of a single-corpus dataset's)."""
 
     name: str
     path: Path
     tokens: list[list[str]]
     tags: list[list[str]]
+    corpus: list[str]
+    annotated: list[tuple[str, ...]]
+
+    def __post_init__(self):
+        if len(self.corpus) != len(self.tokens) or len(self.annotated) != len(self.tokens):
+            raise ValueError("a split's corpus and annotated lists have one entry per sentence")
+
+    def select(self, keep: Sequence[int], name: str | None = None) -> "Split":
+        """The sentences `keep`, in that order."""
+        return Split(name or self.name, self.path, [self.tokens[i] for i in keep], [self.tags[i] for i in keep],
+                     [self.corpus[i] for i in keep], [self.annotated[i] for i in keep])
+
+    @property
+    def corpora(self) -> list[str]:
+        """The corpora of this split, in order of first appearance."""
+        return list(dict.fromkeys(self.corpus))
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -85,7 +102,12 @@ class Split:
         return datasets.Dataset.from_dict({"tokens": self.tokens, "tags": self.tags})
 
 
-def read_split(spec: DatasetSpec, split: str) -> Split:
+def read_split(spec: Spec, split: str) -> Split:
+    """One split of every corpus of the dataset (a composite's members one after the other)."""
+    return merge([_read_one(m, split) for m in spec.members], split)
+
+
+def _read_one(spec: DatasetSpec, split: str) -> Split:
     path = spec.split_file(split)
     toks, tags = [], []
     for s_tok, s_tag in iter_sentences(path, spec.types):
@@ -93,20 +115,23 @@ def read_split(spec: DatasetSpec, split: str) -> Split:
         tags.append(s_tag)
     if not toks:
         raise CorpusError(path, 1, "empty split: no sentences")
-    return Split(split, path, toks, tags)
+    annotated = tuple(spec.types)  # one tuple shared by every sentence of the corpus
+    return Split(split, path, toks, tags, [spec.name] * len(toks), [annotated] * len(toks))
 
 
-def read_iob(spec: DatasetSpec, split: str):
+def read_iob(spec: Spec, split: str):
     """One split as a `datasets.Dataset` with columns `tokens` and `tags`."""
     return read_split(spec, split).to_dataset()
 
 
-def merge(splits: list[Split]) -> Split:
+def merge(splits: list[Split], name: str | None = None) -> Split:
     return Split(
-        "+".join(s.name for s in splits),
+        name or "+".join(s.name for s in splits),
         splits[0].path,
         [t for s in splits for t in s.tokens],
         [t for s in splits for t in s.tags],
+        [c for s in splits for c in s.corpus],
+        [a for s in splits for a in s.annotated],
     )
 
 
@@ -115,8 +140,7 @@ def subsample(split: Split, fraction: float, seed: int) -> Split:
     if fraction >= 1.0:
         return split
     n = max(1, round(len(split) * fraction))
-    keep = sorted(random.Random(seed).sample(range(len(split)), n))
-    return Split(split.name, split.path, [split.tokens[i] for i in keep], [split.tags[i] for i in keep])
+    return split.select(sorted(random.Random(seed).sample(range(len(split)), n)))
 
 
 def entity_strings(split: Split) -> dict[str, list[str]]:
@@ -133,7 +157,8 @@ def split_stats(split: Split) -> dict:
 
 
 def scan_split(spec: DatasetSpec, split: str) -> dict:
-    """Validate every line of a split and count it, streaming: memory does not grow with the file."""
+    """Validate every line of one corpus's split and count it, streaming: memory does not grow with
+    the file (a composite's members are scanned one by one)."""
     path = spec.split_file(split)
     st = _stats(iter_sentences(path, spec.types))
     if not st["sentences"]:

@@ -75,6 +75,45 @@ class DatasetSpec(BaseModel):
     def split_file(self, split: str) -> Path:
         return self.corpus_dir / f"{split}.tsv"
 
+    @property
+    def members(self) -> list["DatasetSpec"]:
+        """The corpora this dataset is made of: itself (a composite spec has several)."""
+        return [self]
+
+
+class CompositeSpec(BaseModel):
+    """Several datasets as one: the union of their entity types, each corpus annotating its own.
+
+    A sentence is only ever asked and scored about the types its corpus annotates: a corpus that
+    marks diseases says nothing about the chemicals in its sentences. Two members that declare the
+    same type share it (its queries are the first member's).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", description="short name, used in registry names")
+    corpora: list[str] = Field(min_length=1, description="member specs: names, or paths relative to this spec")
+    path: Path | None = Field(None, exclude=True, description="the spec file (set on load)")
+    members: list[DatasetSpec] = Field(default_factory=list, exclude=True, description="the member specs (set on load)")
+
+    @property
+    def entity_types(self) -> dict[str, TypeQueries]:
+        out: dict[str, TypeQueries] = {}
+        for m in self.members:
+            for t, q in m.entity_types.items():
+                out.setdefault(t, q)
+        return out
+
+    @property
+    def types(self) -> list[str]:
+        return list(self.entity_types)
+
+    @property
+    def labels(self) -> list[str]:
+        return ["O"] + [f"{p}-{t}" for t in self.types for p in ("B", "I")]
+
+
+Spec = DatasetSpec | CompositeSpec
+
 
 def spec_search_path() -> list[Path]:
     """Folders searched for `<name>.yaml`: $BIONER_DATASETS, ./experiments/datasets, the repo's."""
@@ -103,20 +142,36 @@ def find_spec(name_or_path: str | os.PathLike) -> Path:
     raise BionerError(f"dataset {str(name_or_path)!r} not found (known: {', '.join(known) or 'none'})")
 
 
-def load_spec(name_or_path: str | os.PathLike) -> DatasetSpec:
+def load_spec(name_or_path: str | os.PathLike, _within: tuple[Path, ...] = ()) -> Spec:
+    """A dataset spec by name or path: one corpus (`corpus:`), or a composite of specs (`corpora:`)."""
     path = find_spec(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise BionerError(f"{path}: not a valid YAML file: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict):
-        raise BionerError(f"{path}: a dataset spec is a mapping with name, corpus, entity_types")
+        raise BionerError(f"{path}: a dataset spec is a mapping with name, corpus, entity_types (or name, corpora)")
     try:
-        spec = DatasetSpec(**raw)
+        spec = CompositeSpec(**raw) if "corpora" in raw else DatasetSpec(**raw)
     except ValidationError as e:
         raise ConfigError(f"{path}: {format_validation_error(e)}") from None
     spec.path = path
+    if isinstance(spec, CompositeSpec):
+        spec.members = _members(spec, path, _within + (path,))
     return spec
+
+
+def _members(spec: CompositeSpec, path: Path, within: tuple[Path, ...]) -> list[DatasetSpec]:
+    """Each member as a single-corpus spec (a nested composite contributes its members), once each."""
+    out: dict[Path, DatasetSpec] = {}
+    for ref in spec.corpora:
+        local = path.parent / ref
+        target = local if ref.endswith((".yaml", ".yml")) and local.is_file() else ref
+        if find_spec(target) in within:
+            raise ConfigError(f"{path}: corpora: {ref!r} includes the spec itself")
+        for m in load_spec(target, within).members:
+            out.setdefault(m.path, m)
+    return list(out.values())
 
 
 def list_specs() -> list[Path]:

@@ -12,6 +12,7 @@ from ..data.batching import mrc_batch, mrc_rows, ner_batch, sorted_batches
 from ..data.features import Encoded, FeatureBuilder
 from ..data.queries import Queries
 from ..data.tags import spans, spans_to_tags
+from ..errors import BionerError
 from ..model import load_model
 from .int8 import Int8Ner, resolve_precision
 from .metrics import decode_mrc
@@ -92,13 +93,17 @@ class Tagger:
                 out[sid][j] = self.labels[int(ids[enc.first_pos[k][j - w.start]])]
         return out
 
-    def mrc_tags(self, sentences: Sequence[Sequence[str]], progress: bool = False) -> list[list[str]]:
-        """BIO tags decoded from the MRC head: one query per type, spans from start/end probabilities."""
+    def mrc_tags(self, sentences: Sequence[Sequence[str]], progress: bool = False,
+                 annotated: Sequence[tuple[str, ...]] | None = None) -> list[list[str]]:
+        """BIO tags decoded from the MRC head: one query per type (per type in `annotated[i]` for
+        sentence i, when given), spans from start/end probabilities."""
         if not self.has_mrc:
             raise ValueError("this model was trained without the MRC task (beta = 0)")
         queries = Queries.from_dict(self.meta["queries"])
         fb = FeatureBuilder(self.tok, self.labels, self.max_length, queries, self.types)
-        enc: Encoded = fb.encode(sentences, None, mrc=True)
+        if annotated is not None:  # a type the model does not know cannot be asked about
+            annotated = [tuple(t for t in a if t in self.types) for a in annotated]
+        enc: Encoded = fb.encode(sentences, None, mrc=True, annotated=annotated)
         rows = mrc_rows(enc, range(len(enc)))
         pad_id = self.tok.pad_token_id
 
@@ -107,26 +112,37 @@ class Tagger:
             return torch.stack([s.sigmoid(), e.sigmoid()], -1).cpu()
 
         pred = self._run([enc.mrc_ids[r] for r in rows], lambda idx: mrc_batch(enc, [rows[i] for i in idx], pad_id), probs, progress, "mrc")
+        row_pos = {r: i for i, r in enumerate(rows)}
         # word-level start/end probabilities per (sentence, type), from each word's owning window
-        word_p = {}
+        word_p: list[dict[int, list[list[float]]]] = [{} for _ in sentences]  # sentence -> type -> [start, end]
         for k, sid in enumerate(enc.sentence):
             w = enc.window[k]
-            for t in range(enc.n_types):
-                r = k * enc.n_types + t
-                p = pred[r]
-                off = enc.mrc_offset[r]
-                buf = word_p.setdefault((sid, t), [[0.0] * len(sentences[sid]), [0.0] * len(sentences[sid])])
+            for r in enc.mrc_of[k]:
+                p, off = pred[row_pos[r]], enc.mrc_offset[r]
+                buf = word_p[sid].setdefault(enc.mrc_entity_type[r], [[0.0] * len(sentences[sid]), [0.0] * len(sentences[sid])])
                 for j in range(w.own_start, w.own_end):
                     pos = enc.first_pos[k][j - w.start] - 1 + off
                     buf[0][j], buf[1][j] = float(p[pos, 0]), float(p[pos, 1])
         out = []
         for sid, s in enumerate(sentences):
-            typed = [(self.types[t], a, b) for t in range(len(self.types)) for a, b in decode_mrc(*word_p[(sid, t)])]
+            typed = [(self.types[t], a, b) for t, probs in word_p[sid].items() for a, b in decode_mrc(*probs)]
             out.append(spans_to_tags(len(s), sorted(typed, key=lambda x: x[1])))
         return out
 
-    def entities(self, texts: Iterable[str], progress: bool = False) -> list[list[dict]]:
-        """Raw text -> [{"text", "start", "end", "type"}] per text; `text[start:end]` is the entity."""
+    def check_types(self, types: Iterable[str] | None) -> set[str] | None:
+        """The types a caller asked for, all known to the model (None: every type)."""
+        if types is None:
+            return None
+        wanted = set(types)
+        unknown = sorted(wanted - set(self.types))
+        if unknown:
+            raise BionerError(f"types {', '.join(unknown)}: not known to this model (it knows {', '.join(self.types)})")
+        return wanted
+
+    def entities(self, texts: Iterable[str], progress: bool = False, types: Iterable[str] | None = None) -> list[list[dict]]:
+        """Raw text -> [{"text", "start", "end", "type"}] per text; `text[start:end]` is the entity.
+        Every type the model knows, or only `types`."""
+        wanted = self.check_types(types)
         texts = ["" if t is None else str(t) for t in texts]
         words = [split_words(t) for t in texts]
         non_empty = [i for i, w in enumerate(words) if w]
@@ -135,6 +151,8 @@ class Tagger:
         for i, t in zip(non_empty, tags):
             ws = words[i]
             for typ, a, b in spans(t):
+                if wanted is not None and typ not in wanted:
+                    continue
                 s, e = ws[a][1], ws[b - 1][2]
                 out[i].append({"text": texts[i][s:e], "start": s, "end": e, "type": typ})
         return out

@@ -2,10 +2,10 @@
 the saved-model folder (safetensors + JSON, no pickle)."""
 
 from .encoder import load_encoder, load_tokenizer, resolve_encoder
-from .io import META_FILE, WEIGHTS_FILE, build_model, load_model, save_model
+from .io import META_FILE, WEIGHTS_FILE, build_model, load_model, read_meta, save_model
 from .network import BioNERModel, mrc_loss, ner_loss
 
 __all__ = [
     "BioNERModel", "META_FILE", "WEIGHTS_FILE", "build_model", "load_encoder", "load_model", "load_tokenizer",
-    "mrc_loss", "ner_loss", "resolve_encoder", "save_model",
+    "mrc_loss", "ner_loss", "read_meta", "resolve_encoder", "save_model",
 ]

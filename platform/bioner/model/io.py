@@ -38,6 +38,14 @@ def save_model(model: BioNERModel, tokenizer, out_dir: str | Path, meta: dict) -
     return out
 
 
+def read_meta(model_dir: str | Path) -> dict:
+    """A model folder's bioner.json (labels, types, corpora, queries, encoder, max length)."""
+    d = Path(model_dir)
+    if not (d / META_FILE).is_file():
+        raise BionerError(f"{d}: not a bioner model folder (needs {META_FILE} and {WEIGHTS_FILE})")
+    return json.loads((d / META_FILE).read_text(encoding="utf-8"))
+
+
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[BioNERModel, object, dict]:
     """Load a saved model folder: (model in eval mode, tokenizer, meta). No pickle, no network."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer  # lazy: transformers takes 1.5 s to import

@@ -53,12 +53,27 @@ class BioNERModel(nn.Module):
             # Query source `none` with one entity type: the MRC input [CLS] p [SEP] is the NER
             # input, so one encoder pass gives H for both heads (one dropout mask, half the work).
             h = self.hidden(ner)
-            l_ner = ner_loss(self.ner_head(h), ner["labels"], ner.get("loss_denom"))
+            l_ner = ner_loss(self.ner_head(h), ner["labels"], ner.get("loss_denom"), ner.get("o_allowed"))
             l_mrc = mrc_loss(self.start_head(h).squeeze(-1), self.end_head(h).squeeze(-1), mrc)
         else:
-            l_ner = ner_loss(self.ner_logits(ner), ner["labels"], ner.get("loss_denom")) if do_ner else zero
+            l_ner = ner_loss(self.ner_logits(ner), ner["labels"], ner.get("loss_denom"), ner.get("o_allowed")) if do_ner else zero
             l_mrc = mrc_loss(*self.mrc_logits(mrc), mrc) if do_mrc else zero
         return alpha * l_ner + beta * l_mrc, l_ner.detach(), l_mrc.detach()
+
+    def extend_labels(self, old: list[str], new: list[str]) -> None:
+        """A token head over `new` labels: the rows of labels in `old` copied bit for bit (a model
+        extended with entity types keeps what it knew), other rows initialised as a new head's."""
+        missing = [lab for lab in old if lab not in new]
+        if missing:
+            raise ValueError(f"the new label set lacks {missing}: an extension only adds labels")
+        head = nn.Linear(self.ner_head.in_features, len(new)).to(self.ner_head.weight.device)
+        nn.init.normal_(head.weight, std=getattr(self.encoder.config, "initializer_range", 0.02))
+        nn.init.zeros_(head.bias)
+        with torch.no_grad():
+            for i, lab in enumerate(old):
+                head.weight[new.index(lab)] = self.ner_head.weight[i]
+                head.bias[new.index(lab)] = self.ner_head.bias[i]
+        self.ner_head = head
 
     def freeze_unused_heads(self, alpha: float, beta: float) -> None:
         """Heads that get no loss are frozen, so DDP does not wait for their gradients."""
@@ -82,12 +97,28 @@ def same_input(a: dict, b: dict) -> bool:
     return torch.equal(ta, tb)
 
 
-def ner_loss(logits: torch.Tensor, labels: torch.Tensor, denom: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy over labelled tokens: their mean, or their sum over `denom` (a micro-batch's share)."""
+def ner_loss(logits: torch.Tensor, labels: torch.Tensor, denom: torch.Tensor | None = None,
+             o_allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Negative log-likelihood over labelled tokens: their mean, or their sum over `denom` (a
+    micro-batch's share of its batch's mean).
+
+    Under partial annotation (`o_allowed`, rows x labels) a gold B-/I- tag is exact, and a gold O
+    means "O, or a tag of a type this row's corpus does not annotate": its loss is minus the log of
+    the summed probability of that allowed set (Greenberg et al. 2018). A row whose allowed set is
+    O alone costs exactly the cross-entropy.
+    """
     flat, gold = logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1)
-    if denom is None:
-        return F.cross_entropy(flat, gold, ignore_index=-100)
-    return F.cross_entropy(flat, gold, ignore_index=-100, reduction="sum") / denom
+    if o_allowed is None:
+        if denom is None:
+            return F.cross_entropy(flat, gold, ignore_index=-100)
+        return F.cross_entropy(flat, gold, ignore_index=-100, reduction="sum") / denom
+    logp = F.log_softmax(flat, dim=-1)
+    allowed = o_allowed[:, None, :].expand(*labels.shape, o_allowed.size(-1)).reshape(flat.shape)
+    valid = gold != -100
+    exact = logp.gather(1, gold.clamp(min=0)[:, None]).squeeze(1)
+    marginal = torch.logsumexp(logp.masked_fill(~allowed, float("-inf")), dim=-1)
+    nll = -torch.where(gold == 0, marginal, exact)[valid].sum()  # label 0 is O
+    return nll / (denom if denom is not None else valid.sum().clamp(min=1))
 
 
 def mrc_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -95,6 +126,8 @@ def mrc_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, batch: dict) 
     the whole optimizer batch's passage words when the batch is a micro-batch (`loss_denom`)."""
     mask = batch["label_mask"]
     denom = batch["loss_denom"] if "loss_denom" in batch else mask.sum().clamp(min=1.0)
+    if "row_weight" in batch:  # sampled entity types: each row weighted by 1 / its probability
+        mask = mask * batch["row_weight"][:, None]
     bce = F.binary_cross_entropy_with_logits
     ls = (bce(start_logits.float(), batch["start_labels"], reduction="none") * mask).sum() / denom
     le = (bce(end_logits.float(), batch["end_labels"], reduction="none") * mask).sum() / denom

@@ -40,5 +40,6 @@ class BioNERPyfunc(mlflow.pyfunc.PythonModel):
         self.tagger = Tagger.load(context.artifacts["model"], precision=precision)
 
     def predict(self, model_input: list[str], params: dict[str, Any] | None = None) -> list[Any]:
-        """One list of {"text", "start", "end", "type"} per input text."""
-        return self.tagger.entities(_texts(model_input))
+        """One list of {"text", "start", "end", "type"} per input text; params {"types": [...]} filters."""
+        types = (params or {}).get("types")
+        return self.tagger.entities(_texts(model_input), types=[types] if isinstance(types, str) else types)

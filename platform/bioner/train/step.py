@@ -6,11 +6,16 @@ the whole batch's count (labelled tokens for NER, passage words for MRC) and the
 accumulated, so that the step's gradient is the batch's gradient while almost no position is
 padding. With DDP, only the last micro-batch synchronises gradients; it holds rows of both tasks
 so that every head takes part in that one synchronised backward.
+
+A sentence is asked only about the types its corpus annotates. With `mrc_types_per_sentence: k`,
+k of them are drawn per sentence and epoch (seeded) and each drawn row's loss is weighted by the
+inverse of its probability, over the full rows' count: the MRC loss's expectation is the full loss.
 """
 
 from __future__ import annotations
 
 import contextlib
+import random
 from typing import Sequence
 
 import torch
@@ -45,11 +50,28 @@ class Step:
         self.mrc_len = [len(r) for r in enc.mrc_ids]
         self.ner_count = [sum(1 for x in r if x != IGNORE) for r in enc.ner_labels]
         self.mrc_count = [sum(r) for r in enc.mrc_mask]
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch  # which entity types are drawn, when they are sampled
+
+    def mrc_plan(self, idx: Sequence[int]) -> dict[int, float]:
+        """MRC row -> loss weight for the step's windows: every annotated type (weight 1), or k drawn
+        per sentence (weight annotated / k); the draw depends on the seed, the epoch and the sentence."""
+        k, out = self.cfg.mrc_types_per_sentence, {}
+        for w in idx:
+            rows = self.enc.mrc_of[w]
+            if k is None or len(rows) <= k:
+                out.update((r, 1.0) for r in rows)
+            else:
+                rng = random.Random(f"{self.cfg.seed}:{self.epoch}:{self.enc.sentence[w]}")
+                out.update((r, len(rows) / k) for r in rng.sample(rows, k))
+        return out
 
     def parts(self, idx: Sequence[int]) -> list[Part]:
         """The forwards of one step: micro-batches of each task, aligned so the last has both."""
         ner = list(idx) if self.cfg.alpha > 0 else []
-        mrc = mrc_rows(self.enc, idx) if self.cfg.multitask else []
+        mrc = list(self.mrc_plan(idx)) if self.cfg.multitask else []
         if self.max_tokens is None:
             return [(ner or None, mrc or None)]
         n = micro_batches(ner, self.ner_len, self.max_tokens, self.overhead) if ner else []
@@ -71,15 +93,16 @@ class Step:
         """Forward and backward over the step's parts: gradients accumulate in the parameters.
         Returns the step's (loss, NER loss, MRC loss) on the device."""
         parts = self.parts(idx)
+        plan = self.mrc_plan(idx) if self.cfg.multitask else {}
+        sampled = any(w != 1.0 for w in plan.values())
         denoms = None
-        if self.max_tokens is not None:  # each part's loss is its share of the whole batch's mean
-            ner_rows = [r for p, _ in parts if p for r in p]
-            mrc_rows_ = [r for _, p in parts if p for r in p]
-            denoms = (max(1, sum(self.ner_count[r] for r in ner_rows)), max(1, sum(self.mrc_count[r] for r in mrc_rows_)))
+        if self.max_tokens is not None or sampled:  # each part's loss is its share of the whole batch's mean
+            denoms = (max(1, sum(self.ner_count[w] for w in idx)), max(1, sum(self.mrc_count[r] for r in mrc_rows(self.enc, idx))))
         totals = torch.zeros(3, device=self.device)
         for k, (n, m) in enumerate(parts):
             ner = self._to_dev(ner_batch(self.enc, n, self.pad_id, self.multiple), denoms and denoms[0]) if n else None
-            mrc = self._to_dev(mrc_batch(self.enc, m, self.pad_id, self.multiple), denoms and denoms[1]) if m else None
+            weights = [plan[r] for r in m] if m and sampled else None
+            mrc = self._to_dev(mrc_batch(self.enc, m, self.pad_id, self.multiple, weights), denoms and denoms[1]) if m else None
             with self._sync(k == len(parts) - 1):
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                     loss, l_ner, l_mrc = self.model(ner, mrc, self.cfg.alpha, self.cfg.beta)

@@ -23,7 +23,7 @@ from ..config import TrainConfig
 from ..data.batching import LengthGroupedBatches
 from ..data.features import Encoded, FeatureBuilder
 from ..data.job import JobData, load_job_data
-from ..infer.metrics import score
+from ..infer.evaluate import evaluate_split
 from ..infer.tagger import Tagger
 from ..model import BioNERModel, build_model, load_model, load_tokenizer, save_model
 from ..tracking.metrics import log_epoch_metrics
@@ -52,6 +52,8 @@ def model_meta(cfg: TrainConfig, data: JobData) -> dict:
         "dropout": cfg.dropout,
         "multitask": cfg.multitask,
         "queries": data.queries.to_dict() if data.queries else None,
+        # what each corpus annotates: a composite model is scored on each corpus's own types
+        "corpora": [{"name": m.name, "types": m.types} for m in data.spec.members],
     }
 
 
@@ -99,9 +101,9 @@ def setup_worker(job: WorkerJob) -> Worker:
     data = load_job_data(cfg)
     tok = load_tokenizer(cfg.encoder, cfg.trust_remote_code)
     fb = FeatureBuilder(tok, data.spec.labels, cfg.max_length, data.queries, data.spec.types)
-    enc = fb.encode(data.train.tokens, data.train.tags, mrc=cfg.multitask)
+    enc = fb.encode(data.train.tokens, data.train.tags, mrc=cfg.multitask, annotated=data.train.annotated)
 
-    model, state = _restore_or_build(ray.train.get_checkpoint(), cfg, len(data.spec.labels))
+    model, state = _restore_or_build(ray.train.get_checkpoint(), cfg, data.spec.labels)
     per_worker_bs = max(1, cfg.batch_size // world)
     lengths = [len(x) for x in enc.ner_ids]
     sampler = LengthGroupedBatches(lengths, per_worker_bs, cfg.seed, rank, world, group=50 if cfg.group_by_length else 0)
@@ -126,6 +128,7 @@ def train_loop_per_worker(job: WorkerJob) -> None:
     bar = _progress_bar(w.rank, len(w.sampler) * (cfg.epochs - w.start_epoch)) if job.progress else None
     for epoch in range(w.start_epoch, cfg.epochs):
         w.sampler.set_epoch(epoch)
+        w.step.set_epoch(epoch)
         w.model.train()
         sums, n_sent = np.zeros(3), 0
         t0 = time.perf_counter()
@@ -159,14 +162,20 @@ def _mean_across_workers(values: list[float], device) -> list[float]:
     return (t / dist.get_world_size()).tolist()
 
 
-def _restore_or_build(checkpoint, cfg: TrainConfig, num_labels: int):
-    """The model and training state of the last checkpoint (after a restart), else a new model."""
+def _restore_or_build(checkpoint, cfg: TrainConfig, labels: list[str]):
+    """The model and training state of the last checkpoint (after a restart), else the model to
+    extend (`init_from`: its head rows kept, new types' rows added), else a new model."""
+    state = None
     if checkpoint:
         with checkpoint.as_directory() as d:
             model, _, _ = load_model(Path(d) / MODEL_SUBDIR)
             state = torch.load(Path(d) / TRAIN_STATE, map_location="cpu", weights_only=True)
+    elif cfg.init_from:
+        model, _, meta = load_model(cfg.init_from)
+        model.extend_labels(meta["labels"], labels)
+        model.dropout.p = cfg.dropout
     else:
-        model, state = build_model(cfg.encoder, num_labels, cfg.dropout, cfg.trust_remote_code), None
+        model = build_model(cfg.encoder, len(labels), cfg.dropout, cfg.trust_remote_code)
     model.freeze_unused_heads(cfg.alpha, cfg.beta)
     return model, state
 
@@ -204,7 +213,8 @@ def _end_epoch(w: Worker, epoch: int, metrics: dict) -> None:
             meta = model_meta(cfg, w.data)
             if cfg.eval_every_epoch:
                 tagger = Tagger(model, w.tok, meta, w.device, cfg.eval_batch_size)
-                metrics[f"{cfg.eval_split}_f1"] = score(w.data.eval.tags, tagger.tag(w.data.eval.tokens), w.data.spec.types)["f1"]
+                scores, _ = evaluate_split(tagger, w.data.eval, w.data.spec.types, with_mrc=False, progress=False)
+                metrics[f"{cfg.eval_split}_f1"] = scores[f"{cfg.eval_split}_f1"]
                 model.train()
             save_model(model, w.tok, Path(tmp) / MODEL_SUBDIR, meta)
             torch.save(
