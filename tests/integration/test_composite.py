@@ -58,7 +58,13 @@ def test_a_composite_model_registers_and_predicts_every_type(composite, monkeypa
     found = {(e["text"], e["type"]) for e in json.loads(r.stdout.strip().splitlines()[-1])["entities"]}
     assert {("aspirin", "Chemical"), ("flu", "Disease")} <= found
     only = CliRunner().invoke(app, ["predict", "--model", str(res.model_dir), "--types", "Chemical", MIXED])
-    assert {e["type"] for e in json.loads(only.stdout.strip().splitlines()[-1])["entities"]} == {"Chemical"}
+    chemicals = json.loads(only.stdout.strip().splitlines()[-1])["entities"]
+    assert {e["type"] for e in chemicals} == {"Chemical"}
+    import mlflow.pyfunc
+
+    served = mlflow.pyfunc.load_model(f"models:/{model_name('both')}/{version}")  # what `mlflow models serve` answers
+    assert served.predict([MIXED], params={"types": ["Chemical"]}) == [chemicals]
+    assert served.predict([MIXED]) == [json.loads(r.stdout.strip().splitlines()[-1])["entities"]]
     bad = CliRunner().invoke(app, ["predict", "--model", str(res.model_dir), "--types", "Gene", MIXED])
     assert bad.exit_code != 0
 

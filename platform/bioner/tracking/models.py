@@ -32,6 +32,16 @@ def log_final(metrics: dict, predictions: Path, model_dir: Path) -> str:
     return log_model(model_dir).model_uri
 
 
+def signature():
+    """Texts in, one list of entities per text out; param `types` (a list of type names) filters."""
+    from mlflow.models import ModelSignature  # lazy: start-up time
+    from mlflow.types import DataType
+    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec(DataType.string)]), outputs=Schema([ColSpec(AnyType())]),
+                          params=ParamSchema([ParamSpec("types", DataType.string, [], shape=(-1,))]))
+
+
 def log_model(model_dir: Path):
     """Log the folder as an MLflow pyfunc mapping raw text to entities (character offsets)."""
     import mlflow  # lazy: start-up time
@@ -41,6 +51,7 @@ def log_model(model_dir: Path):
         artifacts={"model": str(model_dir)},
         pip_requirements=pip_requirements(),
         model_config=MODEL_CONFIG,
+        signature=signature(),
     )
 
 

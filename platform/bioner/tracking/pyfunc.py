@@ -7,8 +7,6 @@ re-exports this class.
 
 from __future__ import annotations
 
-from typing import Any
-
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
@@ -39,7 +37,9 @@ class BioNERPyfunc(mlflow.pyfunc.PythonModel):
         precision = (getattr(context, "model_config", None) or {}).get("precision", "auto")
         self.tagger = Tagger.load(context.artifacts["model"], precision=precision)
 
-    def predict(self, model_input: list[str], params: dict[str, Any] | None = None) -> list[Any]:
-        """One list of {"text", "start", "end", "type"} per input text; params {"types": [...]} filters."""
-        types = (params or {}).get("types")
+    # No type hints on predict: MLflow would infer the signature from them and drop the params
+    # schema the model is logged with (tracking.models.signature).
+    def predict(self, model_input, params=None):
+        """One list of {"text", "start", "end", "type"} per input text; params {"types": [...]} keeps only those types."""
+        types = (params or {}).get("types") or None  # the schema's default, [], means every type
         return self.tagger.entities(_texts(model_input), types=[types] if isinstance(types, str) else types)
