@@ -15,7 +15,7 @@ def _yamls(sub=""):
 @pytest.mark.parametrize("path", _yamls("datasets"), ids=lambda p: p.name)
 def test_every_dataset_spec_loads(path):
     spec = load_spec(path)
-    assert spec.corpus_dir.is_dir() and spec.types
+    assert spec.types and all(m.corpus_dir.is_dir() for m in spec.members)
 
 
 # Configs: every YAML but the dataset specs and the paper's reference figures (data, read by report).

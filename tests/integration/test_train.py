@@ -51,7 +51,7 @@ def test_two_worker_ddp_run_logs_every_metric_param_and_artifact(ddp_run):
     arts = [a.path for a in client.list_artifacts(res.run_id, "predictions")]
     assert arts and arts[0].endswith(".test.tsv")
     lines = res.predictions.read_text().splitlines()
-    assert lines[0] == "token\tgold\tpredicted" and len(lines[1].split("\t")) == 3
+    assert lines[0] == "token\tgold\tpredicted\tcorpus" and lines[1].split("\t")[3] == "toy"
     queries = json.loads((res.model_dir / "bioner.json").read_text())["queries"]
     assert queries["source"] == "dictionary" and "{examples}" not in queries["texts"]["Disease"]["dictionary"]
 

@@ -51,7 +51,7 @@ def evaluate(
     if unknown:  # a cross-corpus evaluation: the model cannot find what it was never taught
         out.print(f"types of {spec.name} the model does not know (scored, never predicted): {', '.join(unknown)}")
     if predictions:
-        write_predictions(predictions, data.tokens, data.tags, pred)
+        write_predictions(predictions, data, pred)
         out.print(f"predictions: {predictions}")
 
 

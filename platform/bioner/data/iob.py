@@ -136,11 +136,16 @@ def merge(splits: list[Split], name: str | None = None) -> Split:
 
 
 def subsample(split: Split, fraction: float, seed: int) -> Split:
-    """Keep a seeded `fraction` of the sentences (at least one), in corpus order."""
+    """Keep a seeded `fraction` of each corpus's sentences (at least one), in corpus order: a
+    composite keeps exactly the sentences each member would keep on its own."""
     if fraction >= 1.0:
         return split
-    n = max(1, round(len(split) * fraction))
-    return split.select(sorted(random.Random(seed).sample(range(len(split)), n)))
+    keep = []
+    for c in split.corpora:
+        part = [i for i, x in enumerate(split.corpus) if x == c]
+        n = max(1, round(len(part) * fraction))
+        keep += [part[j] for j in sorted(random.Random(seed).sample(range(len(part)), n))]
+    return split.select(keep)
 
 
 def entity_strings(split: Split) -> dict[str, list[str]]:

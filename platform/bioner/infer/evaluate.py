@@ -55,12 +55,13 @@ def mrc_sample(split: Split, max_rows: int, seed: int = 0) -> list[int]:
     return sorted(random.Random(seed).sample(range(len(split)), n))
 
 
-def write_predictions(path: Path, tokens, gold, pred) -> Path:
+def write_predictions(path: Path, split: Split, pred: list[list[str]]) -> Path:
+    """token, gold, predicted and corpus per word, a blank line between sentences (what `bioner report` pairs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        f.write("token\tgold\tpredicted\n")
-        for toks, g, p in zip(tokens, gold, pred):
+        f.write("token\tgold\tpredicted\tcorpus\n")
+        for toks, g, p, c in zip(split.tokens, split.tags, pred, split.corpus):
             for row in zip(toks, g, p):
-                f.write("\t".join(row) + "\n")
+                f.write("\t".join(row) + f"\t{c}\n")
             f.write("\n")
     return path

@@ -32,6 +32,7 @@ REGISTERED_VERSION = "registered_version"
 PROFILE = "profile"
 SWEEP_CELL, SWEEP_VARIANT, SWEEP_SEED, SWEEP_FRACTION = "sweep.cell", "sweep.variant", "sweep.seed", "sweep.train_fraction"
 SWEEP_DATASETS, SWEEP_VARIANTS, SWEEP_BASELINE, SWEEP_CELLS = "sweep.datasets", "sweep.variants", "sweep.baseline", "sweep.cells"
+SWEEP_CORPORA = "sweep.corpora"  # a composite cell's member corpora, comma-separated
 
 
 class Kind:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.job import load_job_data
+from ..data.specs import load_spec
 from ..errors import ConfigError
 from ..infer.evaluate import evaluate_split, write_predictions
 from ..infer.tagger import Tagger
@@ -69,6 +70,9 @@ def _cell_run(client, sweep: Sweep, cell: Cell, trial_id: str):
         runs.SWEEP_FRACTION: f"{cell.train_fraction:g}", runs.DATASET: cell.dataset, runs.ENCODER: cfg.encoder,
         runs.TASK: runs.task(cfg), runs.TRIAL_ID: trial_id,
     }
+    members = load_spec(cfg.dataset).members
+    if len(members) > 1:
+        tags[runs.SWEEP_CORPORA] = ",".join(m.name for m in members)
 
     def finished(run) -> bool:
         return run.info.status == "FINISHED" and f"{cfg.eval_split}_f1" in run.data.metrics
@@ -91,7 +95,7 @@ def _train_and_score(cfg, client, run_id: str, sweep: Sweep, cell: Cell) -> dict
     with result.checkpoint.as_directory() as d:
         tagger = Tagger.load(Path(d) / MODEL_SUBDIR, batch_size=cfg.eval_batch_size)
         metrics, pred = evaluate_split(tagger, data.eval, data.spec.types, with_mrc=False, progress=False)
-    preds = write_predictions(sweep.predictions / f"{run_id}.{data.eval.name}.tsv", data.eval.tokens, data.eval.tags, pred)
+    preds = write_predictions(sweep.predictions / f"{run_id}.{data.eval.name}.tsv", data.eval, pred)
     client.log_artifact(run_id, str(preds), "predictions")
     metrics["train_seconds"] = train_s
     metrics["train_sentences"] = float(len(data.train))

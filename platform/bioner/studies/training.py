@@ -75,6 +75,6 @@ def run_training(
             shutil.copytree(Path(d) / MODEL_SUBDIR, model_dir, dirs_exist_ok=True)
         tagger = Tagger.load(model_dir, batch_size=cfg.eval_batch_size)
         metrics, pred = evaluate_split(tagger, data.eval, data.spec.types, cfg.multitask, progress, cfg.mrc_eval_rows, cfg.seed)
-        preds = write_predictions(out_dir / "predictions" / f"{run_id}.{data.eval.name}.tsv", data.eval.tokens, data.eval.tags, pred)
+        preds = write_predictions(out_dir / "predictions" / f"{run_id}.{data.eval.name}.tsv", data.eval, pred)
         model_uri = log_final(metrics, preds, model_dir)
     return TrainResult(run_id, model_dir, metrics, preds, model_uri)

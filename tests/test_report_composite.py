@@ -1,0 +1,56 @@
+"""`bioner report` on a sweep with a composite dataset: each member corpus's score from the
+composite model sits beside the member's own model, compared by a paired bootstrap over that
+corpus's test sentences alone (real MLflow store, runs written as a sweep writes them)."""
+
+from __future__ import annotations
+
+from mlflow import MlflowClient
+
+from bioner.data.iob import Split
+from bioner.infer.evaluate import write_predictions
+from bioner.studies.report.collect import Counts, cell_rows, summarize
+from bioner.studies.runs import DATASET, KIND, PARENT, SWEEP_CORPORA, SWEEP_FRACTION, SWEEP_SEED, SWEEP_VARIANT, Kind
+
+GOLD_D, GOLD_C = ["B-Disease", "O"], ["B-Chemical", "O"]
+
+
+def _cell(client, exp, parent, tmp_path, dataset, seed, metrics, split: Split, pred, corpora=""):
+    tags = {PARENT: parent, KIND: Kind.CELL, DATASET: dataset, SWEEP_VARIANT: "multi", SWEEP_SEED: str(seed), SWEEP_FRACTION: "1"}
+    if corpora:
+        tags[SWEEP_CORPORA] = corpora
+    run = client.create_run(exp, tags=tags).info.run_id
+    for k, v in {"eval_split": "test", "beta": "1.0", "query_source": "annotation", "epochs": "1"}.items():
+        client.log_param(run, k, v)
+    for k, v in metrics.items():
+        client.log_metric(run, k, v)
+    client.log_artifact(run, str(write_predictions(tmp_path / f"{run}.test.tsv", split, pred)), "predictions")
+    client.set_terminated(run, "FINISHED")
+
+
+def test_composite_cells_are_reported_per_member_against_the_members_own_models(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("sweep", artifact_location=(tmp_path / "art").as_uri())
+    parent = client.create_run(exp, tags={KIND: Kind.SWEEP}).info.run_id
+    n = 30
+    dis = Split("test", tmp_path, [["flu", "x"]] * n, [GOLD_D] * n, ["dis"] * n, [("Disease",)] * n)
+    chem = Split("test", tmp_path, [["salt", "x"]] * n, [GOLD_C] * n, ["chem"] * n, [("Chemical",)] * n)
+    both = Split("test", tmp_path, dis.tokens + chem.tokens, dis.tags + chem.tags, dis.corpus + chem.corpus, dis.annotated + chem.annotated)
+    for seed in (1, 2):
+        half = [GOLD_D if i % 2 else ["O", "O"] for i in range(n)]  # the disease model finds half the diseases
+        _cell(client, exp, parent, tmp_path, "dis", seed, {"test_precision": 1.0, "test_recall": 0.5, "test_f1": 2 / 3}, dis, half)
+        _cell(client, exp, parent, tmp_path, "chem", seed, {"test_precision": 1.0, "test_recall": 1.0, "test_f1": 1.0}, chem, chem.tags)
+        _cell(client, exp, parent, tmp_path, "both", seed,
+              {"test_precision": 1.0, "test_recall": 1.0, "test_f1": 1.0, "test_dis_precision": 1.0, "test_dis_recall": 1.0,
+               "test_dis_f1": 1.0, "test_chem_precision": 1.0, "test_chem_recall": 1.0, "test_chem_f1": 1.0},
+              both, both.tags, corpora="dis,chem")
+    rows = cell_rows(client, client.get_run(parent))
+    assert sorted({(r["dataset"], r["variant"]) for r in rows}) == [
+        ("both", "multi"), ("chem", "multi"), ("chem", "multi [both]"), ("dis", "multi"), ("dis", "multi [both]")]
+    counts = Counts(client)
+    summary = {(s["dataset"], s["variant"]): s for s in summarize(rows, None, counts)}
+    better = summary[("dis", "multi [both]")]
+    assert better["delta_f1"] > 0.3 and better["p_value"] < 0.05 and better["paired_seeds"] == 2
+    same = summary[("chem", "multi [both]")]
+    assert same["delta_f1"] == 0 and same["p_value"] == 1.0  # never better than an equal model
+    assert summary[("dis", "multi")]["p_value"] is None  # no baseline variant in this sweep
+    assert len(counts(rows[0]["run_id"])) in (n, 2 * n)
