@@ -40,7 +40,20 @@ class TypeQueries(BaseModel):
         return v
 
 
-class DatasetSpec(BaseModel):
+class _Labelled:
+    """Entity types and the BIO label set of a spec with `entity_types`."""
+
+    @property
+    def types(self) -> list[str]:
+        return list(self.entity_types)
+
+    @property
+    def labels(self) -> list[str]:
+        """BIO label set: O first, then B-/I- per type in spec order."""
+        return ["O"] + [f"{p}-{t}" for t in self.types for p in ("B", "I")]
+
+
+class DatasetSpec(_Labelled, BaseModel):
     """One dataset: its corpus folder and its entity types with their queries."""
 
     model_config = ConfigDict(extra="forbid")
@@ -59,15 +72,6 @@ class DatasetSpec(BaseModel):
         return v
 
     @property
-    def types(self) -> list[str]:
-        return list(self.entity_types)
-
-    @property
-    def labels(self) -> list[str]:
-        """BIO label set: O first, then B-/I- per type in spec order."""
-        return ["O"] + [f"{p}-{t}" for t in self.entity_types for p in ("B", "I")]
-
-    @property
     def corpus_dir(self) -> Path:
         base = self.path.parent if self.path else Path.cwd()
         return (base / self.corpus).resolve()
@@ -81,7 +85,7 @@ class DatasetSpec(BaseModel):
         return [self]
 
 
-class CompositeSpec(BaseModel):
+class CompositeSpec(_Labelled, BaseModel):
     """Several datasets as one: the union of their entity types, each corpus annotating its own.
 
     A sentence is only ever asked and scored about the types its corpus annotates: a corpus that
@@ -103,13 +107,6 @@ class CompositeSpec(BaseModel):
                 out.setdefault(t, q)
         return out
 
-    @property
-    def types(self) -> list[str]:
-        return list(self.entity_types)
-
-    @property
-    def labels(self) -> list[str]:
-        return ["O"] + [f"{p}-{t}" for t in self.types for p in ("B", "I")]
 
 
 Spec = DatasetSpec | CompositeSpec
