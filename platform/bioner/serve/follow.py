@@ -80,10 +80,15 @@ class Registry:
     """The MLflow registry and artifact store, as one replica reads them."""
 
     def __init__(self, tracking_uri: str | None):
-        from mlflow import MlflowClient  # lazy: mlflow takes 2 s to import, `bioner --help` none
+        import mlflow  # lazy: mlflow takes 2 s to import, `bioner --help` none
 
+        if tracking_uri:
+            # process-wide, and meant so (a replica is its own process): MLflow's models:/ downloads open
+            # a client on the default store, which would be a new sqlite:///mlflow.db in the working directory
+            mlflow.set_tracking_uri(tracking_uri)
+            mlflow.set_registry_uri(tracking_uri)
         self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        self.client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
 
     def alias_version(self, name: str, alias: str) -> tuple[str, str | None]:
         """(version, run id) the alias names now."""

@@ -42,9 +42,15 @@ class BioNERServer:
 
     async def _tag_batch(self, requests: list[list[str]]) -> list[tuple[list[list[dict]], Loaded]]:
         """All the texts of the batch's requests in one call of the Tagger (it sorts them by length)."""
-        model = await self.follower.fresh()
         flat = [t for texts in requests for t in texts]
+        # The alias is read while the current model tags, off the batch's critical path. When the read
+        # names another version (the first batch after a promotion), that version tags the batch again.
+        fresh = asyncio.ensure_future(self.follower.fresh())
+        model = self.follower.current
         entities = await asyncio.to_thread(model.tagger.entities, flat)
+        chosen = await fresh
+        if chosen is not model:
+            model, entities = chosen, await asyncio.to_thread(chosen.tagger.entities, flat)
         out, i = [], 0
         for texts in requests:
             out.append((entities[i : i + len(texts)], model))
