@@ -52,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--move-clients", type=int, default=8, help="clients of the promotion run")
     p.add_argument("--move-replicas", type=int, default=2, help="bioner serve replicas of the promotion run")
     p.add_argument("--move-gap", type=float, default=5.0, help="seconds of load before, between and after the moves")
+    p.add_argument("--move-max-requests", type=int, default=200_000, help="requests the promotion run sends at most")
     p.add_argument("--poll-s", type=float, default=2.0, help="bioner serve --poll-s")
     p.add_argument("--start-timeout", type=float, default=300.0, help="seconds a server may take to answer its health check")
     return p.parse_args(argv)
@@ -161,9 +162,9 @@ def mlflow_serve(args, store: str, workers: int, folder: Path) -> Server:
 
 
 def run_locust(args, user: str, url: str, clients: int, duration: float, texts: Path, prefix: Path,
-               log: Path | None = None, stop_file: Path | None = None) -> dict:
+               log: Path | None = None, stop_file: Path | None = None, max_requests: int | None = None) -> dict:
     env = {**os.environ, "LOADTEST_TEXTS": str(texts), "LOADTEST_TEXTS_PER_REQUEST": str(args.texts_per_request),
-           "LOADTEST_MAX_REQUESTS": str(args.max_requests)}
+           "LOADTEST_MAX_REQUESTS": str(max_requests or args.max_requests)}
     if log:
         env["LOADTEST_LOG"] = str(log)
     if stop_file:
@@ -199,7 +200,7 @@ def measure(args, server: Server, user: str, texts: Path, folder: Path, tag: str
         cell = run_locust(args, user, server.url, clients, args.duration, texts, folder / f"{tag}-c{clients}")
         cell["texts_per_s"] = (cell["requests_per_s"] or 0) * args.texts_per_request
         cells.append({"system": server.name, **cell})
-        print(f"  {server.name}, {clients} clients: {cell['requests_per_s']:.1f} req/s, p50 {cell['p50_ms']} ms, "
+        print(f"  {server.name}, {clients} clients: {cell['requests_per_s']} req/s, p50 {cell['p50_ms']} ms, "
               f"p99 {cell['p99_ms']} ms, {cell['failures']} failed", flush=True)
     return cells
 
@@ -248,7 +249,8 @@ def promotion_run(args, store: str, reg: dict, texts: Path, folder: Path) -> dic
         mover = threading.Thread(target=moves)
         mover.start()
         budget = 3600  # the mover ends the run (stop file) once its moves are done; --max-requests bounds it too
-        stats = run_locust(args, "BioNERServe", server.url, args.move_clients, budget, texts, folder / "promotion", log, stop_file)
+        stats = run_locust(args, "BioNERServe", server.url, args.move_clients, budget, texts, folder / "promotion", log, stop_file,
+                           args.move_max_requests)
         mover.join()
         model_info = json.loads(urllib.request.urlopen(server.url + "/model", timeout=30).read())
     finally:
@@ -263,9 +265,9 @@ def check_promotion_run(log: Path, first: str, timeline: list[dict], errors: lis
     by_version: dict[str, int] = {}
     for r in records:
         by_version[str(r["version"])] = by_version.get(str(r["version"]), 0) + 1
-    for m in timeline:  # how long after `promote` returned the first answer came from the new version
+    for m in timeline:  # when the first answer came from the new version, counted from the start of `bioner promote`
         firsts = [r["done"] for r in records if r["version"] == m["version"]]
-        m["first_answer_after_s"] = round(min(firsts) - m["promote_done"], 3) if firsts else None
+        m["first_answer_s"] = round(min(firsts) - m["promote_started"], 3) if firsts else None
     if not timeline:
         errors.append("no alias move completed")
     after_last = [r for r in records if timeline and r["sent"] >= timeline[-1]["promote_done"]]
@@ -284,15 +286,17 @@ def check_promotion_run(log: Path, first: str, timeline: list[dict], errors: lis
 def print_table(results: dict) -> None:
     print("\n| system | clients | requests/s | texts/s | p50 (ms) | p99 (ms) | failed | load before |")
     print("|---|---|---|---|---|---|---|---|")
+    f = lambda x, spec: "-" if x is None else format(x, spec)  # noqa: E731  (a cell that measured nothing)
     for c in results["cells"]:
-        print(f"| {c['system']} | {c['clients']} | {c['requests_per_s']:.1f} | {c['texts_per_s']:.1f} | {c['p50_ms']:.0f} | "
-              f"{c['p99_ms']:.0f} | {c['failures']} | {c['load_average_1m_before']:.2f} |")
+        print(f"| {c['system']} | {c['clients']} | {f(c['requests_per_s'], '.1f')} | {f(c['texts_per_s'], '.1f')} | "
+              f"{f(c['p50_ms'], '.0f')} | {f(c['p99_ms'], '.0f')} | {c['failures']} | {c['load_average_1m_before']:.2f} |")
     p = results.get("promotion")
     if p:
-        moves = ", ".join(f"-> v{m['version']} (promote {m['promote_done'] - m['promote_started']:.1f} s, first answer "
-                          f"{m['first_answer_after_s']} s after)" for m in p["moves"])
-        print(f"\npromotion run, {p['clients']} clients: {p['requests']} requests, {p['failed']} failed, {p['stale']} answered by a "
-              f"version older than the alias named; v{p['first_version']} {moves}; answers by version {p['answers_by_version']}")
+        moves = ", ".join(f"-> v{m['version']} (promote ran {m['promote_done'] - m['promote_started']:.1f} s; first answer "
+                          f"from v{m['version']} {m['first_answer_s']} s after it started)" for m in p["moves"])
+        print(f"\npromotion run, {p['clients']} clients: {p['requests']} requests ({p['requests_after_last_move']} after the last "
+              f"move), {p['failed']} failed, {p['stale']} answered by a version older than the alias named; v{p['first_version']} "
+              f"{moves}; answers by version {p['answers_by_version']}" + (f"; problems: {p['errors']}" if p["errors"] else ""))
 
 
 def main(argv=None) -> int:

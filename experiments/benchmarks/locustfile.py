@@ -17,8 +17,10 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+import gevent
 from locust import events, task
 from locust.contrib.fasthttp import FastHttpUser
+from locust.exception import StopUser
 
 TEXTS: list[str] = json.loads(Path(os.environ["LOADTEST_TEXTS"]).read_text(encoding="utf-8"))
 PER_REQUEST = int(os.environ.get("LOADTEST_TEXTS_PER_REQUEST", "1"))
@@ -27,6 +29,15 @@ STOP_FILE = os.environ.get("LOADTEST_STOP_FILE")
 LOG = open(os.environ["LOADTEST_LOG"], "a", encoding="utf-8") if os.environ.get("LOADTEST_LOG") else None
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _sent = itertools.count()
+_ending = []
+
+
+def _end_run(environment) -> None:
+    """End the whole run from inside a user: the runner's quit() kills every user greenlet, so it must
+    run in a greenlet of its own, or it dies with the user that called it and the run never ends."""
+    if not _ending:
+        _ending.append(gevent.spawn(environment.runner.quit))
+    raise StopUser()
 
 
 @events.test_start.add_listener
@@ -56,8 +67,7 @@ class _ServingUser(FastHttpUser):
     def tag(self):
         n = next(_sent)
         if (MAX_REQUESTS and n >= MAX_REQUESTS) or (STOP_FILE and os.path.exists(STOP_FILE)):
-            self.environment.runner.quit()
-            return
+            _end_run(self.environment)
         texts = [TEXTS[(n * PER_REQUEST + k) % len(TEXTS)] for k in range(PER_REQUEST)]
         sent = time.time()
         version = None
