@@ -77,18 +77,25 @@ class Loaded:
 
 
 class Registry:
-    """The MLflow registry and artifact store, as one replica reads them."""
+    """The MLflow registry and artifact store, as one replica reads them; opened on first use (a model
+    folder never opens it: MLflow's SQLite store creates its file when a client opens it)."""
 
     def __init__(self, tracking_uri: str | None):
-        import mlflow  # lazy: mlflow takes 2 s to import, `bioner --help` none
-
-        if tracking_uri:
-            # process-wide, and meant so (a replica is its own process): MLflow's models:/ downloads open
-            # a client on the default store, which would be a new sqlite:///mlflow.db in the working directory
-            mlflow.set_tracking_uri(tracking_uri)
-            mlflow.set_registry_uri(tracking_uri)
         self.uri = tracking_uri
-        self.client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            import mlflow  # lazy: mlflow takes 2 s to import, `bioner --help` none
+
+            if self.uri:
+                # process-wide, and meant so (a replica is its own process): MLflow's models:/ downloads
+                # open a client on the default store, else a new sqlite:///mlflow.db in the working directory
+                mlflow.set_tracking_uri(self.uri)
+                mlflow.set_registry_uri(self.uri)
+            self._client = mlflow.MlflowClient(self.uri, registry_uri=self.uri)
+        return self._client
 
     def alias_version(self, name: str, alias: str) -> tuple[str, str | None]:
         """(version, run id) the alias names now."""
@@ -101,6 +108,7 @@ class Registry:
     def fetch(self, uri: str, dst: Path) -> Path:
         import mlflow  # lazy: start-up time
 
+        _ = self.client  # the store and registry URIs are set first
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst), tracking_uri=self.uri,
                                                         registry_uri=self.uri))
 
