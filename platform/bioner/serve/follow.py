@@ -116,10 +116,10 @@ class Registry:
 def load(ref: ModelRef, registry: Registry, version: str | None, run_id: str | None, seq: int = 0) -> Loaded:
     """Download (into a folder deleted once the weights are in memory), build the Tagger, warm it up."""
     if ref.name is not None:
-        source = f"models:/{ref.name}/{version}"
-        name = ref.name
-    else:
-        source, name = ref.uri, ref.uri.rstrip("/").rsplit("/", 1)[-1]
+        source, name = f"models:/{ref.name}/{version}", ref.name
+    else:  # a folder is named by its last part (outputs/models/<run_id>), anything else by its URI
+        source = ref.uri
+        name = Path(ref.uri).expanduser().resolve().name if Path(ref.uri).expanduser().is_dir() else ref.uri
     if Path(source).expanduser().is_dir():
         tagger = load_tagger(resolve_model(source))
     else:
