@@ -83,10 +83,11 @@ def register_model(args, folder: Path, store: str) -> dict:
     else:
         model_dir = args.model.resolve()
     mlflow.set_tracking_uri(store)
-    mlflow.set_experiment("loadtest")
-    with mlflow.start_run(run_name="loadtest-model"):
-        model_uri = log_model(model_dir).model_uri
     client = mlflow.MlflowClient(store)
+    # artifacts beside the store: MLflow's default is ./mlruns in the working directory
+    experiment = client.create_experiment("loadtest", artifact_location=(folder / "artifacts").resolve().as_uri())
+    with mlflow.start_run(experiment_id=experiment, run_name="loadtest-model"):
+        model_uri = log_model(model_dir).model_uri
     version = register_challenger(client, args.dataset, model_uri, "load test", {})
     assert promote(args.dataset, tracking_uri=store, progress=False).promoted
     return {"folder": str(model_dir), "model_uri": model_uri, "first_version": version, "client": client}
