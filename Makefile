@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: quickstart train-quickstart test bench install install-test clean help cluster-up cluster-down
+.PHONY: quickstart train-quickstart test bench loadtest install install-test install-bench clean help cluster-up cluster-down
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,9 +22,15 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[bench]'
+	@touch $@ $(VENV)/.installed
+
 install: $(VENV)/.installed  ## create .venv and install the project
 
 install-test: $(VENV)/.installed-test  ## create .venv and install the project with test extras
+
+install-bench: $(VENV)/.installed-bench  ## create .venv and install the project with the load test's locust
 
 QUICKSTART_STORE := sqlite:///$(CURDIR)/outputs/mlflow.db
 SAMPLE := Germline mutations in BRCA1 are associated with hereditary breast and ovarian cancer .
@@ -62,6 +68,10 @@ cluster-down:  ## stop what cluster-up started (by its process ids)
 bench: install  ## training and prediction throughput against the plain HF recipe (MiniLM, CPU; about 10 min)
 	$(BIN)/bioner bench train experiments/benchmarks/bench.yaml
 	$(BIN)/bioner bench predict experiments/benchmarks/bench.yaml
+
+LOADTEST_ARGS ?=
+loadtest: install-bench  ## bioner serve (1, 2 replicas) against mlflow models serve at 1/8/32 clients, and 3 promotions under load (about 10 min; idle machine)
+	$(BIN)/python experiments/benchmarks/loadtest.py $(LOADTEST_ARGS)
 
 clean:  ## remove outputs of local runs (keeps .venv)
 	rm -rf outputs .pytest_cache

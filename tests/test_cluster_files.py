@@ -99,6 +99,8 @@ def test_tracking_uri_reaches_tracked_commands_once():
     assert entrypoint(["tune", "c.yaml", "--set", "tracking_uri=http://x"], uri) == "bioner tune c.yaml --set tracking_uri=http://x"
     assert entrypoint(["datasets", "check", "a b.yaml"], uri) == "bioner datasets check 'a b.yaml'"
     assert entrypoint(["bioner", "train", "c.yaml"], None) == "bioner train c.yaml"
+    assert entrypoint(["serve", "--model", "models:/m@champion"], uri) == f"bioner serve --model models:/m@champion --tracking-uri {uri}"
+    assert entrypoint(["serve", "--model", "m", "--tracking-uri", "http://x"], uri) == "bioner serve --model m --tracking-uri http://x"
 
 
 @pytest.mark.parametrize("uri", ["sqlite:///outputs/mlflow.db", "file:mlruns", "mlruns"])
@@ -115,6 +117,7 @@ def test_tracking_warnings():
 
     assert "no --tracking-uri" in tracking_warning(None, "http://127.0.0.1:8265", "tune")
     assert tracking_warning(None, "http://127.0.0.1:8265", "datasets") is None
+    assert "models:/" in tracking_warning(None, "http://127.0.0.1:8265", "serve")
     assert "cluster's machines" in tracking_warning("sqlite:////srv/mlflow.db", "http://127.0.0.1:8265", "tune")
     assert "loopback" in tracking_warning("http://127.0.0.1:5000", "http://10.0.0.1:8265", "tune")
     assert tracking_warning("http://127.0.0.1:5000", "http://127.0.0.1:8265", "tune") is None

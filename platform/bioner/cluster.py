@@ -28,6 +28,8 @@ EXCLUDES = [
 ]
 # Commands whose config takes `tracking_uri`: the submitted URI is passed to them as --set.
 TRACKED = ("train", "tune", "sweep", "fidelity")
+# Commands that take it as an option: `serve` reads its model from the registry there.
+TRACKED_BY_OPTION = ("serve",)
 TOKEN_HELP = (
     "set RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH to a file holding it, or put it in ~/.ray/auth_token "
     "(`ray get-auth-token` on the head node prints it)"
@@ -130,6 +132,9 @@ def tracking_warning(uri: str | None, address: str, command: str) -> str | None:
     if not uri and command in TRACKED:
         return ("no --tracking-uri and no $MLFLOW_TRACKING_URI: runs go to a SQLite file inside the job's "
                 "temporary working directory on the cluster; pass --tracking-uri http://HOST:5000 to keep them")
+    if not uri and command in TRACKED_BY_OPTION:
+        return ("no --tracking-uri and no $MLFLOW_TRACKING_URI: the job reads models:/ URIs from an empty SQLite store "
+                "inside its temporary working directory on the cluster; pass --tracking-uri http://HOST:5000")
     if not uri:
         return None
     path = _store_path(uri)
@@ -166,6 +171,9 @@ def entrypoint(args: list[str], tracking_uri: str | None) -> str:
     has_uri = any(a.startswith("tracking_uri=") for a in args)
     if tracking_uri and args and args[0] in TRACKED and not has_uri:
         args += ["--set", f"tracking_uri={tracking_uri}"]
+    has_option = any(a == "--tracking-uri" or a.startswith("--tracking-uri=") for a in args)
+    if tracking_uri and args and args[0] in TRACKED_BY_OPTION and not has_option:
+        args += ["--tracking-uri", tracking_uri]
     return shlex.join(["bioner", *args])
 
 

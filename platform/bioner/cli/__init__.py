@@ -9,7 +9,7 @@ import warnings
 import typer
 
 from ..errors import BionerError
-from . import bench, cluster, datasets, models, studies, train
+from . import bench, cluster, datasets, models, serve, studies, train
 from .common import err
 
 app = typer.Typer(
@@ -18,7 +18,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for _group in (train, models, studies, datasets, cluster, bench):
+for _group in (train, models, studies, serve, datasets, cluster, bench):
     _group.register(app)
 
 

@@ -29,7 +29,7 @@ def submit(
     tracking_uri: str | None = typer.Option(
         None, "--tracking-uri",
         help="MLflow tracking URI for the job, as seen from the cluster (default: $MLFLOW_TRACKING_URI); set in every worker's "
-             "environment and passed to train/tune/fidelity as --set tracking_uri=...",
+             "environment, passed to train/tune/fidelity as --set tracking_uri=... and to serve as --tracking-uri",
     ),
     working_dir: Path = typer.Option(Path("."), "--working-dir", help="Folder shipped to the cluster as the job's working directory (configs, specs, corpora); .venv, outputs, mlruns, .git and *.db stay here."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job's logs until it ends (exit 0 only if it SUCCEEDED), or return once it is submitted."),

@@ -1,0 +1,218 @@
+"""`bioner serve` for real: Ray Serve on the session's local Ray, a trained tiny model registered in a
+SQLite MLflow store, its alias moved by `promote` under load, a replica killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from bioner.cli import app
+from bioner.config import TrainConfig
+from bioner.data.iob import read_split
+from bioner.data.specs import load_spec
+from bioner.serve.config import VERSION_HEADER, serve_config
+from bioner.serve.deploy import DEPLOYMENT, start
+from bioner.studies.training import run_training
+from bioner.tracking.registry import promote, register_challenger
+from bioner.train.local_ray import free_port, start_local_ray
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+DS = "synth-serve"
+APP = "bioner-test"
+
+
+@pytest.fixture(scope="module")
+def registry(_ray_session, tmp_path_factory, make_dataset, tiny_bert):
+    """One trained run registered as version 1 of bioner-synth-serve, promoted to champion."""
+    import ray
+
+    if not ray.is_initialized():  # an earlier test stopped the session's Ray (no_ray_in_process)
+        start_local_ray(num_cpus=2, logging_level="ERROR", log_to_driver=False)
+    d = tmp_path_factory.mktemp("serve")
+    spec = make_dataset(DS, sizes=(120, 16, 16), seed=2)
+    uri = f"sqlite:///{d / 'mlflow.db'}"
+    cfg = TrainConfig(dataset=str(spec), encoder=tiny_bert, output_dir=str(d / "out"), experiment="serve", batch_size=16,
+                      max_length=64, beta=0.0, epochs=3, learning_rate=3e-3, tracking_uri=uri)
+    run = run_training(cfg, progress=False)
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "BIONER_DATASETS")}
+    os.environ.update(MLFLOW_TRACKING_URI=uri, BIONER_DATASETS=str(spec.parent))
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    v1 = register_challenger(client, DS, run.model_uri, "first", {})
+    assert promote(DS, tracking_uri=uri, progress=False).promoted
+    texts = [" ".join(t) for t in read_split(load_spec(str(spec)), "test").tokens]
+    yield {"uri": uri, "client": client, "run": run, "v1": v1, "texts": texts}
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def server(registry):
+    """Two replicas (half a CPU each) following models:/bioner-synth-serve@champion, shut down at the end."""
+    from ray import serve
+
+    cfg = serve_config(model=f"models:/bioner-{DS}@champion", tracking_uri=registry["uri"], app_name=APP, replicas=2,
+                       cpus_per_replica=0.5, port=free_port(), poll_s=0.5, max_texts=8, max_chars=500, max_batch_texts=16)
+    start(cfg)
+    yield {"url": f"http://127.0.0.1:{cfg.port}", "cfg": cfg}
+    serve.shutdown()
+
+
+def post(url: str, body, timeout: float = 30):
+    """(status, JSON answer, model version header); a connection failure is status 0."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url + "/predict", data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read()), r.headers.get(VERSION_HEADER)
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            answer = json.loads(raw)
+        except ValueError:  # Serve's own errors (a replica died under the request) are plain text
+            answer = raw.decode("utf-8", "replace")
+        return e.code, answer, e.headers.get(VERSION_HEADER)
+    except OSError as e:
+        return 0, str(e), None
+
+
+def get(url: str, path: str) -> dict:
+    with urllib.request.urlopen(url + path, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_answers_equal_bioner_predict(server, registry):
+    texts = registry["texts"][:6] + ["", "no entities at all here", "the patient was seen with lyme disease and flu"]
+    r = CliRunner().invoke(app, ["predict", "--model", f"models:/bioner-{DS}@champion", *[t for t in texts if t]])
+    assert r.exit_code == 0, r.output
+    expected = {json.loads(line)["text"]: json.loads(line)["entities"] for line in r.stdout.strip().splitlines()}
+    expected[""] = []
+    assert any(expected.values()), "the trained model finds no entity: the comparison would be empty"
+
+    status, got, version = post(server["url"], {"texts": texts[:8]})
+    assert status == 200 and version == registry["v1"]
+    assert got == [expected[t] for t in texts[:8]]
+    # one text per request, from several clients at once: batched together on the replicas, same answers
+    answers = {}
+    threads = [threading.Thread(target=lambda t=t: answers.__setitem__(t, post(server["url"], {"texts": [t]}))) for t in texts]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert {t: a[1][0] for t, a in answers.items()} == expected
+
+    info = get(server["url"], "/model")
+    assert info["name"] == f"bioner-{DS}" and info["version"] == registry["v1"] and info["run_id"] == registry["run"].run_id
+    assert info["types"] == ["Disease"] and info["loaded_at"] and info["alias"] == "champion"
+    assert get(server["url"], "/health")["status"] == "ok"
+
+
+@pytest.mark.parametrize("body,status,field", [
+    ({"texts": ["flu"] * 9}, 413, "texts: 9 texts"),
+    ({"texts": ["flu " * 200]}, 413, "texts.0: 800 characters"),
+    (b'{"texts": [', 422, "body: not valid JSON"),
+    ({"texts": "flu"}, 422, "texts: "),
+    ({"texts": ["flu", 3]}, 422, "texts.1: "),
+    ({"sentences": ["flu"]}, 422, "texts: Field required"),
+    (b'{"texts": ["\\udc80"]}', 422, "texts.0: not valid UTF-8"),
+])
+def test_a_clients_mistake_is_a_413_or_422_never_a_500(server, body, status, field):
+    got, answer, _ = post(server["url"], body)
+    assert got == status and answer["error"].startswith(field), answer
+
+
+def _load(url: str, texts: list[str], stop: threading.Event, log: list) -> None:
+    i = 0
+    while not stop.is_set():
+        t0 = time.time()
+        status, answer, version = post(url, {"texts": [texts[i % len(texts)]]})
+        log.append((t0, status, version))
+        i += 1
+
+
+def _allowed(t_sent: float, timeline: list[tuple[float, str]]) -> set[str]:
+    """Versions the alias named at t_sent or later: a move counts from when `promote` returned."""
+    current = max((k for k, (t_done, _) in enumerate(timeline) if t_done <= t_sent), default=0)
+    return {v for _, v in timeline[current:]}
+
+
+def test_alias_moves_under_load_switch_versions_without_a_failed_request(server, registry):
+    client, uri = registry["client"], registry["uri"]
+    timeline = [(0.0, registry["v1"])]
+    stop, log = threading.Event(), []
+    clients = [threading.Thread(target=_load, args=(server["url"], registry["texts"], stop, log)) for _ in range(3)]
+    for c in clients:
+        c.start()
+    try:
+        for n in range(2):
+            time.sleep(1.5)
+            version = register_challenger(client, DS, registry["run"].model_uri, f"move {n}", {})
+            assert promote(DS, force=True, reason=f"serving test, move {n}", tracking_uri=uri, progress=False).promoted
+            timeline.append((time.time(), version))
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        for c in clients:
+            c.join(60)
+    failed = [r for r in log if r[1] != 200]
+    print(f"alias moves under load: {len(log)} requests, {len(failed)} failed, versions {sorted({r[2] for r in log})}")
+    assert not failed, f"{len(failed)} of {len(log)} requests failed: {failed[:3]}"
+    stale = [r for r in log if r[2] not in _allowed(r[0], timeline)]
+    assert not stale, f"{len(stale)} answers from a version older than the alias named: {stale[:3]} (moves: {timeline})"
+    last = timeline[-1]
+    assert any(r[2] == last[1] for r in log if r[0] > last[0]), "no answer from the last promoted version"
+    info = get(server["url"], "/model")
+    assert info["version"] == last[1] and info["history"][-1]["to"] == last[1], info
+
+
+def _replicas() -> dict[str, int]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("class_name", "=", f"ServeReplica:{APP}:{DEPLOYMENT}"), ("state", "=", "ALIVE")])
+    return {a.actor_id: a.pid for a in actors}
+
+
+def test_a_killed_replica_is_restarted_and_the_service_keeps_answering(server, registry):
+    before = _replicas()
+    assert len(before) == 2
+    victim, pid = next(iter(before.items()))
+    stop, log = threading.Event(), []
+    clients = [threading.Thread(target=_load, args=(server["url"], registry["texts"], stop, log)) for _ in range(2)]
+    for c in clients:
+        c.start()
+    try:
+        time.sleep(1.0)
+        killed = time.time()
+        os.kill(pid, signal.SIGKILL)
+        deadline = killed + 120
+        while time.time() < deadline and not (len(_replicas()) == 2 and victim not in _replicas()):
+            time.sleep(1)
+        restarted = time.time()
+        assert victim not in _replicas() and len(_replicas()) == 2, f"no new replica after 120 s: {_replicas()}"
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for c in clients:
+            c.join(60)
+    failed = [r for r in log if r[1] != 200]
+    during = [r for r in log if killed < r[0] < restarted and r[1] == 200]
+    print(f"replica killed under load: {len(log)} requests, {len(failed)} failed {[r[1] for r in failed]}, "
+          f"{len(during)} answered while the new replica started ({restarted - killed:.1f} s)")
+    # at most the requests the dead replica held fail; the other replica answers while Serve starts a new one
+    assert len(failed) <= len(clients), failed
+    assert during, "nothing answered while the killed replica was being replaced"
+    assert post(server["url"], {"texts": registry["texts"][:2]})[0] == 200

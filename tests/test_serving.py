@@ -1,0 +1,206 @@
+"""`bioner serve` without Ray: the alias follower on a fake registry, and the HTTP routes on uvicorn
+with a stand-in replica. The real thing (Ray Serve, MLflow, a trained model) is
+tests/integration/test_serve.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from types import SimpleNamespace
+
+import pytest
+
+from bioner.errors import ConfigError
+from bioner.serve.api import build_api
+from bioner.serve.config import VERSION_HEADER, ServeConfig, serve_config
+from bioner.serve.follow import Follower, Loaded, ModelRef, parse_model_uri
+from bioner.train.local_ray import free_port
+
+
+def test_model_uris():
+    assert parse_model_uri("models:/bioner-x@champion") == ModelRef("models:/bioner-x@champion", "bioner-x", "champion", None)
+    assert parse_model_uri("models:/bioner-x/3") == ModelRef("models:/bioner-x/3", "bioner-x", None, "3")
+    assert not parse_model_uri("models:/bioner-x@champion").version
+    for fixed in ("outputs/models/abc", "runs:/abc/model", "models:/x/Production"):
+        assert parse_model_uri(fixed).name is None and not parse_model_uri(fixed).follows
+
+
+def test_options_are_checked_by_name():
+    with pytest.raises(ConfigError, match="--max-batch 8 < --max-texts 64"):
+        serve_config(model="m", max_batch_texts=8)
+    with pytest.raises(ConfigError, match="replicas"):
+        serve_config(model="m", replicas=0)
+    assert ServeConfig(model="m").max_body_bytes > 64 * 10_000
+
+
+class FakeRegistry:
+    def __init__(self, version="1"):
+        self.version, self.reads, self.down = version, 0, False
+
+    def alias_version(self, name, alias):
+        self.reads += 1
+        if self.down:
+            raise ConnectionError("registry down")
+        return self.version, f"run-{self.version}"
+
+
+class FakeLoader:
+    """Loads take `delay` seconds; versions in `broken` fail."""
+
+    def __init__(self, delay=0.0, broken=()):
+        self.delay, self.broken, self.loads = delay, set(broken), []
+
+    def __call__(self, ref, registry, version, run_id, seq=0):
+        self.loads.append(version)
+        time.sleep(self.delay)
+        if version in self.broken:
+            raise OSError(f"version {version}: artifact missing")
+        return Loaded(SimpleNamespace(types=["Disease"]), ref.name, version, run_id, f"models:/{ref.name}/{version}", "now", seq)
+
+
+def _follower(registry, loader, **kw):
+    return Follower(parse_model_uri("models:/bioner-x@champion"), registry, loader=loader, **kw)
+
+
+def test_an_alias_move_loads_the_new_version_beside_the_old_and_switches():
+    reg, loader = FakeRegistry("1"), FakeLoader(delay=0.2)
+
+    async def scenario():
+        f = _follower(reg, loader)
+        old = await f.start()
+        in_flight = await f.fresh()  # a batch that took the model before the promotion
+        reg.version = "2"
+        # three batches arrive while version 2 loads: one load, all three answer with version 2
+        news = await asyncio.gather(*(f.fresh() for _ in range(3)))
+        return f, old, in_flight, news
+
+    f, old, in_flight, news = asyncio.run(scenario())
+    assert in_flight is old and old.version == "1"
+    assert {m.version for m in news} == {"2"} and loader.loads == ["1", "2"]
+    assert f.current.version == "2" and f.current.run_id == "run-2"
+    (switch,) = f.history
+    assert switch["from"] == "1" and switch["to"] == "2" and switch["load_s"] >= 0.2
+    assert f.info()["history"] == [switch] and f.info()["version"] == "2"
+
+
+def test_a_read_older_than_the_current_model_does_not_roll_it_back():
+    reg, loader = FakeRegistry("1"), FakeLoader()
+
+    async def scenario():
+        f = _follower(reg, loader)
+        await f.start()
+        stale = await f._read()  # read while the alias still named 1 ...
+        reg.version = "2"
+        await f.fresh()  # ... a later read switched to 2 ...
+        return f, await f.ensure(*stale)  # ... the stale read's batch gets 2, no reload of 1
+
+    f, model = asyncio.run(scenario())
+    assert model.version == "2" and loader.loads == ["1", "2"]
+
+
+def test_a_broken_version_or_a_registry_outage_keeps_the_old_model_answering():
+    reg, loader = FakeRegistry("1"), FakeLoader(broken={"2"})
+
+    async def scenario():
+        f = _follower(reg, loader, retry_s=60)
+        await f.start()
+        reg.version = "2"
+        first, second = await f.fresh(), await f.fresh()
+        reg.down = True
+        third = await f.fresh()
+        return f, first, second, third
+
+    f, first, second, third = asyncio.run(scenario())
+    assert first.version == second.version == third.version == "1"
+    assert loader.loads == ["1", "2"]  # the broken version is not retried on every batch
+    assert "registry down" in f.last_error["error"] and f.history.maxlen
+
+
+def test_without_check_alias_only_the_poll_reads_the_registry():
+    reg, loader = FakeRegistry("1"), FakeLoader()
+
+    async def scenario():
+        f = _follower(reg, loader, check_alias=False)
+        await f.start()
+        reg.version = "2"
+        before = await f.fresh()
+        poll = asyncio.create_task(f.poll_forever(0.05))
+        await asyncio.sleep(0.3)
+        poll.cancel()
+        return before, await f.fresh()
+
+    before, after = asyncio.run(scenario())
+    assert before.version == "1" and after.version == "2"
+
+
+class StandIn:
+    """What the routes need from a replica."""
+
+    def __init__(self, cfg):
+        self.cfg, self.seen = cfg, []
+        self.model = Loaded(SimpleNamespace(types=["Disease"]), "bioner-x", "7", "run", "models:/bioner-x/7", "now")
+
+    async def predict(self, texts):
+        self.seen.append(texts)
+        return [[{"text": t[:3], "start": 0, "end": 3, "type": "Disease"}] if t else [] for t in texts], self.model
+
+    def model_info(self):
+        return {**self.model.info(), "history": []}
+
+
+@pytest.fixture(scope="module")
+def api_url():
+    import uvicorn
+
+    server = StandIn(ServeConfig(model="m", max_texts=3, max_chars=20, max_batch_texts=3))
+    port = free_port()
+    uv = uvicorn.Server(uvicorn.Config(build_api(server), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    uv.should_exit = True
+    thread.join(10)
+
+
+def _post(url, body: bytes, content_type="application/json"):
+    req = urllib.request.Request(url + "/predict", data=body, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read()), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), e.headers
+
+
+def test_predict_answers_with_the_model_version(api_url):
+    status, body, headers = _post(api_url, json.dumps({"texts": ["measles here", ""]}).encode())
+    assert status == 200 and body == [[{"text": "mea", "start": 0, "end": 3, "type": "Disease"}], []]
+    assert headers.get(VERSION_HEADER) == "7"  # header names are case-insensitive
+    info = json.loads(urllib.request.urlopen(api_url + "/model", timeout=10).read())
+    assert info["version"] == "7" and info["types"] == ["Disease"]
+    assert json.loads(urllib.request.urlopen(api_url + "/health", timeout=10).read())["status"] == "ok"
+    assert "/predict" in json.loads(urllib.request.urlopen(api_url + "/openapi.json", timeout=10).read())["paths"]
+
+
+@pytest.mark.parametrize("body,status,field", [
+    (b'{"texts": ["a", "b", "c", "d"]}', 413, "texts: 4 texts, at most 3"),
+    (b'{"texts": ["ok", "' + b"x" * 21 + b'"]}', 413, "texts.1: 21 characters, at most 20"),
+    (b'{"texts": ["' + b"x" * 2000 + b'"]}', 413, "body: "),  # over the body bound before it is parsed
+    (b'{"texts": ["a",', 422, "body: not valid JSON"),
+    (b'{"texts": "a"}', 422, "texts: "),
+    (b'{"texts": ["a", 2]}', 422, "texts.1: "),
+    (b'{"texts": [null]}', 422, "texts.0: "),
+    (b'{"text": ["a"]}', 422, "texts: Field required"),
+    (b'["a"]', 422, "body: "),
+    (b"", 422, "body: "),
+    (b'{"texts": ["ok", "\\ud800"]}', 422, "texts.1: not valid UTF-8"),
+])
+def test_a_clients_mistake_is_a_one_line_413_or_422_naming_the_field(api_url, body, status, field):
+    got, answer, _ = _post(api_url, body)
+    assert got == status and set(answer) == {"error"} and answer["error"].startswith(field), answer
+    assert "\n" not in answer["error"]
