@@ -115,6 +115,11 @@ def test_answers_equal_bioner_predict(server, registry):
         th.join()
     assert {t: a[1][0] for t, a in answers.items()} == expected
 
+    status, only, _ = post(server["url"], {"texts": texts[:8], "types": ["Disease"]})
+    assert status == 200 and only == [expected[t] for t in texts[:8]]  # the model's one type: nothing filtered out
+    status, answer, _ = post(server["url"], {"texts": texts[:2], "types": ["Gene"]})
+    assert status == 422 and answer["error"].startswith("types: Gene not known")
+
     info = get(server["url"], "/model")
     assert info["name"] == f"bioner-{DS}" and info["version"] == registry["v1"] and info["run_id"] == registry["run"].run_id
     assert info["types"] == ["Disease"] and info["loaded_at"] and info["alias"] == "champion"

@@ -8,7 +8,7 @@ import typer
 
 from ..serve.config import serve_config
 from ..serve.deploy import serve_until_stopped
-from .common import TRACKING_HELP, out, store_uri
+from .common import PRECISION_HELP, TRACKING_HELP, out, store_uri
 
 
 def serve(
@@ -38,6 +38,7 @@ def serve(
     batch_wait_ms: float = typer.Option(10.0, "--batch-wait-ms", min=0, help="Milliseconds a batch waits for more requests after its first one arrived."),
     max_queued: int = typer.Option(1000, "--max-queued", min=1, help="Requests waiting for a replica; beyond that HTTP 503 (overloaded) instead of an ever longer wait."),
     name: str = typer.Option("bioner", "--name", help="Ray Serve application name (on a shared cluster: one per served model)."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ):
     """Serve a model over HTTP on Ray Serve until Ctrl-C (or SIGTERM: `bioner jobs stop` for a submitted job).
@@ -50,7 +51,7 @@ def serve(
     cfg = serve_config(
         model=model, tracking_uri=store_uri(tracking_uri), app_name=name, replicas=replicas, cpus_per_replica=cpus_per_replica,
         host=host, port=port, poll_s=poll_s, check_alias=check_alias, max_texts=max_texts, max_chars=max_chars,
-        max_batch_texts=max_batch, batch_wait_s=batch_wait_ms / 1000, max_queued=max_queued,
+        max_batch_texts=max_batch, batch_wait_s=batch_wait_ms / 1000, max_queued=max_queued, precision=precision,
     )
     serve_until_stopped(cfg, lambda line: out.print(line, markup=False, highlight=False, soft_wrap=True))
 

@@ -24,6 +24,7 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"texts": [EXAMPLE]}]})
 
     texts: list[str] = Field(..., description="Raw texts to tag (at most --max-texts, each at most --max-chars characters).")
+    types: list[str] | None = Field(None, description="Entity types to return (default: every type the model knows).")
 
 
 class Entity(BaseModel):
@@ -149,6 +150,12 @@ def _routes(api, server: Tagging) -> None:
         if problem:
             return JSONResponse({"error": problem}, status_code=422)
         entities, model = await server.predict(body.texts)
+        if body.types is not None:  # the batch tags every type; each request keeps the ones it asked for
+            unknown = sorted(set(body.types) - set(model.tagger.types))
+            if unknown:
+                return JSONResponse({"error": f"types: {', '.join(unknown)} not known to this model "
+                                              f"(it knows {', '.join(model.tagger.types)})"}, status_code=422)
+            entities = [[e for e in ents if e["type"] in body.types] for ents in entities]
         return JSONResponse(entities, headers=version_headers(model))
 
     @api.get("/health", summary="200 while this replica has a model loaded")

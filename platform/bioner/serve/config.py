@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigError, format_validation_error
@@ -30,6 +32,7 @@ class ServeConfig(BaseModel):
     max_batch_texts: int = Field(64, ge=1, le=100_000, description="texts of all the requests tagged together in one batch")
     batch_wait_s: float = Field(0.01, ge=0, le=10, description="seconds a batch waits for more requests once its first one arrived")
     max_queued: int = Field(1000, ge=1, description="requests waiting at the proxy for a replica (more: HTTP 503)")
+    precision: Literal["auto", "fp32", "int8"] = Field("auto", description="NER forward: int8 (CPU), fp32, or auto (int8 on a CPU)")
 
     @model_validator(mode="after")
     def _batch_holds_a_request(self):

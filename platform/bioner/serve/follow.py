@@ -54,9 +54,9 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def load_tagger(folder: Path) -> Tagger:
-    """The one place a served Tagger is built (a quantised variant is chosen here)."""
-    return Tagger.load(folder)
+def load_tagger(folder: Path, precision: str = "auto") -> Tagger:
+    """The one place a served Tagger is built: int8 on a CPU unless told otherwise (infer.int8)."""
+    return Tagger.load(folder, precision=precision)
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class Registry:
                                                         registry_uri=self.uri))
 
 
-def load(ref: ModelRef, registry: Registry, version: str | None, run_id: str | None, seq: int = 0) -> Loaded:
+def load(ref: ModelRef, registry: Registry, version: str | None, run_id: str | None, seq: int = 0, precision: str = "auto") -> Loaded:
     """Download (into a folder deleted once the weights are in memory), build the Tagger, warm it up."""
     if ref.name is not None:
         source, name = f"models:/{ref.name}/{version}", ref.name
@@ -121,10 +121,10 @@ def load(ref: ModelRef, registry: Registry, version: str | None, run_id: str | N
         source = ref.uri
         name = Path(ref.uri).expanduser().resolve().name if Path(ref.uri).expanduser().is_dir() else ref.uri
     if Path(source).expanduser().is_dir():
-        tagger = load_tagger(resolve_model(source))
+        tagger = load_tagger(resolve_model(source), precision)
     else:
         with tempfile.TemporaryDirectory(prefix="bioner-serve-") as tmp:
-            tagger = load_tagger(resolve_model(str(registry.fetch(source, Path(tmp)))))
+            tagger = load_tagger(resolve_model(str(registry.fetch(source, Path(tmp)))), precision)
     tagger.entities(WARM_UP)  # the first forward pass allocates: not on a client's time
     return Loaded(tagger, name, version, run_id, source, now_iso(), seq)
 

@@ -9,13 +9,14 @@ batch while one is tagged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 
 import torch
 
 from .api import build_api
 from .config import ServeConfig
-from .follow import Follower, Loaded, Registry, parse_model_uri
+from .follow import Follower, Loaded, Registry, load, parse_model_uri
 
 
 def count_texts(requests: list[list[str]]) -> int:
@@ -33,7 +34,8 @@ class BioNERServer:
         # Ray gives the replica cpus_per_replica CPUs; torch would otherwise start one thread per core.
         torch.set_num_threads(max(1, int(cfg.cpus_per_replica or os.cpu_count() or 1)))
         ref = parse_model_uri(cfg.model)
-        self.follower = Follower(ref, Registry(cfg.tracking_uri), check_alias=cfg.check_alias, retry_s=cfg.poll_s)
+        self.follower = Follower(ref, Registry(cfg.tracking_uri), check_alias=cfg.check_alias, retry_s=cfg.poll_s,
+                                 loader=functools.partial(load, precision=cfg.precision))
         await self.follower.start()
         self._poller = asyncio.get_running_loop().create_task(self.follower.poll_forever(cfg.poll_s)) if ref.follows else None
         self._tag = serve.batch(max_batch_size=cfg.max_batch_texts, batch_wait_timeout_s=cfg.batch_wait_s,
