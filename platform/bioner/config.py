@@ -113,8 +113,11 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
             raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML") from None
         node = out
         parts = key.split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):  # `--set epochs=1 --set epochs.x=2`
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(f"--set {key}: {where} is already set to {node!r} by an earlier --set, not a mapping with keys")
         node[parts[-1]] = value
     return out
 
