@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..config import here
 from ..errors import BionerError, ConfigError, format_validation_error
 
 TYPE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -93,7 +94,7 @@ class DatasetSpec(BaseModel):
 
     @property
     def corpus_dir(self) -> Path:
-        base = self.path.parent if self.path else Path.cwd()
+        base = self.path.parent if self.path else here()
         return (base / self.corpus).resolve()
 
     def split_file(self, split: str) -> Path:
@@ -103,7 +104,7 @@ class DatasetSpec(BaseModel):
 def spec_search_path() -> list[Path]:
     """Folders searched for `<name>.yaml`: $BIONER_DATASETS, ./experiments/datasets, the repo's."""
     dirs = [Path(p) for p in os.environ.get("BIONER_DATASETS", "").split(os.pathsep) if p]
-    dirs += [Path.cwd() / "experiments" / "datasets", REPO_ROOT / "experiments" / "datasets"]
+    dirs += [here() / "experiments" / "datasets", REPO_ROOT / "experiments" / "datasets"]
     seen, out = set(), []
     for d in dirs:
         r = d.resolve()
@@ -114,10 +115,11 @@ def spec_search_path() -> list[Path]:
 
 
 def find_spec(name_or_path: str | os.PathLike) -> Path:
-    p = Path(name_or_path)
+    given = Path(name_or_path)
+    p = given if given.is_absolute() else here() / given
     if p.suffix in (".yaml", ".yml") or p.is_file():
         if not p.is_file():
-            raise BionerError(f"{p}: dataset spec not found")
+            raise BionerError(f"{given}: dataset spec not found")
         return p.resolve()
     for d in spec_search_path():
         cand = d / f"{name_or_path}.yaml"
