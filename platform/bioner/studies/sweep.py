@@ -21,7 +21,7 @@ from ..data.queries import Queries
 from ..errors import ConfigError
 from ..infer.evaluate import evaluate_split, write_predictions
 from ..infer.tagger import Tagger
-from ..tracking.store import flat_params, git_commit, prepare_output_dir, use_experiment
+from ..tracking.store import check_reachable, flat_params, git_commit, prepare_output_dir, use_experiment
 from ..train.driver import fit, worker_job
 from ..train.local_ray import default_cpus_per_worker, ensure_ray
 from ..train.preflight import check_job, start_ray
@@ -127,6 +127,7 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
     _preflight(cfg, cells)
     out_dir = prepare_output_dir(cfg.output_dir)
     uri = cfg.resolved_tracking_uri()
+    check_reachable(uri)
     start_ray(cfg)
     exp_id = use_experiment(uri, cfg.experiment, out_dir)
     client = MlflowClient(uri)

@@ -19,7 +19,7 @@ from ..errors import BionerError
 from ..infer.evaluate import evaluate_split, write_predictions
 from ..infer.tagger import Tagger
 from ..tracking.models import log_final
-from ..tracking.store import open_store, prepare_output_dir
+from ..tracking.store import check_reachable, open_store, prepare_output_dir
 from ..train.checkpoints import restorable_checkpoint
 from ..train.driver import fit, worker_job
 from ..train.preflight import check_job, start_ray
@@ -110,6 +110,7 @@ def run_training(
     out_dir = prepare_output_dir(cfg.output_dir)
     uri = cfg.resolved_tracking_uri()
     storage = out_dir / "ray_results"
+    check_reachable(uri)  # an MLflow server that does not answer: before Ray starts
     resumed = resumable_run(cfg, out_dir) if resume else None
     if resumed:
         check_checkpoints(cfg, resumed.run_id, storage)

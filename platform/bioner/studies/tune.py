@@ -19,7 +19,7 @@ from ..data.queries import Queries
 from ..data.specs import DatasetSpec
 from ..errors import BionerError, first_line
 from ..tracking.registry import register_challenger
-from ..tracking.store import flat_params, git_commit, prepare_output_dir, use_experiment
+from ..tracking.store import check_reachable, flat_params, git_commit, prepare_output_dir, use_experiment
 from ..train.driver import fit, worker_job
 from ..train.local_ray import default_cpus_per_worker, ensure_ray
 from ..train.preflight import check_job, start_ray
@@ -105,6 +105,7 @@ def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True) -> Tu
     check_job(cfg, data.spec, [Queries.build(data.spec, s, data.train, cfg.seed, cfg.dictionary_examples) for s in sources] or [None])
     out_dir = prepare_output_dir(cfg.output_dir)
     uri = cfg.resolved_tracking_uri()
+    check_reachable(uri)
     start_ray(cfg)
     exp_id = use_experiment(uri, cfg.experiment, out_dir)
     client = MlflowClient(uri)
