@@ -29,9 +29,8 @@ def check_text(text: str, where: str) -> str:
     return text
 
 
-# Bounds on what one text, and one request to a served model, may hold. A 1 MB text takes about a
-# minute of CPU with MiniLM on 2 cores (the scoring server's default request timeout) and a few
-# hundred MB of features; a request of 1,000 such texts would take 1 GB before any work.
+# Bounds on what one text, and one request to a served model, may hold: a 5 MB line once took 309 s
+# and 961 MB with a tiny BERT (issue 17), far beyond the scoring server's 60 s request timeout.
 MAX_TEXT_CHARS_ENV, MAX_TEXT_CHARS_DEFAULT = "BIONER_MAX_TEXT_CHARS", 1_000_000
 MAX_TEXTS_ENV, MAX_TEXTS_DEFAULT = "BIONER_MAX_TEXTS", 1_000
 
