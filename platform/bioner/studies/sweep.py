@@ -21,6 +21,7 @@ from ..data.queries import Queries
 from ..errors import ConfigError
 from ..infer.evaluate import evaluate_split, write_predictions
 from ..infer.tagger import Tagger
+from ..tracking.metrics import metric_key
 from ..tracking.store import check_reachable, flat_params, git_commit, prepare_output_dir, use_experiment
 from ..train.driver import fit, worker_job
 from ..train.local_ray import default_cpus_per_worker, ensure_ray
@@ -99,7 +100,7 @@ def _train_and_score(cfg, client, run_id: str, sweep: Sweep, cell: Cell) -> dict
     metrics["train_sentences"] = float(len(data.train))
     ts = int(time.time() * 1000)
     # Logged at the last epoch's step: a per-epoch curve of the same key must not hide it.
-    client.log_batch(run_id, metrics=[Metric(k, float(v), ts, cfg.epochs) for k, v in metrics.items()])
+    client.log_batch(run_id, metrics=[Metric(metric_key(k), float(v), ts, cfg.epochs) for k, v in metrics.items()])
     shutil.rmtree(storage / name, ignore_errors=True)  # the model is scored; its checkpoints are disk only
     return metrics
 
