@@ -131,8 +131,11 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
             raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML") from None
         node = out
         parts = key.split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):  # `--set epochs=1 --set epochs.x=2`
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(f"--set {key}: {where} is already set to {node!r} by an earlier --set, not a mapping with keys")
         node[parts[-1]] = value
     return out
 
@@ -163,13 +166,41 @@ def read_yaml(path: str | os.PathLike) -> dict:
 
 
 
+def here() -> Path:
+    """The current directory, by the path it was entered by when it has been deleted under the
+    process: a Ray job's folder, which Ray may unpack again at the same path while the job runs
+    (train.local_ray says when)."""
+    try:
+        return Path(os.getcwd())
+    except FileNotFoundError:
+        pwd = os.environ.get("PWD")
+        if pwd and os.path.isabs(pwd):
+            return Path(pwd)
+        raise
+
+
 def resolve_spec_path(dataset: Any, config_path: str | os.PathLike | None) -> Any:
-    """A relative dataset spec path is relative to the config file, like every path in a config."""
-    if config_path and isinstance(dataset, str) and dataset.endswith((".yaml", ".yml")):
-        ds = Path(dataset)
-        if not ds.is_absolute() and not ds.exists():
+    """A dataset spec path made absolute: relative to the current directory when it is there, else
+    relative to the config file, like every path in a config. Ray Train runs each worker in a folder
+    of its own, where a relative path finds nothing."""
+    if isinstance(dataset, str) and dataset.endswith((".yaml", ".yml")):
+        ds = Path(dataset).expanduser()
+        if not ds.is_absolute():
+            if (here() / ds).exists() or not config_path:
+                return str(here() / ds)
             return str((Path(config_path).parent / ds).resolve())
     return dataset
+
+
+def resolve_encoder_path(encoder: Any, config_path: str | os.PathLike | None) -> Any:
+    """A relative encoder folder made absolute (from the current directory, else the config's), for
+    the same reason; a name that is no folder here (minilm, a hub name) stays as it is."""
+    if not isinstance(encoder, str) or encoder in ("minilm", "biobert") or Path(encoder).expanduser().is_absolute():
+        return encoder
+    for base in (here(), Path(config_path).parent if config_path else None):
+        if base is not None and (base / encoder).is_dir():
+            return str((base / encoder).resolve())
+    return encoder
 
 
 def load_config(model: type[BaseModel], path: str | os.PathLike | None, overrides: list[str] | None = None, ignore: set[str] = frozenset()):
@@ -178,10 +209,17 @@ def load_config(model: type[BaseModel], path: str | os.PathLike | None, override
     raw = deep_update(raw, parse_overrides(overrides))
     if "dataset" in raw:
         raw["dataset"] = resolve_spec_path(raw["dataset"], path)
+    if "encoder" in raw:
+        raw["encoder"] = resolve_encoder_path(raw["encoder"], path)
     for k in ignore:
         raw.pop(k, None)
     try:
-        return model(**raw)
+        cfg = model(**raw)
     except ValidationError as e:
         src = f"{path}: " if path else ""
         raise ConfigError(f"{src}{format_validation_error(e)}") from None
+    out = getattr(cfg, "output_dir", None)
+    if isinstance(out, str) and not Path(out).expanduser().is_absolute():
+        # fixed now: a job's later steps (a study's refits, a Ray job that leaves its folder) see one folder
+        cfg = cfg.model_copy(update={"output_dir": str(here() / Path(out).expanduser())})
+    return cfg

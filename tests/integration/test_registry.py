@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from bioner.cli import app
 from bioner.config import TrainConfig
+from bioner.data.specs import load_spec
 from bioner.studies.training import run_training
 from bioner.tracking.registry import promote, register_challenger
 
@@ -33,7 +34,7 @@ def store(tmp_path_factory, make_dataset, tiny_bert):
     uri = TrainConfig(**base).resolved_tracking_uri()
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ["BIONER_DATASETS"] = str(spec.parent)
-    yield {"uri": uri, "weak": weak, "strong": strong, "dir": d}
+    yield {"uri": uri, "weak": weak, "strong": strong, "dir": d, "spec": load_spec(spec)}
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("BIONER_DATASETS", None)
 
@@ -42,12 +43,13 @@ def test_promotion_gate(store):
     client = MlflowClient(store["uri"])
     assert store["strong"].metrics["test_f1"] > store["weak"].metrics["test_f1"] + 0.2
 
-    v1 = register_challenger(client, "synth-reg", store["weak"].model_uri, "weak", {})
+    spec = store["spec"]  # registered with the hashes of its spec and corpus files; promotion scores exactly that
+    v1 = register_challenger(client, spec, store["weak"].model_uri, "weak", {})
     d = promote("synth-reg", tracking_uri=store["uri"], progress=False)
     assert d.promoted and d.reason == "no champion yet"
     assert client.get_model_version_by_alias("bioner-synth-reg", "champion").version == int(v1)
 
-    v2 = register_challenger(client, "synth-reg", store["strong"].model_uri, "strong", {})
+    v2 = register_challenger(client, spec, store["strong"].model_uri, "strong", {})
     d = promote("synth-reg", tracking_uri=store["uri"], progress=False)
     assert d.promoted and d.p_value <= 0.05 and d.challenger_f1 > d.champion_f1
     assert client.get_model_version_by_alias("bioner-synth-reg", "champion").version == int(v2)
@@ -55,7 +57,7 @@ def test_promotion_gate(store):
     assert tags["promotion.decision"] == "promoted" and float(tags["promotion.p_value"]) <= 0.05
 
     # an identical challenger is not better: refused, p near 1, champion unchanged
-    v3 = register_challenger(client, "synth-reg", store["strong"].model_uri, "same again", {})
+    v3 = register_challenger(client, spec, store["strong"].model_uri, "same again", {})
     r = CliRunner().invoke(app, ["promote", "--dataset", "synth-reg", "--tracking-uri", store["uri"]])
     assert r.exit_code == 1 and "refused" in r.stdout
     tags = client.get_model_version("bioner-synth-reg", v3).tags

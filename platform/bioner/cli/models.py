@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -16,12 +17,14 @@ from ..data.specs import load_spec
 from ..errors import BionerError
 from ..infer.evaluate import evaluate_split, write_predictions
 from ..infer.tagger import Tagger
-from ..infer.text import check_text
+from ..infer.text import MAX_TEXT_CHARS_ENV, check_length, check_text, max_text_chars
 from ..studies.runs import KIND, RUN_NAME, STOP_REASON, Kind
 from ..tracking.models import resolve_model
 from ..tracking.registry import model_name
 from ..tracking.registry import promote as do_promote
-from .common import MODEL_HELP, PRECISION_HELP, TRACKING_HELP, dataset_name, out, print_scores, store_uri
+from ..tracking.store import open_store
+from .common import MODEL_HELP, PRECISION_HELP, TRACKING_HELP, out, print_scores, store_uri
+from .text_input import chunks, open_input
 
 runs_app = typer.Typer(help="Look at MLflow runs.", no_args_is_help=True)
 
@@ -58,42 +61,45 @@ def evaluate(
 def predict(
     text: Optional[List[str]] = typer.Argument(None, help="Texts to tag (each one argument)."),
     model: str = typer.Option(..., "--model", help=MODEL_HELP),
-    input_: Optional[Path] = typer.Option(None, "--input", help="File with one text per line ('-' for stdin)."),
+    input_: Optional[Path] = typer.Option(
+        None, "--input",
+        help="One text per line (lines end at \\n or \\r\\n only): a file, a pipe, a device, or '-' for stdin. Streamed: "
+             f"output follows in groups of texts, in bounded memory; at most ${MAX_TEXT_CHARS_ENV} characters per line.",
+    ),
     batch_size: int = typer.Option(64, help="Texts per inference batch."),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     types: Optional[str] = typer.Option(None, "--types", help="Comma-separated entity types to return (default: every type the model knows)."),
 ):
     """Tag raw text: one JSON line per text, {"text", "entities": [{"text", "start", "end", "type"}]}."""
+    limit = max_text_chars()
     # Undecodable bytes in an argument arrive as lone surrogates, which cannot be written out.
-    texts = [check_text(t, f"TEXT argument {i}") for i, t in enumerate(text or [], 1)]
-    if input_ is not None:
-        texts += _read_lines(input_)
-    if not texts:
-        raise BionerError("nothing to tag: give TEXT arguments or --input FILE")
+    texts = [check_length(check_text(t, f"TEXT argument {i}"), f"TEXT argument {i}", limit) for i, t in enumerate(text or [], 1)]
+    lines, empty = open_input(input_, limit) if input_ is not None else (iter(()), None)
+    if not texts and (input_ is None or empty):
+        raise BionerError(f"nothing to tag: --input {input_} is {empty}" if input_ is not None else
+                          "nothing to tag: give TEXT arguments or --input FILE")
     tagger = Tagger.load(resolve_model(model), batch_size=batch_size, precision=precision)
     wanted = [t.strip() for t in types.split(",") if t.strip()] if types is not None else None
     tagger.check_types(wanted)
-    for t, ents in zip(texts, tagger.entities(texts, progress=len(texts) > 1000, types=wanted)):
-        sys.stdout.write(json.dumps({"text": t, "entities": ents}, ensure_ascii=False) + "\n")
+    for group in chunks(itertools.chain(texts, lines)):
+        for t, ents in zip(group, tagger.entities(group, types=wanted)):
+            sys.stdout.write(json_line({"text": t, "entities": ents}))
+        sys.stdout.flush()
 
 
-def _read_lines(input_: Path) -> list[str]:
-    if str(input_) == "-":
-        try:
-            return sys.stdin.buffer.read().decode("utf-8").splitlines()
-        except UnicodeDecodeError as e:
-            raise BionerError(f"--input -: not UTF-8 (byte {e.start + 1})") from None
-    if not input_.is_file():
-        raise BionerError(f"--input {input_}: file not found")
-    try:
-        return input_.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise BionerError(f"--input {input_}: not UTF-8 ({e.reason})") from None
+# Characters that JSON leaves as they are but that line splitters (Python's str.splitlines, some JSON
+# Lines readers) take for line ends: escaped, one record stays one line.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def json_line(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False).translate(_LINE_BREAKS) + "\n"
 
 
 def promote(
-    dataset: str = typer.Option(..., "--dataset", help="Dataset name: the registered model is bioner-<dataset>."),
-    threshold: float = typer.Option(0.05, help="Largest p-value of the paired bootstrap that allows promotion."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset name or spec path: the registered model is bioner-<name>, "
+                                "scored on this spec's test split, which must be the corpus it was registered with."),
+    threshold: float = typer.Option(0.05, help="Largest p-value of the paired bootstrap that allows promotion, in (0, 1)."),
     resamples: int = typer.Option(1000, min=1000, help="Bootstrap resamples over test sentences (>= 1000)."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
     force: bool = typer.Option(False, "--force", help="Promote whatever the test says (needs --reason)."),
@@ -101,11 +107,15 @@ def promote(
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ):
     """Move alias `champion` to `challenger` only if it is better on test with paired-bootstrap p <= threshold."""
+    if not 0 < threshold < 1:  # nan fails this too
+        raise BionerError(f"--threshold {threshold}: a p-value threshold is between 0 and 1 (exclusive), e.g. 0.05")
+    if force and not (reason or "").strip():
+        raise BionerError("--force needs --reason TEXT that says why (it is recorded on the model version)")
     uri = store_uri(tracking_uri)
-    name = dataset_name(dataset)
-    d = do_promote(name, threshold, resamples, seed, force, reason, uri)
+    spec = load_spec(dataset)
+    d = do_promote(spec, threshold, resamples, seed, force, reason, uri)
     verdict = "[green]promoted[/]" if d.promoted else "[yellow]refused[/]"
-    out.print(f"{verdict}: {model_name(name)} version {d.challenger_version} -> champion? {d.promoted}. {d.reason}")
+    out.print(f"{verdict}: {model_name(spec.name)} version {d.challenger_version} -> champion? {d.promoted}. {d.reason}")
     if not d.promoted:
         raise typer.Exit(1)
 
@@ -120,6 +130,7 @@ def runs_compare(
     import mlflow  # lazy: mlflow takes 2 s to import, `bioner --help` none
 
     uri = store_uri(tracking_uri)
+    open_store(uri, create=False)
     mlflow.set_tracking_uri(uri)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:

@@ -29,9 +29,9 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     resume: bool = typer.Option(
         False, "--resume",
-        help="Continue the experiment's last `bioner train` job after a kill or crash: same CONFIG and --set values "
-        "(refused if any key differs), its MLflow run reopened, training restarted from its last epoch checkpoint. "
-        "The job is found through <output_dir>/train/<experiment>/bioner_train.json.",
+        help="Continue the experiment's newest unfinished `bioner train` job with this config after a kill or crash: same "
+        "CONFIG and --set values (refused if any key differs), its MLflow run reopened, training restarted from its last "
+        "good epoch checkpoint. Jobs are found through <output_dir>/train/<experiment>/jobs/<run_id>.json.",
     ),
 ):
     """Train one model on Ray Train, score it, and log everything to MLflow."""

@@ -7,16 +7,22 @@ in code names a dataset or an entity type.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import string
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..config import here
 from ..errors import BionerError, ConfigError, format_validation_error
 
 TYPE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# A type name becomes labels (B-<type>) and MLflow metric names (`test_f1_<type>`, at most 250
+# characters in MLflow): 64 leaves room for every prefix the platform writes.
+MAX_TYPE_NAME = 64
 # The checkout this package runs from (an editable install): its experiments/ are found too.
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -35,9 +41,25 @@ class TypeQueries(BaseModel):
     @field_validator("dictionary")
     @classmethod
     def _has_examples_slot(cls, v: str) -> str:
-        if "{examples}" not in v:
-            raise ValueError("the dictionary template must contain {examples}")
-        return v
+        return check_template(v)
+
+
+def check_template(v: str) -> str:
+    """A dictionary template fills exactly one field, `{examples}`; a literal brace is written `{{` or `}}`."""
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(v) if name is not None]
+    except ValueError as e:  # a lone '{' or '}'
+        raise ValueError(f"the dictionary template is not a valid template ({e}; write a literal brace as '{{{{' or '}}}}')") from None
+    others = sorted({name or "{}" for name, _, _ in fields if name != "examples"})
+    if others:
+        raise ValueError(f"the dictionary template may only use {{examples}}, not {', '.join('{' + o.strip('{}') + '}' for o in others)}")
+    if not fields:
+        raise ValueError("the dictionary template must contain {examples}")
+    try:
+        v.format(examples="x")
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as e:  # e.g. a format spec naming another field
+        raise ValueError(f"the dictionary template cannot be filled ({type(e).__name__}: {e})") from None
+    return v
 
 
 class _Labelled:
@@ -69,11 +91,14 @@ class DatasetSpec(_Labelled, BaseModel):
         for name in v:
             if not TYPE_NAME_RE.fullmatch(name):
                 raise ValueError(f"entity type name {name!r}: use letters, digits, '_' and '-' (starting with a letter or digit)")
+            if len(name) > MAX_TYPE_NAME:
+                raise ValueError(f"entity type name {name[:20]!r}... is {len(name)} characters: at most {MAX_TYPE_NAME} "
+                                 "(it becomes MLflow metric names, which MLflow limits to 250 characters)")
         return v
 
     @property
     def corpus_dir(self) -> Path:
-        base = self.path.parent if self.path else Path.cwd()
+        base = self.path.parent if self.path else here()
         return (base / self.corpus).resolve()
 
     def split_file(self, split: str) -> Path:
@@ -115,7 +140,7 @@ Spec = DatasetSpec | CompositeSpec
 def spec_search_path() -> list[Path]:
     """Folders searched for `<name>.yaml`: $BIONER_DATASETS, ./experiments/datasets, the repo's."""
     dirs = [Path(p) for p in os.environ.get("BIONER_DATASETS", "").split(os.pathsep) if p]
-    dirs += [Path.cwd() / "experiments" / "datasets", REPO_ROOT / "experiments" / "datasets"]
+    dirs += [here() / "experiments" / "datasets", REPO_ROOT / "experiments" / "datasets"]
     seen, out = set(), []
     for d in dirs:
         r = d.resolve()
@@ -126,10 +151,11 @@ def spec_search_path() -> list[Path]:
 
 
 def find_spec(name_or_path: str | os.PathLike) -> Path:
-    p = Path(name_or_path)
+    given = Path(name_or_path)
+    p = given if given.is_absolute() else here() / given
     if p.suffix in (".yaml", ".yml") or p.is_file():
         if not p.is_file():
-            raise BionerError(f"{p}: dataset spec not found")
+            raise BionerError(f"{given}: dataset spec not found")
         return p.resolve()
     for d in spec_search_path():
         cand = d / f"{name_or_path}.yaml"
@@ -139,11 +165,42 @@ def find_spec(name_or_path: str | os.PathLike) -> Path:
     raise BionerError(f"dataset {str(name_or_path)!r} not found (known: {', '.join(known) or 'none'})")
 
 
+class _NoDuplicateKeys(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: plain YAML
+    keeps the last one silently (a type declared twice would lose its first queries)."""
+
+
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, first: int, second: int):
+        self.key, self.first, self.second = key, first, second
+        super().__init__(f"{key!r} is given twice in one mapping (lines {first} and {second}); the second would silently replace the first")
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.setdefault(key, key_node.start_mark.line + 1)
+        except TypeError:  # an unhashable key: the safe loader's own error follows
+            continue
+        if first != key_node.start_mark.line + 1:
+            raise DuplicateKey(key, first, key_node.start_mark.line + 1)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_NoDuplicateKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 def load_spec(name_or_path: str | os.PathLike, _within: tuple[Path, ...] = ()) -> Spec:
     """A dataset spec by name or path: one corpus (`corpus:`), or a composite of specs (`corpora:`)."""
     path = find_spec(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoDuplicateKeys)
+    except DuplicateKey as e:
+        raise BionerError(f"{path}:{e.second}: {e}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise BionerError(f"{path}: not a valid YAML file: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict):
@@ -169,6 +226,31 @@ def _members(spec: CompositeSpec, path: Path, within: tuple[Path, ...]) -> list[
         for m in load_spec(target, within).members:
             out.setdefault(m.path, m)
     return list(out.values())
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def content_hashes(spec: Spec, splits=("train", "devel", "test")) -> dict[str, str]:
+    """SHA-256 of the spec file and of each split file: what a model was trained and scored on.
+    Recorded on a registered model version, so that promotion scores exactly that corpus. A
+    composite adds its members' files, keyed `<member>:<file>`."""
+    out = {"spec": _sha256(spec.path)} if spec.path else {}
+    if isinstance(spec, CompositeSpec):
+        for m in spec.members:
+            out.update({f"{m.name}:{k}": v for k, v in content_hashes(m, splits).items()})
+        return out
+    for split in splits:
+        f = spec.split_file(split)
+        if not f.is_file():
+            raise BionerError(f"{f}: file not found")
+        out[split] = _sha256(f)
+    return out
 
 
 def list_specs() -> list[Path]:

@@ -43,6 +43,7 @@ class Tagger:
         self.types: list[str] = meta["types"]
         self.max_length: int = meta["max_length"]
         self._ner_fb = FeatureBuilder(tokenizer, self.labels, self.max_length)
+        self.before_batch = None  # called before every forward pass (a server's deadline check raises there)
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "cpu", batch_size: int = 64, precision: str = "fp32") -> "Tagger":
@@ -63,6 +64,8 @@ class Tagger:
         batches = sorted_batches([len(r) for r in rows], self.batch_size, self.max_batch_tokens)
         with torch.inference_mode(), _progress(len(batches), desc, progress) as bar:
             for idx in batches:
+                if self.before_batch is not None:
+                    self.before_batch()
                 b = {k: v.to(self.device, non_blocking=True) for k, v in make_batch(idx).items()}
                 res = fn(b)
                 for j, i in enumerate(idx):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from ..errors import BionerError
@@ -25,4 +26,38 @@ def check_text(text: str, where: str) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
         raise BionerError(f"{where}: not valid UTF-8 text (character {e.start + 1})") from None
+    return text
+
+
+# Bounds on what one text, and one request to a served model, may hold: a 5 MB line once took 309 s
+# and 961 MB with a tiny BERT (issue 17), far beyond the scoring server's 60 s request timeout.
+MAX_TEXT_CHARS_ENV, MAX_TEXT_CHARS_DEFAULT = "BIONER_MAX_TEXT_CHARS", 1_000_000
+MAX_TEXTS_ENV, MAX_TEXTS_DEFAULT = "BIONER_MAX_TEXTS", 1_000
+
+
+def env_limit(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BionerError(f"${name}={raw!r}: expected a whole number") from None
+    if value < 1:
+        raise BionerError(f"${name}={raw!r}: expected a number of at least 1")
+    return value
+
+
+def max_text_chars() -> int:
+    return env_limit(MAX_TEXT_CHARS_ENV, MAX_TEXT_CHARS_DEFAULT)
+
+
+def max_texts() -> int:
+    return env_limit(MAX_TEXTS_ENV, MAX_TEXTS_DEFAULT)
+
+
+def check_length(text: str, where: str, limit: int | None = None) -> str:
+    limit = max_text_chars() if limit is None else limit
+    if len(text) > limit:
+        raise BionerError(f"{where}: {len(text):,} characters, more than the limit of {limit:,} per text (${MAX_TEXT_CHARS_ENV})")
     return text

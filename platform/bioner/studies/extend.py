@@ -79,11 +79,12 @@ def run_extend(model_uri: str, add: str, overrides: list[str] | None = None, nam
     spec_path, name = extension_spec(meta, added_spec, out_dir, name, base)
     cfg = extension_config(meta, folder, spec_path, overrides)
     res = run_training(cfg, progress=progress, tags={KIND: "extend", PARENT_MODEL: model_uri})
-    types = load_spec(spec_path).types
+    spec = load_spec(spec_path)
+    types = spec.types
     version = None
     if register:
         desc = (f"Entity types: {', '.join(types)}. Extended from {model_uri} (types {', '.join(meta['types'])}) with "
                 f"{', '.join(added)} from {added_spec.name}; trained on {spec_path.name} (run {res.run_id}).")
-        version = register_challenger(MlflowClient(cfg.resolved_tracking_uri()), name, res.model_uri, desc,
+        version = register_challenger(MlflowClient(cfg.resolved_tracking_uri()), spec, res.model_uri, desc,
                                       {"parent_model": model_uri, "types": ",".join(types), "run_id": res.run_id})
     return ExtendOutcome(res, spec_path, name, types, added, version)

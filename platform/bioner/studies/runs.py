@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any, Callable
+
+from filelock import FileLock, Timeout
 
 from ..config import TrainConfig
 from ..data.job import JobData
@@ -65,7 +69,67 @@ def write_state(path: Path, state: dict) -> None:
 def read_state(path: Path, what: str) -> dict:
     if not path.is_file():
         raise BionerError(f"--resume: no {what} to resume ({path} not found)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BionerError(f"--resume: {path} is damaged ({first_line(e, 120)}): delete it and start the job again") from None
+    if not isinstance(state, dict):
+        raise BionerError(f"--resume: {path} is damaged (not a JSON object): delete it and start the job again")
+    return state
+
+
+# --------------------------------------------------------------------------- one state per job
+
+
+def jobs_dir(out_dir: Path, command: str, experiment: str) -> Path:
+    """`<output_dir>/<command>/<experiment>/jobs/`: `<run_id>.json` per job, and `<run_id>.lock`, held
+    while the job runs. Two jobs of one experiment in one output_dir each keep their own state."""
+    return state_path(out_dir, command, experiment).parent / "jobs"
+
+
+def job_states(out_dir: Path, command: str, experiment: str, what: str) -> list[dict]:
+    """Every job's state, newest first; each has `path` (its file) added. A damaged one is refused."""
+    d = jobs_dir(out_dir, command, experiment)
+    files = sorted(d.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if d.is_dir() else []
+    legacy = state_path(out_dir, command, experiment)  # the one state file of older versions
+    states = [{**read_state(p, what), "path": str(p)} for p in files]
+    if legacy.is_file():
+        old = read_state(legacy, what)
+        if old.get("run_id") not in {s.get("run_id") for s in states}:
+            states.append({**old, "path": str(legacy)})
+    return sorted(states, key=lambda s: -float(s.get("started", 0)))
+
+
+def write_job_state(path: Path, run_id: str, state: dict) -> None:
+    """A new job's state (`path` is `<jobs_dir>/<run_id>.json`), with its start time and process id."""
+    write_state(path, {"run_id": run_id, "started": time.time(), "pid": os.getpid(), **state})
+
+
+@contextlib.contextmanager
+def holding_job_lock(state_file: Path):
+    """Hold `<run_id>.lock` beside the job's state while it runs. The OS lock ends with the process,
+    so a killed job leaves it free and `--resume` can tell a dead job from a running one."""
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(state_file.with_suffix(".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise BionerError(f"run {state_file.stem} is running in another process (lock {lock.lock_file}); "
+                          "wait for it, or stop that process first") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def job_is_running(state_file: Path) -> bool:
+    lock = FileLock(Path(state_file).with_suffix(".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
 
 
 # --------------------------------------------------------------------------- runs

@@ -17,13 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.job import load_job_data
+from ..data.queries import Queries
 from ..data.specs import load_spec
 from ..errors import ConfigError
 from ..infer.evaluate import evaluate_split, write_predictions
 from ..infer.tagger import Tagger
-from ..tracking.store import flat_params, git_commit, prepare_output_dir, use_experiment
+from ..tracking.metrics import metric_key
+from ..tracking.store import check_reachable, flat_params, git_commit, prepare_output_dir, use_experiment
 from ..train.driver import fit, worker_job
 from ..train.local_ray import default_cpus_per_worker, ensure_ray
+from ..train.preflight import check_job, start_ray
 from ..train.worker import MODEL_SUBDIR
 from . import runs
 from .runs import KIND, Kind
@@ -101,7 +104,7 @@ def _train_and_score(cfg, client, run_id: str, sweep: Sweep, cell: Cell) -> dict
     metrics["train_sentences"] = float(len(data.train))
     ts = int(time.time() * 1000)
     # Logged at the last epoch's step: a per-epoch curve of the same key must not hide it.
-    client.log_batch(run_id, metrics=[Metric(k, float(v), ts, cfg.epochs) for k, v in metrics.items()])
+    client.log_batch(run_id, metrics=[Metric(metric_key(k), float(v), ts, cfg.epochs) for k, v in metrics.items()])
     shutil.rmtree(storage / name, ignore_errors=True)  # the model is scored; its checkpoints are disk only
     return metrics
 
@@ -126,10 +129,11 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
     from mlflow import MlflowClient  # lazy: start-up time
 
     cells = grid(cfg)
-    for ds in cfg.dataset_list():  # corpus and spec errors surface before any run exists
-        load_job_data(next(c.config for c in cells if c.dataset == dataset_name(ds)))
+    _preflight(cfg, cells)
     out_dir = prepare_output_dir(cfg.output_dir)
     uri = cfg.resolved_tracking_uri()
+    check_reachable(uri)
+    start_ray(cfg)
     exp_id = use_experiment(uri, cfg.experiment, out_dir)
     client = MlflowClient(uri)
     state_file = runs.state_path(out_dir, COMMAND, cfg.experiment)
@@ -147,6 +151,18 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
         client.log_metric(parent, "cells_finished", done)
         client.set_terminated(parent, "FINISHED" if done == len(cells) else "FAILED")
         return SweepOutcome(parent, exp_id, uri, len(cells), done)
+
+
+def _preflight(cfg: SweepConfig, cells: list[Cell]) -> None:
+    """Corpus, spec, encoder and max_length of every kind of cell, before any run exists."""
+    for ds in cfg.dataset_list():
+        mine = [c.config for c in cells if c.dataset == dataset_name(ds)]
+        data = load_job_data(mine[0])
+        kinds = {(c.encoder, c.max_length, c.trust_remote_code): c for c in mine}
+        for c in kinds.values():
+            sources = sorted({x.query_source for x in mine if x.multitask and (x.encoder, x.max_length) == (c.encoder, c.max_length)})
+            queries = [Queries.build(data.spec, s, data.train, c.seed, c.dictionary_examples) for s in sources if s != "none"]
+            check_job(c, data.spec, queries or [None])
 
 
 def _new_parent(client, exp_id: str, cfg: SweepConfig, cells: list[Cell], state_file: Path) -> dict:

@@ -7,7 +7,9 @@ model. Tuning refits and `bioner fidelity` run the same job.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +19,15 @@ from ..errors import BionerError
 from ..infer.evaluate import evaluate_split, write_predictions
 from ..infer.tagger import Tagger
 from ..tracking.models import log_final
-from ..tracking.store import check_reachable, prepare_output_dir
+from ..tracking.store import check_reachable, open_store, prepare_output_dir
+from ..train.checkpoints import restorable_checkpoint
 from ..train.driver import fit, worker_job
+from ..train.preflight import check_job, start_ray
 from ..train.worker import MODEL_SUBDIR
-from .runs import read_state, state_path, training_run, write_state
+from .runs import holding_job_lock, job_is_running, job_states, jobs_dir, training_run, write_job_state
 
 COMMAND = "train"
+KEEP_CHECKPOINTS = 2  # the newest and the one before: --resume falls back one epoch if the newest is damaged
 
 
 @dataclass
@@ -34,22 +39,60 @@ class TrainResult:
     model_uri: str  # the logged MLflow model (models:/m-...); runs:/<run_id>/model resolves to it too
 
 
-def resumable_run(cfg: TrainConfig, out_dir: Path) -> str:
-    """The MLflow run id of the experiment's last job, if it can be continued with this config."""
+@dataclass
+class Resumable:
+    run_id: str
+    state_file: Path
+
+
+def resumable_run(cfg: TrainConfig, out_dir: Path) -> Resumable:
+    """The experiment's newest training job in this output_dir that stopped unfinished with this
+    config. Jobs still running (their lock is held) are left alone; finished ones too."""
     from mlflow import MlflowClient  # lazy: mlflow takes 2 s to import, `bioner --help` none
 
-    state = read_state(state_path(out_dir, COMMAND, cfg.experiment), f"training job of experiment {cfg.experiment!r}")
-    now = cfg.model_dump()
-    changed = [k for k in now if state["config"].get(k) != now[k]]
-    if changed:
-        k = changed[0]
-        raise BionerError(f"--resume: {k} is {now[k]!r}, the interrupted job had {state['config'].get(k)!r}; resume with the same config")
+    what = f"training job of experiment {cfg.experiment!r}"
+    states = job_states(out_dir, COMMAND, cfg.experiment, what)
+    if not states:
+        raise BionerError(f"--resume: no {what} to resume ({jobs_dir(out_dir, COMMAND, cfg.experiment)} has none)")
     uri = cfg.resolved_tracking_uri()
-    check_reachable(uri)
-    status = MlflowClient(uri).get_run(state["run_id"]).info.status
-    if status == "FINISHED":
-        raise BionerError(f"--resume: the last job of experiment {cfg.experiment!r} (run {state['run_id']}) has finished; train without --resume")
-    return state["run_id"]
+    open_store(uri, create=False)
+    client, now = MlflowClient(uri), cfg.model_dump()
+    differing = running = finished = None
+    for st in states:
+        changed = [k for k in now if st.get("config", {}).get(k) != now[k]]
+        if changed:
+            differing = differing or (st, changed[0])
+        elif job_is_running(Path(st["path"])):
+            running = running or st
+        elif client.get_run(st["run_id"]).info.status == "FINISHED":
+            finished = finished or st
+        else:
+            return Resumable(st["run_id"], Path(st["path"]))
+    if running:
+        raise BionerError(f"--resume: the {what} with this config (run {running['run_id']}) is still running "
+                          f"(pid {running.get('pid', '?')}); wait for it, or stop it first")
+    if differing:
+        st, k = differing
+        raise BionerError(f"--resume: {k} is {now[k]!r}, the interrupted job had {st['config'].get(k)!r}; resume with the same config")
+    raise BionerError(f"--resume: the last job of experiment {cfg.experiment!r} (run {finished['run_id']}) has finished; "
+                      "train without --resume")
+
+
+def check_checkpoints(cfg: TrainConfig, run_id: str, storage: Path) -> None:
+    """The run's newest restorable checkpoint (damaged newer ones are dropped, one epoch back); a
+    run that logged epochs but has no checkpoint left cannot be resumed."""
+    from mlflow import MlflowClient  # lazy: start-up time
+
+    found = restorable_checkpoint(storage / run_id)
+    if found is None:
+        if MlflowClient(cfg.resolved_tracking_uri()).get_metric_history(run_id, "train_loss"):
+            raise BionerError(f"--resume: run {run_id} logged epochs but its checkpoints are gone ({storage / run_id}); "
+                              "train again without --resume")
+        return
+    for why in found.dropped:
+        print(f"--resume: a checkpoint of run {run_id} cannot be restored ({why}); it is dropped", file=sys.stderr)
+    if found.dropped:
+        print(f"--resume: restarting from the checkpoint of epoch {found.epoch}", file=sys.stderr)
 
 
 def run_training(
@@ -57,17 +100,30 @@ def run_training(
 ) -> TrainResult:
     """The whole job: validate, open an MLflow run, train on Ray Train, score, log the model.
 
-    `resume`: reopen the experiment's last job's MLflow run and continue its Ray Train run (same
-    name and storage), which restarts from the newest checkpoint of that run.
+    Before any run opens or Ray starts: the corpus, the encoder (config and tokenizer loaded here),
+    max_length, the output folder and, with `resume`, the job to continue and its checkpoints.
+    `resume`: reopen that job's MLflow run and continue its Ray Train run (same name and storage),
+    which restarts from its newest good checkpoint.
     """
     data = load_job_data(cfg)  # corpus and spec errors surface here, before any run exists
+    check_job(cfg, data.spec, [data.queries])
     out_dir = prepare_output_dir(cfg.output_dir)
     uri = cfg.resolved_tracking_uri()
-    resume_id = resumable_run(cfg, out_dir) if resume else None
-    with training_run(cfg, data, parent_run_id, tags, resume_run_id=resume_id) as run_id:
-        if parent_run_id is None and resume_id is None:
-            write_state(state_path(out_dir, COMMAND, cfg.experiment), {"run_id": run_id, "config": cfg.model_dump()})
-        result = fit(worker_job(cfg, run_id, uri, progress), run_id, out_dir / "ray_results")
+    storage = out_dir / "ray_results"
+    check_reachable(uri)  # an MLflow server that does not answer: before Ray starts
+    resumed = resumable_run(cfg, out_dir) if resume else None
+    if resumed:
+        check_checkpoints(cfg, resumed.run_id, storage)
+    start_ray(cfg)  # and the cluster has the GPUs asked for
+    with contextlib.ExitStack() as stack:
+        if resumed:
+            stack.enter_context(holding_job_lock(resumed.state_file))
+        run_id = stack.enter_context(training_run(cfg, data, parent_run_id, tags, resume_run_id=resumed and resumed.run_id))
+        if parent_run_id is None and resumed is None:  # a refit of a study is resumed by its study
+            state_file = jobs_dir(out_dir, COMMAND, cfg.experiment) / f"{run_id}.json"
+            stack.enter_context(holding_job_lock(state_file))
+            write_job_state(state_file, run_id, {"config": cfg.model_dump()})
+        result = fit(worker_job(cfg, run_id, uri, progress), run_id, storage, keep=KEEP_CHECKPOINTS)
         if result.error:
             raise result.error
         model_dir = out_dir / "models" / run_id

@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.job import load_job_data
+from ..data.queries import Queries
+from ..data.specs import Spec
 from ..errors import BionerError, first_line
 from ..tracking.registry import register_challenger
-from ..tracking.store import flat_params, git_commit, prepare_output_dir, use_experiment
+from ..tracking.store import check_reachable, flat_params, git_commit, prepare_output_dir, use_experiment
 from ..train.driver import fit, worker_job
 from ..train.local_ray import default_cpus_per_worker, ensure_ray
+from ..train.preflight import check_job, start_ray
 from . import runs
 from .runs import KIND, TRIAL_ID, Kind
 from .training import run_training
@@ -100,8 +103,12 @@ def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True) -> Tu
 
     # Validate everything a trial and a refit will read before anything starts.
     data = load_job_data(cfg.train_config(train_splits=["train"], eval_split="devel"))
+    sources = [s for s in cfg.search.query_source if s != "none"]  # beta is searched: a trial may ask any of them
+    check_job(cfg, data.spec, [Queries.build(data.spec, s, data.train, cfg.seed, cfg.dictionary_examples) for s in sources] or [None])
     out_dir = prepare_output_dir(cfg.output_dir)
     uri = cfg.resolved_tracking_uri()
+    check_reachable(uri)
+    start_ray(cfg)
     exp_id = use_experiment(uri, cfg.experiment, out_dir)
     client = MlflowClient(uri)
     state_file = runs.state_path(out_dir, COMMAND, cfg.experiment)
@@ -135,7 +142,7 @@ def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True) -> Tu
         client.log_metric(parent, "best_devel_f1", best_f1)
         runs.log_params(client, parent, {f"best_{k}": v for k, v in best_params.items()})
         _log_study_plots(client, parent, study.name, _study_storage(out_dir))
-        outcome = _refit_and_register(cfg, client, parent, best_params, best_f1, data.spec.name, progress)
+        outcome = _refit_and_register(cfg, client, parent, best_params, best_f1, data.spec, progress)
         outcome.seconds = {"search": search_s, **outcome.seconds}
         client.set_terminated(parent, "FINISHED")
         return outcome
@@ -243,7 +250,8 @@ def _log_study_plots(client, parent: str, study_name: str, storage: str) -> None
 
 
 
-def _refit_and_register(cfg: TuneConfig, client, parent: str, best: dict, best_f1: float, dataset: str, progress: bool) -> TuneOutcome:
+def _refit_and_register(cfg: TuneConfig, client, parent: str, best: dict, best_f1: float, spec: Spec,
+                        progress: bool) -> TuneOutcome:
     t0 = time.perf_counter()
     results = []
     for k in range(cfg.refit_seeds):
@@ -269,7 +277,7 @@ def _refit_and_register(cfg: TuneConfig, client, parent: str, best: dict, best_f
             + f"({', '.join(f'{s:.4f}' for s in scores)}); this version is seed {best_seed}. "
             + f"Config: {json.dumps({**cfg.train_config().model_dump(), **best, 'epochs': cfg.max_epochs})}"
         )
-        version = register_challenger(client, dataset, best_res.model_uri, desc, {"parent_run_id": parent, "devel_f1": f"{best_f1:.4f}"})
+        version = register_challenger(client, spec, best_res.model_uri, desc, {"parent_run_id": parent, "devel_f1": f"{best_f1:.4f}"})
         client.set_tag(parent, runs.REGISTERED_VERSION, version)
         seconds["register"] = time.perf_counter() - t0
     return TuneOutcome(parent, best, best_f1, scores, version, [r.metrics for _, r in results], seconds)

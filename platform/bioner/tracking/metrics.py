@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 
 from .store import env_float
@@ -10,6 +12,23 @@ from .store import env_float
 # away (restart, network cut). MLflow's HTTP client already retries each call for about 4
 # minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES=7, exponential backoff); this window is on top of it.
 RETRY_ENV, RETRY_DEFAULT_S = "BIONER_TRACKING_RETRY_S", 600.0
+
+
+MAX_METRIC_NAME = 250  # MLflow refuses longer metric names (after the whole training, when the scores are logged)
+_METRIC_CHARS = re.compile(r"[^\w\-. /]")
+
+
+def metric_key(name: str) -> str:
+    """A name MLflow accepts as a metric key: characters outside its set become '_', and a name
+    over 250 characters is cut, with a short hash of the whole so that two long names stay apart."""
+    key = _METRIC_CHARS.sub("_", name)
+    if len(key) > MAX_METRIC_NAME:
+        key = key[: MAX_METRIC_NAME - 9] + "_" + hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+    return key
+
+
+def metric_keys(metrics: dict) -> dict:
+    return {metric_key(k): v for k, v in metrics.items()}
 
 
 def transient(e: BaseException) -> bool:
@@ -45,7 +64,7 @@ def log_epoch_metrics(tracking_uri: str, run_id: str, metrics: dict, step: int) 
 
     client = MlflowClient(tracking_uri)
     ts = int(time.time() * 1000)
-    batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if k != "epoch"]
+    batch = [Metric(metric_key(k), float(v), ts, step) for k, v in metrics.items() if k != "epoch"]
 
     def log() -> None:
         # After a worker restart or `train --resume`, the epoch after the last checkpoint is

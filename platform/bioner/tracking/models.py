@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from ..errors import BionerError, first_line
+from .metrics import metric_keys
 
 MODEL_NAME = "model"  # the logged model's name in its run: runs:/<run_id>/model
 # What a loader may override (mlflow.pyfunc.load_model(model_config=...), $MLFLOW_PYFUNC_INFERENCE_CONFIG).
@@ -27,7 +28,7 @@ def pip_requirements() -> list[str]:
 def log_final(metrics: dict, predictions: Path, model_dir: Path) -> str:
     """Log scores, predictions and the model to the active run; return the model's URI."""
     import mlflow  # lazy, as in every module the CLI imports: `bioner --help` must not pay its 2 s
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    mlflow.log_metrics({k: float(v) for k, v in metric_keys(metrics).items()})
     mlflow.log_artifact(str(predictions), "predictions")
     return log_model(model_dir).model_uri
 
@@ -62,9 +63,12 @@ def resolve_model(uri: str) -> Path:
         if (p / "bioner.json").is_file():
             return p
         # a downloaded pyfunc: the model folder sits under artifacts/
-        found = sorted(p.glob("artifacts/*/bioner.json")) + sorted(p.glob("*/bioner.json"))
-        if found:
-            return found[0].parent
+        found = sorted({f.parent for f in [*p.glob("artifacts/*/bioner.json"), *p.glob("*/bioner.json")]})
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:  # e.g. outputs/models: picking one would be a guess
+            names = ", ".join(str(f.relative_to(p)) for f in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+            raise BionerError(f"--model {uri}: this folder holds {len(found)} models ({names}); name one of them")
         raise BionerError(f"--model {uri}: no bioner.json in this folder")
     if "://" in uri or uri.startswith(("runs:/", "models:/")):
         import mlflow  # lazy: start-up time

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from filelock import FileLock
+
 from ..errors import BionerError, first_line
 
 # Free space (MiB) the output folder needs before a job starts: checkpoints, the model copy and
@@ -65,6 +67,45 @@ def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
         raise BionerError(f"tracking_uri {tracking_uri}: MLflow server not reachable ({type(e).__name__}); start it or fix the URI") from None
 
 
+# SQLite stores this process has created or checked (MLflow keeps their engines for the process).
+_OPENED: set[str] = set()
+STORE_LOCK_TIMEOUT_S = 600
+
+
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI (None for a server or another backend)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri[len("sqlite:///"):].split("?", 1)[0]).expanduser()
+
+
+def open_store(tracking_uri: str, create: bool = True) -> None:
+    """Make sure the store answers before it is used. A server must be reachable; a SQLite store is
+    created and migrated under a file lock (MLflow migrates a fresh database without one, so two
+    jobs starting at once on a new store both ran the migrations: "duplicate column name").
+    `create=False`: a missing SQLite file is an error, not a new empty store."""
+    db = sqlite_file(tracking_uri)
+    if db is None:
+        check_reachable(tracking_uri)
+        return
+    if not create and not db.is_file():
+        raise BionerError(f"no MLflow store at {db} (tracking URI {tracking_uri}): nothing has been logged there; "
+                          "name the store with --tracking-uri or $MLFLOW_TRACKING_URI")
+    if tracking_uri in _OPENED:
+        return
+    from mlflow import MlflowClient  # lazy: start-up time
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock", timeout=STORE_LOCK_TIMEOUT_S):
+        client = MlflowClient(tracking_uri)
+        try:  # the first call of each store builds its engine and, on a new database, the tables
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+        except Exception as e:  # sqlalchemy, MlflowException: one line, whatever the cause
+            raise BionerError(f"tracking_uri {tracking_uri}: the MLflow store cannot be opened ({first_line(e, 200)})") from None
+    _OPENED.add(tracking_uri)
+
+
 def use_experiment(tracking_uri: str, experiment: str, output_dir: Path) -> str:
     """Point MLflow at the store and return the experiment id, creating it if needed.
 
@@ -72,7 +113,7 @@ def use_experiment(tracking_uri: str, experiment: str, output_dir: Path) -> str:
     """
     import mlflow  # lazy: start-up time
 
-    check_reachable(tracking_uri)
+    open_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     try:
         exp = mlflow.get_experiment_by_name(experiment)
@@ -81,7 +122,15 @@ def use_experiment(tracking_uri: str, experiment: str, output_dir: Path) -> str:
     if exp is not None:
         return exp.experiment_id
     loc = (output_dir / "mlartifacts").as_uri() if tracking_uri.startswith("sqlite:") else None
-    return mlflow.create_experiment(experiment, artifact_location=loc)
+    from mlflow.exceptions import MlflowException  # lazy: start-up time
+
+    try:
+        return mlflow.create_experiment(experiment, artifact_location=loc)
+    except MlflowException:  # another job created it a moment ago
+        exp = mlflow.get_experiment_by_name(experiment)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def flat_params(cfg) -> dict[str, str]:

@@ -18,10 +18,12 @@ def worker_job(cfg: TrainConfig, mlflow_run_id: str | None = None, tracking_uri:
     return WorkerJob(cfg, default_cpus_per_worker(cfg), mlflow_run_id, tracking_uri, progress)
 
 
-def fit(job: WorkerJob, name: str, storage: Path, callbacks=(), loop: Callable[[], None] | None = None):
+def fit(job: WorkerJob, name: str, storage: Path, callbacks=(), loop: Callable[[], None] | None = None, keep: int = 1):
     """Run `loop` (default: the training loop over `job`) on Ray Train; returns the Ray Train Result.
 
     Checkpoints go to `storage/name`; a job of the same name and storage restarts from the newest.
+    `keep`: checkpoints kept; a training job keeps 2, so that `--resume` can fall back one epoch
+    when the newest is damaged (train.checkpoints).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # lazy: 4 s with torch
     from ray.train.torch import TorchTrainer
@@ -35,7 +37,7 @@ def fit(job: WorkerJob, name: str, storage: Path, callbacks=(), loop: Callable[[
         run_config=RunConfig(
             name=name,
             storage_path=str(storage),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            checkpoint_config=CheckpointConfig(num_to_keep=keep),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             callbacks=list(callbacks),
         ),

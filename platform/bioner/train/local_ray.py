@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import tempfile
 
 from ..config import TrainConfig
 
@@ -64,13 +65,58 @@ def start_local_ray(**kwargs) -> None:
 
 
 def ensure_ray() -> None:
-    """Join $RAY_ADDRESS when it is set (a cluster, or a job on one), else start a local Ray."""
+    """Join $RAY_ADDRESS when it is set (a cluster, or a job on one), else start a local Ray.
+
+    Joining, the job names its cluster's API server to every process it starts (Ray Train's
+    controller and placement-group cleaner ask the State API, which otherwise looks for "the" Ray
+    instance of the machine and fails when there are several). A Ray job's driver first leaves the
+    folder Ray started it in (see leave_job_folder)."""
     import ray  # lazy: start-up time
 
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS") or None
     if address:
-        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+        leave_job_folder()
+        api = os.environ.get(API_SERVER_ENV) or _api_server_url(address)
+        runtime_env = None
+        if api and not os.environ.get(API_SERVER_ENV):
+            os.environ[API_SERVER_ENV] = api
+            runtime_env = {"env_vars": {API_SERVER_ENV: api}}  # merged into the job's own runtime env
+        ray.init(address=address, log_to_driver=True, logging_level="WARNING", runtime_env=runtime_env)
     else:
         start_local_ray(log_to_driver=True)
+
+
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+
+
+def _api_server_url(address: str) -> str | None:
+    """The dashboard (State and Jobs API) URL of the cluster at a GCS address, from the GCS itself."""
+    if "://" in address:  # ray:// (Ray Client) or http:// (a dashboard): nothing to look up
+        return address if address.startswith("http") else None
+    from ray.dashboard.utils import ray_address_to_api_server_url  # lazy: start-up time
+
+    try:
+        return ray_address_to_api_server_url(address)
+    except Exception:  # no dashboard on that cluster: Ray's own lookup applies, as before
+        return None
+
+
+def in_ray_job() -> bool:
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def leave_job_folder() -> None:
+    """A Ray job's driver moves out of Ray's unpacked copy of its working_dir, into a folder of its own.
+
+    Ray's working_dir plugin unpacks a package with overwrite=True whenever a node's runtime-env
+    agent first meets it: it deletes the folder and unpacks it again at the same path. When two
+    nodes share one temp dir (two nodes on one host, as Ray's own multi-node tests and ours run
+    them), the second node does this under the running driver as soon as a worker of the job lands
+    on it: the driver's current directory becomes a deleted inode and every os.getcwd() fails
+    (transformers' import resolves Path("src"); Tune's result listing calls relpath). The config's
+    paths are absolute by now (config.load_config), so nothing the job reads depends on it.
+    """
+    if in_ray_job():
+        os.chdir(tempfile.mkdtemp(prefix="bioner-job-"))

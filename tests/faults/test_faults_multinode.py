@@ -1,0 +1,178 @@
+"""Issue 17 case 20: DDP across two Ray nodes.
+
+A head and a second node joined to it, one CPU each, on this host (as Ray's own multi-node tests
+run them: both nodes share one temp dir), an MLflow server, and a `bioner tune` submitted as a
+Ray job from a folder with a relative spec: its trial and its refit each train with 2 workers,
+one on each node, then it scores, logs and registers the model. Before #17 the job died when its
+driver loaded the model (Ray had unpacked the job's folder again under it: os.getcwd() failed),
+the spec path was relative to a folder the workers are not in, and Ray Train's placement-group
+cleaner could not tell which of the host's Ray instances to ask. Everything the test starts is
+stopped by process id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from _faultkit import VENV_BIN, MlflowServer, clean_env, wait_for
+from mlflow import MlflowClient
+
+from helpers import synthetic_corpus, write_spec
+
+pytestmark = pytest.mark.timeout(1200)
+
+
+def _free_ports(n: int) -> list[int]:
+    """Free loopback ports outside 10002-19999, which Ray keeps for its workers."""
+    import socket
+
+    socks, ports = [], []
+    while len(ports) < n:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        if not 10002 <= s.getsockname()[1] <= 19999:
+            ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _node_ports(ports: list[int]) -> list[str]:
+    names = ["--node-manager-port", "--object-manager-port", "--metrics-export-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--runtime-env-agent-port"]
+    return [x for name, port in zip(names, ports) for x in (name, str(port))]
+
+
+def _session(leader: int) -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True).stdout
+    return [int(p) for p, s, st in (line.split()[:3] for line in out.splitlines()) if int(s) == leader and not st.startswith("Z")]
+
+
+def _stop_session(proc: subprocess.Popen) -> None:
+    """SIGTERM to the leader (`ray start --block` stops its node), then whatever is left in its session."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    for sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGKILL):
+        left = _session(proc.pid)
+        if not left:
+            return
+        for pid in left:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        time.sleep(2)
+
+
+@dataclass
+class TwoNodes:
+    dashboard: str
+    tracking_uri: str
+    env: dict
+    temp_dir: Path
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    d = tmp_path_factory.mktemp("two-nodes")
+    temp_dir = Path(tempfile.mkdtemp(prefix="bn", dir="/tmp"))  # Ray's socket paths must stay short
+    gcs, dash, client, *ports = _free_ports(15)
+    # No token (loopback only), no RAY_* of this process: each node and job finds its cluster by address.
+    env = clean_env(RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    server = MlflowServer(d)
+    procs: list[subprocess.Popen] = []
+
+    def start(args: list[str], log: str) -> subprocess.Popen:
+        p = subprocess.Popen([str(VENV_BIN / "ray"), "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1",
+                              "--num-cpus", "1", *args], stdout=open(d / log, "wb"), stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        procs.append(p)
+        wait_for(lambda: "Ray runtime started" in (d / log).read_text(errors="replace"), 180, f"Ray ({log}) to start", proc=p, every=1)
+        return p
+
+    try:
+        start(["--head", "--port", str(gcs), "--temp-dir", str(temp_dir), "--dashboard-host", "127.0.0.1", "--dashboard-port",
+               str(dash), "--ray-client-server-port", str(client), *_node_ports(ports[:6])], "head.log")
+        start(["--address", f"127.0.0.1:{gcs}", *_node_ports(ports[6:12])], "node2.log")
+        server.start()
+        url = f"http://127.0.0.1:{dash}"
+        wait_for(lambda: len(_nodes(url)) == 2, 120, "both nodes to be alive")
+        yield TwoNodes(url, server.uri, env, temp_dir)
+    finally:
+        server.stop()
+        for p in reversed(procs):
+            _stop_session(p)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _state(url: str, what: str, **filters: str) -> list[dict]:
+    params = {"detail": "1", "limit": "10000"}
+    if filters:
+        params.update(filter_keys=list(filters), filter_predicates=["="] * len(filters), filter_values=list(filters.values()))
+    r = requests.get(f"{url}/api/v0/{what}", params=params, timeout=30)
+    r.raise_for_status()
+    return r.json()["data"]["result"]["result"]
+
+
+def _nodes(url: str) -> list[dict]:
+    try:
+        return [n for n in _state(url, "nodes") if n["state"] == "ALIVE"]
+    except requests.RequestException:
+        return []
+
+
+def test_a_tune_job_trains_across_two_nodes_scores_logs_and_registers(two_nodes, tmp_path, tiny_bert):
+    work = tmp_path / "job"  # the folder shipped as the job's working_dir: config, spec and corpus, all relative
+    synthetic_corpus(work / "corpus", sizes=(48, 16, 16), seed=3)
+    write_spec(work / "twonode.yaml", "corpus", name="twonode")
+    (work / "tune.yaml").write_text(
+        "dataset: twonode.yaml\nencoder: " + tiny_bert + "\nbatch_size: 8\nmax_length: 48\ntrain_fraction: 1.0\nbeta: 0\n"
+        "num_workers: 2\nexperiment: twonode\nnum_samples: 1\nmax_epochs: 1\ngrace_period: 1\nrefit_seeds: 1\n"
+        "search: {alpha: [1.0, 1.0], beta: [0.0, 0.0], learning_rate: [1.0e-3, 2.0e-3], query_source: [none]}\n")
+    out = tmp_path / "out"  # absolute: both nodes of this host write checkpoints there
+    r = subprocess.run([sys.executable, "-m", "bioner.cli", "submit", "--address", two_nodes.dashboard, "--tracking-uri",
+                        two_nodes.tracking_uri, "--working-dir", str(work), "--", "tune", "tune.yaml", "--set", f"output_dir={out}"],
+                       capture_output=True, text=True, timeout=1100, env=two_nodes.env)
+    logs = r.stdout + r.stderr
+    assert r.returncode == 0 and "SUCCEEDED" in r.stdout, logs[-6000:]
+    assert "Found multiple active Ray instances" not in logs and "Traceback" not in logs, logs[-6000:]
+
+    # every Ray Train run (the trial and the refit) had one worker on each node
+    workers = _state(two_nodes.dashboard, "actors", class_name="RayTrainWorker")
+    runs: dict[str, set] = {}
+    for w in workers:
+        runs.setdefault(w["placement_group_id"], set()).add(w["node_id"])
+    assert len(runs) == 2 and all(len(nodes) == 2 for nodes in runs.values()), runs
+    assert set().union(*runs.values()) == {n["node_id"] for n in _nodes(two_nodes.dashboard)}
+    # the job named its cluster to Ray Train's placement-group cleaners (else they ask "the" Ray of the host)
+    cleaners = _state(two_nodes.dashboard, "actors", class_name="PlacementGroupCleaner")
+    assert cleaners and all(json.loads(c["serialized_runtime_env"]).get("env_vars", {}).get("RAY_API_SERVER_ADDRESS")
+                            == two_nodes.dashboard for c in cleaners), [c["serialized_runtime_env"] for c in cleaners]
+    # whether Ray unpacked the job's folder again under it this time (it depends on timing): for the record
+    again = [f.name for f in two_nodes.temp_dir.glob("session_latest/logs/runtime_env_setup-*.log") if "Removing" in f.read_text()]
+    print(f"the job's folder was unpacked again under the driver: {bool(again)} {again}")
+
+    client = MlflowClient(two_nodes.tracking_uri)
+    exp = client.get_experiment_by_name("twonode")
+    runs_ = client.search_runs([exp.experiment_id])
+    kinds = {r.data.tags.get("bioner.kind"): r for r in runs_}
+    assert kinds["tune"].info.status == "FINISHED" and kinds["refit"].info.status == "FINISHED"
+    assert "test_f1" in kinds["refit"].data.metrics and "devel_f1" in kinds["trial"].data.metrics
+    version = client.get_model_version_by_alias("bioner-twonode", "challenger")
+    assert version.run_id == kinds["refit"].info.run_id and version.tags["corpus.test_sha256"]
