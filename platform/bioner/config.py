@@ -78,6 +78,10 @@ class TrainConfig(BaseModel):
     max_failures: int = Field(0, ge=0, description="Ray Train restarts from the last checkpoint after a worker failure, this many times")
     trust_remote_code: bool = Field(False, description="allow model code from the hub (off: it runs arbitrary code)")
     torch_compile: bool = Field(False, description="compile the model with torch.compile (dynamic shapes); pays a compile time once per worker")
+    bf16: bool = Field(
+        True, description="bf16 autocast on a GPU that supports it (no effect on a CPU); false: fp32, faster where a step is bound by "
+        "kernel launches, not arithmetic (BERT-base, batch 32, NCBI-disease on an H200: experiments/benchmarks/README.md)"
+    )
     run_name: str | None = Field(None, description="MLflow run name (default: dataset-source-seed)")
 
     @field_validator("experiment", "run_name")

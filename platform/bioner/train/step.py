@@ -41,7 +41,7 @@ class Step:
         self.model, self.params, self.opt, self.sched, self.cfg = model, params, opt, sched, cfg
         self.device, self.enc, self.pad_id = device, enc, pad_id
         self.multiple = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
-        self.bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.bf16 = cfg.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.pin = device.type == "cuda"  # pinned host memory makes the copy asynchronous
         default = GPU_MICRO_TOKENS if device.type == "cuda" else CPU_MICRO_TOKENS
         self.max_tokens = (cfg.micro_batch_tokens or default) if cfg.micro_batching else None
