@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bioner.errors import BionerError
-from bioner.infer.int8 import int8_path, resolve_precision
+from bioner.infer.int8 import FP32_NODES, int8_path, resolve_precision
 from bioner.infer.tagger import Tagger
 from bioner.model import build_model, load_tokenizer, save_model
 
@@ -38,6 +38,13 @@ def test_int8_finds_the_entities_fp32_finds_and_is_built_once(decisive_model, tm
     assert not path.exists()
     int8 = Tagger.load(decisive_model, precision="int8")
     assert path.is_file() and path.parent == tmp_path / "cache" and path.stat().st_size < 0.5 * (decisive_model / "model.safetensors").stat().st_size
+    import onnx
+
+    nodes = onnx.load(str(path)).graph.node
+    # fp32 products: attention's own (two activations, never quantised) and each second feed-forward product
+    plain = sorted(n.name for n in nodes if n.op_type == "MatMul" and "attention/self/MatMul" not in n.name)
+    assert len(plain) == 2 and all(FP32_NODES.search(n) for n in plain)  # the tiny BERT has 2 layers
+    assert sum(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in nodes) > len(plain)
     ents = fp32.entities(TEXTS)
     assert sum(map(len, ents)) >= 3  # the check below means something
     assert int8.entities(TEXTS) == ents
