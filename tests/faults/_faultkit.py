@@ -82,7 +82,10 @@ def free_port() -> int:
 def clean_env(**extra: str) -> dict:
     """The environment for a `bioner` child process: its own local Ray and store, never this session's."""
     # no Ray address, and no MLflow store that an in-process job of this session wrote to the variable
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI")}
+    # nor the single-machine switch that the session's own local Ray set in this process (bioner.train.local_ray):
+    # a child that runs `ray start --address` would refuse to join a cluster
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env

@@ -51,7 +51,7 @@ def test_a_composite_model_is_scored_per_corpus_on_its_own_types(composite):
 def test_a_composite_model_registers_and_predicts_every_type(composite, monkeypatch):
     cfg, res = composite
     uri = cfg.resolved_tracking_uri()
-    version = register_challenger(MlflowClient(uri), "both", res.model_uri, "both types", {})
+    version = register_challenger(MlflowClient(uri), cfg.dataset, res.model_uri, "both types", {})
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     r = CliRunner().invoke(app, ["predict", "--model", f"models:/{model_name('both')}/{version}", MIXED])
     assert r.exit_code == 0, r.output

@@ -23,7 +23,7 @@ def serve(
         None, "--cpus-per-replica", min=0.01,
         help="Ray CPUs per replica, also its torch threads (default: the cluster's CPUs divided by --replicas, whole CPUs when there are enough).",
     ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address the HTTP proxy listens on. 127.0.0.1: this machine only; name another (0.0.0.0) to open it to the network."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address the HTTP proxy listens on. 127.0.0.1: this machine only; name the node's own address to open it to the network (behind a firewall)."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port of the HTTP proxy."),
     poll_s: float = typer.Option(10.0, "--poll-s", min=0.1, help="Seconds between two reads of the followed alias in the background (loads a promoted version before traffic needs it)."),
     check_alias: bool = typer.Option(

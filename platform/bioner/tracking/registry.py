@@ -28,11 +28,14 @@ def corpus_tags(spec: Spec) -> dict[str, str]:
     return {SPEC_PATH_TAG: str(spec.path), **{CORPUS_TAG.format(k): v for k, v in content_hashes(spec).items()}}
 
 
-def register_challenger(client, spec: Spec, model_uri: str, description: str, tags: dict) -> str:
+def register_challenger(client, spec: Spec | str, model_uri: str, description: str, tags: dict) -> str:
     """Register a logged model as a new version of bioner-<dataset>, with alias `challenger`, tagged
-    with the hashes of the spec and corpus files it was trained and scored on."""
+    with the hashes of the spec and corpus files it was trained and scored on (`spec`: a spec, or
+    its name or path)."""
     import mlflow  # lazy: start-up time
 
+    if isinstance(spec, str):
+        spec = load_spec(spec)
     name = model_name(spec.name)
     tags = {**{k: str(v) for k, v in tags.items()}, **corpus_tags(spec)}
     mv = mlflow.register_model(model_uri, name, tags=tags)
