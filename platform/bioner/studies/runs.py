@@ -208,8 +208,10 @@ class Interrupted(BionerError):
 
 
 def end_if_interrupted(client, parent: str, results, total: int, error: Interrupted) -> None:
-    """Tune returns early when its driver is interrupted: the parent ends KILLED, marked interrupted."""
-    if results.num_terminated + results.num_errors < total:
+    """Tune returns early when its driver is interrupted: the parent ends KILLED, marked interrupted.
+    Trials that were running when Ctrl-C came can be counted as ended (the error Ray raises as it
+    stops them), so a count alone can miss it: `fit_or_restore` also records the signal."""
+    if getattr(results, "interrupted", False) or results.num_terminated + results.num_errors < total:
         client.set_tag(parent, INTERRUPTED, "true")
         client.set_terminated(parent, "KILLED")
         raise error
@@ -217,12 +219,26 @@ def end_if_interrupted(client, parent: str, results, total: int, error: Interrup
 
 def fit_or_restore(run_dir: Path, trainable, resume: bool, build: Callable[[], Any]):
     """Restore the Tuner a killed driver left in `run_dir` (finished trials are not run again),
-    else fit the Tuner that `build` makes."""
+    else fit the Tuner that `build` makes. The result grid's `interrupted` says whether Ctrl-C
+    (SIGINT) ended the fit early."""
+    import signal
+    import threading
+
     from ray import tune  # lazy: start-up time
 
+    before = signal.getsignal(signal.SIGINT)
     if resume and tune.Tuner.can_restore(str(run_dir)):
-        return tune.Tuner.restore(str(run_dir), trainable=trainable, resume_errored=True).fit()
-    return build().fit()
+        results = tune.Tuner.restore(str(run_dir), trainable=trainable, resume_errored=True).fit()
+    else:
+        results = build().fit()
+    # Tune installs its own SIGINT handler for the fit (in the main thread, unless
+    # TUNE_DISABLE_SIGINT_HANDLER) and puts the previous one back only when the signal came; it
+    # returns normally either way, so the handler in place now says which happened.
+    watched = threading.current_thread() is threading.main_thread() and os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") == "0"
+    results.interrupted = watched and signal.getsignal(signal.SIGINT) is before
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, before)
+    return results
 
 
 # --------------------------------------------------------------------------- a training job's run
