@@ -21,7 +21,7 @@ def tuned(make_dataset, tiny_bert):
     d = spec.parent
     cfg = load_config(TuneConfig, EXPERIMENTS / "tune-smoke.yaml", [
         f"dataset={spec}", f"encoder={tiny_bert}", f"output_dir={d / 'out'}", "experiment=tune-test",
-        "train_fraction=1.0", "num_samples=3", "max_epochs=2", "refit_seeds=2", "batch_size=16",
+        "train_fraction=1.0", "num_samples=2", "max_epochs=2", "refit_seeds=2", "batch_size=16",
         "max_length=64", "learning_rate=1e-3", "search.learning_rate=[5.0e-4, 2.0e-3]",
     ])
     return cfg, run_tune(cfg, progress=False)
@@ -48,7 +48,7 @@ def test_tune_writes_parent_trial_and_refit_runs(tuned):
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
     trials = [r for r in children if r.data.tags.get("bioner.kind") == "trial"]
     refits = [r for r in children if r.data.tags.get("bioner.kind") == "refit"]
-    assert len(trials) == 3 and len(refits) == 2
+    assert len(trials) == 2 and len(refits) == 2
     for r in trials:
         assert r.info.status in ("FINISHED", "KILLED") and r.data.tags.get("stop_reason")
         assert {"alpha", "beta", "learning_rate", "query_source"} <= set(r.data.params)
@@ -77,7 +77,7 @@ def test_runs_compare_prints_trials_best_first(tuned):
     r = CliRunner().invoke(app, ["runs", "compare", "--experiment", "tune-test", "--tracking-uri", cfg.resolved_tracking_uri()])
     assert r.exit_code == 0, r.output
     rows = [l for l in r.stdout.splitlines() if "trial-" in l]
-    assert len(rows) == 3
+    assert len(rows) == 2
     f1s = [float(x) for l in rows for x in l.split("│")[2:3] if x.strip() not in ("-", "")]
     assert f1s == sorted(f1s, reverse=True)
 
