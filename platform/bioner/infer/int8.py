@@ -1,9 +1,10 @@
 """int8 inference on a CPU: the NER forward (encoder + token head) exported to ONNX and quantised
 dynamically by ONNX Runtime (int8 weights; activations quantised per batch, as they come).
 
-Chosen over torch's dynamic quantisation (torch.ao) because it measured faster at equal entities
-(experiments/benchmarks/README.md). The quantised graph is built once per weights file (a few
-seconds) and kept in $BIONER_CACHE (default ~/.cache/bioner) as `ner.int8.<digest>.onnx`.
+Chosen over torch's dynamic quantisation (torch.ao, which torch 2.13 marks deprecated) for its
+per-channel int8 kernels; its accuracy on trained models is in experiments/benchmarks/README.md.
+The quantised graph is built once per weights file (a few seconds) and kept in $BIONER_CACHE
+(default ~/.cache/bioner) as `ner.int8.<recipe>.<digest>.onnx`.
 Only the NER head, which `bioner predict` and the served model use, runs in int8; the MRC head of
 `bioner evaluate` stays fp32.
 """
