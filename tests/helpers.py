@@ -104,3 +104,27 @@ def trial_runs_in_store(db: Path, experiment: str) -> list[tuple[str, str]]:
             ).fetchall()
     except sqlite3.Error:  # tables not there yet, or locked by the job for a moment
         return []
+
+
+def free_ports(n: int) -> list[int]:
+    """Free loopback ports outside 10002-19999, which Ray keeps for its workers."""
+    import socket
+
+    socks, ports = [], []
+    while len(ports) < n:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        if not 10002 <= s.getsockname()[1] <= 19999:
+            ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def session_pids(leader: int) -> list[int]:
+    """The live processes of the process session `leader` started (start_new_session=True)."""
+    import subprocess
+
+    out = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True).stdout
+    return [int(p) for p, s, st in (line.split()[:3] for line in out.splitlines()) if int(s) == leader and not st.startswith("Z")]

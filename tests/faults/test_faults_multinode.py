@@ -28,36 +28,15 @@ import requests
 from _faultkit import VENV_BIN, MlflowServer, clean_env, wait_for
 from mlflow import MlflowClient
 
-from helpers import synthetic_corpus, write_spec
+from helpers import free_ports, session_pids, synthetic_corpus, write_spec
 
 pytestmark = pytest.mark.timeout(1200)
-
-
-def _free_ports(n: int) -> list[int]:
-    """Free loopback ports outside 10002-19999, which Ray keeps for its workers."""
-    import socket
-
-    socks, ports = [], []
-    while len(ports) < n:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        if not 10002 <= s.getsockname()[1] <= 19999:
-            ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _node_ports(ports: list[int]) -> list[str]:
     names = ["--node-manager-port", "--object-manager-port", "--metrics-export-port", "--dashboard-agent-listen-port",
              "--dashboard-agent-grpc-port", "--runtime-env-agent-port"]
     return [x for name, port in zip(names, ports) for x in (name, str(port))]
-
-
-def _session(leader: int) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True).stdout
-    return [int(p) for p, s, st in (line.split()[:3] for line in out.splitlines()) if int(s) == leader and not st.startswith("Z")]
 
 
 def _stop_session(proc: subprocess.Popen) -> None:
@@ -69,7 +48,7 @@ def _stop_session(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             pass
     for sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGKILL):
-        left = _session(proc.pid)
+        left = session_pids(proc.pid)
         if not left:
             return
         for pid in left:
@@ -92,7 +71,7 @@ class TwoNodes:
 def two_nodes(tmp_path_factory):
     d = tmp_path_factory.mktemp("two-nodes")
     temp_dir = Path(tempfile.mkdtemp(prefix="bn", dir="/tmp"))  # Ray's socket paths must stay short
-    gcs, dash, client, *ports = _free_ports(15)
+    gcs, dash, client, *ports = free_ports(15)
     # No token (loopback only), no RAY_* of this process: each node and job finds its cluster by address.
     env = clean_env(RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     server = MlflowServer(d)

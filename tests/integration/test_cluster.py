@@ -9,7 +9,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from helpers import REPO
+from helpers import REPO, free_ports, session_pids
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -35,27 +34,8 @@ class Cluster:
     state: Path
 
 
-def _free_ports(n: int) -> list[int]:
-    """Free loopback ports outside 10002-19999, which Ray keeps for its workers."""
-    socks, ports = [], []
-    while len(ports) < n:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        if not 10002 <= s.getsockname()[1] <= 19999:
-            ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _run(cmd: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-
-
-def _session(leader: int) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True).stdout
-    return [int(p) for p, s, st in (l.split()[:3] for l in out.splitlines()) if int(s) == leader and not st.startswith("Z")]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +43,7 @@ def cluster(tmp_path_factory):
     d = tmp_path_factory.mktemp("cluster")
     token = d / "token"
     token.write_text(secrets.token_hex(32))
-    dash, mlflow_port = _free_ports(2)
+    dash, mlflow_port = free_ports(2)
     ray_tmp = tempfile.mkdtemp(prefix="bc", dir="/tmp")  # Ray's unix socket paths must stay short
     # No RAY_* from this process: an in-process test Ray sets RAY_API_SERVER_ADDRESS, which Ray's
     # CLI would prefer over --address.
@@ -175,9 +155,9 @@ def test_jobs_list_shows_both_jobs_and_stop_leaves_a_finished_one(cluster, jobs)
 
 def test_down_stops_every_process_it_started(cluster):
     leaders = {name: int((cluster.state / f"{name}.pid").read_text()) for name in ("ray", "mlflow")}
-    assert all(_session(p) for p in leaders.values())
+    assert all(session_pids(p) for p in leaders.values())
     env = {**cluster.env, "BIONER_CLUSTER_DIR": str(cluster.state)}
     r = _run([REPO / "cluster/local/down.sh"], env, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert {name: _session(p) for name, p in leaders.items()} == {"ray": [], "mlflow": []}
+    assert {name: session_pids(p) for name, p in leaders.items()} == {"ray": [], "mlflow": []}
     assert not list(cluster.state.glob("*.pid"))
