@@ -17,7 +17,7 @@ import pytest
 from bioner.errors import ConfigError
 from bioner.serve.api import build_api
 from bioner.serve.config import VERSION_HEADER, ServeConfig, serve_config
-from bioner.serve.follow import Follower, Loaded, ModelRef, parse_model_uri
+from bioner.serve.follow import SETTLE_NS, Follower, Loaded, ModelRef, Registry, parse_model_uri
 from bioner.train.local_ray import free_port
 
 
@@ -46,6 +46,9 @@ class FakeRegistry:
         if self.down:
             raise ConnectionError("registry down")
         return self.version, f"run-{self.version}"
+
+    def marker(self):
+        return None  # like a store other than SQLite: every batch reads the alias
 
 
 class FakeLoader:
@@ -135,6 +138,35 @@ def test_without_check_alias_only_the_poll_reads_the_registry():
 
     before, after = asyncio.run(scenario())
     assert before.version == "1" and after.version == "2"
+
+
+def test_on_a_sqlite_store_a_batch_reads_the_alias_only_when_the_store_changed(tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
+    client.create_registered_model("bioner-x")
+    for v in ("1", "2"):
+        client.create_model_version("bioner-x", source=f"file:///models/{v}")
+    client.set_registered_model_alias("bioner-x", "champion", "1")
+    reg, loader = Registry(uri), FakeLoader()
+    reads = []
+    read = reg.alias_version
+    reg.alias_version = lambda *a: reads.append(1) or read(*a)
+
+    async def scenario():
+        time.sleep(SETTLE_NS / 1e9 + 0.05)  # the store's files have settled
+        f = _follower(reg, loader)
+        await f.start()
+        quiet = [(await f.fresh()).version for _ in range(5)]
+        n_quiet = len(reads)
+        client.set_registered_model_alias("bioner-x", "champion", "2")  # the promotion
+        moved = (await f.fresh()).version
+        return quiet, n_quiet, moved
+
+    quiet, n_quiet, moved = asyncio.run(scenario())
+    assert quiet == ["1"] * 5 and n_quiet == 1  # the start's read serves five unchanged batches
+    assert moved == "2" and len(reads) == 2 and loader.loads == ["1", "2"]
 
 
 class StandIn:

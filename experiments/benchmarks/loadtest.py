@@ -22,6 +22,7 @@ import csv
 import datetime as dt
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -54,6 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--move-gap", type=float, default=5.0, help="seconds of load before, between and after the moves")
     p.add_argument("--move-max-requests", type=int, default=200_000, help="requests the promotion run sends at most")
     p.add_argument("--poll-s", type=float, default=2.0, help="bioner serve --poll-s")
+    p.add_argument("--serve-args", default="", help="more options of bioner serve, e.g. \"--batch-wait-ms 5 --no-check-alias\"")
     p.add_argument("--start-timeout", type=float, default=300.0, help="seconds a server may take to answer its health check")
     return p.parse_args(argv)
 
@@ -146,7 +148,7 @@ class Server:
 def bioner_serve(args, store: str, replicas: int, folder: Path) -> Server:
     port = free_port()
     cmd = [sys.executable, "-m", "bioner.cli", "serve", "--model", f"models:/bioner-{args.dataset}@champion", "--replicas",
-           str(replicas), "--port", str(port), "--tracking-uri", store, "--poll-s", str(args.poll_s)]
+           str(replicas), "--port", str(port), "--tracking-uri", store, "--poll-s", str(args.poll_s), *shlex.split(args.serve_args)]
     return Server(f"bioner serve, {replicas} replica(s)", cmd, port, "/health", folder / f"bioner-serve-{replicas}.log", dict(os.environ))
 
 

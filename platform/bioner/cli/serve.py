@@ -35,7 +35,7 @@ def serve(
     max_texts: int = typer.Option(64, "--max-texts", min=1, help="Texts per request; more is refused with HTTP 413."),
     max_chars: int = typer.Option(10_000, "--max-chars", min=1, help="Characters per text; a longer text is refused with HTTP 413."),
     max_batch: int = typer.Option(64, "--max-batch", min=1, help="Texts tagged together in one batch, from the requests of all clients (at least --max-texts)."),
-    batch_wait_ms: float = typer.Option(10.0, "--batch-wait-ms", min=0, help="Milliseconds a batch waits for more requests after its first one arrived."),
+    batch_wait_ms: float = typer.Option(0.0, "--batch-wait-ms", min=0, help="Milliseconds a batch waits for more requests after its first one arrived. 0: a batch takes the requests waiting, and those that arrive while it is tagged form the next one (measured: the best throughput and a third of the one-client latency of 10 ms)."),
     max_queued: int = typer.Option(1000, "--max-queued", min=1, help="Requests waiting for a replica; beyond that HTTP 503 (overloaded) instead of an ever longer wait."),
     name: str = typer.Option("bioner", "--name", help="Ray Serve application name (on a shared cluster: one per served model)."),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),

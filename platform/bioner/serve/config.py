@@ -30,7 +30,7 @@ class ServeConfig(BaseModel):
     max_texts: int = Field(64, ge=1, le=100_000, description="texts per request (more: HTTP 413)")
     max_chars: int = Field(10_000, ge=1, le=10_000_000, description="characters per text (more: HTTP 413)")
     max_batch_texts: int = Field(64, ge=1, le=100_000, description="texts of all the requests tagged together in one batch")
-    batch_wait_s: float = Field(0.01, ge=0, le=10, description="seconds a batch waits for more requests once its first one arrived")
+    batch_wait_s: float = Field(0.0, ge=0, le=10, description="seconds a batch waits for more requests once its first one arrived (0: it takes the requests waiting; those that arrive while it is tagged form the next)")
     max_queued: int = Field(1000, ge=1, description="requests waiting at the proxy for a replica (more: HTTP 503)")
     precision: Literal["auto", "fp32", "int8"] = Field("auto", description="NER forward: int8 (CPU), fp32, or auto (int8 on a CPU)")
 

@@ -3,7 +3,9 @@
 No Ray here: a replica (server.py) owns one Follower. A followed URI (`models:/NAME@ALIAS`) is read
 in the background every `poll_s` and, with `check_alias`, once per batch as well. A batch reads the
 alias only after all its requests have arrived, so the version it answers with is the one the alias
-named when each request was made, or a later one. The switch is one assignment: a batch that took
+named when each request was made, or a later one. On a SQLite store the per-batch read is skipped
+while the store's files are unchanged since the last read began (a stat, not a query: the read costs
+4 ms of a replica's CPU, a third of a one-text request's tagging). The switch is one assignment: a batch that took
 the old model finishes on it, and the old model is freed when the last such batch returns.
 """
 
@@ -13,6 +15,7 @@ import asyncio
 import collections
 import datetime as dt
 import logging
+import os
 import re
 import tempfile
 import time
@@ -28,6 +31,9 @@ log = logging.getLogger("ray.serve")
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 HISTORY = 100  # switches kept for GET /model
+# A file's mtime comes from the kernel's coarse clock (a few ms per tick): a store modified less than
+# this long before it was looked at may be modified again with the same mtime, so it is not trusted.
+SETTLE_NS = 50_000_000
 WARM_UP = ["Germline mutations in BRCA1 cause hereditary breast cancer ."]
 
 
@@ -97,6 +103,24 @@ class Registry:
             self._client = mlflow.MlflowClient(self.uri, registry_uri=self.uri)
         return self._client
 
+    def marker(self) -> tuple | None:
+        """What the store's files look like now, if that says whether the registry changed: a SQLite
+        store's database, WAL and journal files (mtime, size); None (unknown: read it) for any other
+        store, or for files modified too recently to be trusted."""
+        if not (self.uri or "").startswith("sqlite:///"):
+            return None
+        db, now, mark = self.uri[len("sqlite:///"):].split("?")[0], time.time_ns(), []
+        for path in (db, db + "-wal", db + "-journal"):
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                mark.append(None)
+                continue
+            if now - st.st_mtime_ns < SETTLE_NS:
+                return None
+            mark.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(mark)
+
     def alias_version(self, name: str, alias: str) -> tuple[str, str | None]:
         """(version, run id) the alias names now."""
         mv = self.client.get_model_version_by_alias(name, alias)
@@ -141,6 +165,7 @@ class Follower:
         self._seq = 0
         self._lock = asyncio.Lock()  # one load at a time; a batch that needs the same version waits for it
         self._failed: dict[str, float] = {}  # version -> when its load failed (not retried for retry_s)
+        self._last: tuple | None = None  # (store marker before a read, that read's seq, version, run id)
 
     async def start(self) -> Loaded:
         """Load the version the URI names now (a failure here fails the replica's start)."""
@@ -155,16 +180,25 @@ class Follower:
 
     async def _read(self) -> tuple[int, str, str | None]:
         self._seq += 1  # numbered before the read starts: a larger number read the alias later
-        seq = self._seq
+        seq, mark = self._seq, self.registry.marker()
         version, run_id = await asyncio.to_thread(self.registry.alias_version, self.ref.name, self.ref.alias)
+        if mark is not None:
+            self._last = (mark, seq, version, run_id)
         return seq, version, run_id
+
+    async def _read_if_changed(self) -> tuple[int, str, str | None]:
+        """The alias now: the last read's answer while the store is as it was when that read began."""
+        last = self._last
+        if last is not None and last[0] == self.registry.marker():
+            return last[1:]
+        return await self._read()
 
     async def fresh(self) -> Loaded:
         """The model for a batch whose requests have all arrived."""
         if not (self.ref.follows and self.check_alias):
             return self.current
         try:
-            seq, version, run_id = await self._read()
+            seq, version, run_id = await self._read_if_changed()
         except Exception as e:  # the registry is down or the alias gone: answer with what we have
             self._error(f"reading {self.ref.uri}: {first_line(e)}")
             return self.current
