@@ -4,9 +4,9 @@ No Ray here: a replica (server.py) owns one Follower. A followed URI (`models:/N
 in the background every `poll_s` and, with `check_alias`, once per batch as well. A batch reads the
 alias only after all its requests have arrived, so the version it answers with is the one the alias
 named when each request was made, or a later one. On a SQLite store the per-batch read is skipped
-while the store's files are unchanged since the last read began (a stat, not a query: the read costs
-4 ms of a replica's CPU, a third of a one-text request's tagging). The switch is one assignment: a batch that took
-the old model finishes on it, and the old model is freed when the last such batch returns.
+while the store's files are unchanged since the last read began (a stat, not a query: a read costs
+4 ms of a replica's CPU, a third of tagging one sentence). The switch is one assignment: a batch
+that took the old model finishes on it, and the old model is freed when the last such batch returns.
 """
 
 from __future__ import annotations
