@@ -99,7 +99,8 @@ def _sweep_report(client, parent, rep: Report, meta: dict) -> dict[str, Path]:
         raise BionerError(f"run {parent.info.run_id}: no finished cells yet")
     baseline = parent.data.tags.get(SWEEP_BASELINE) or None
     expected = int(parent.data.tags.get(SWEEP_CELLS, len(rows)))
-    meta.update(baseline=baseline or "-", cells=f"{len(rows)} finished of {expected}")
+    # a composite cell gives a row per member corpus (and one for the composite): count runs, not rows
+    meta.update(baseline=baseline or "-", cells=f"{len({r['run_id'] for r in rows})} finished of {expected}")
     order = {v: k for k, v in enumerate((parent.data.tags.get(SWEEP_VARIANTS) or "").split(","))}
     rows.sort(key=lambda r: (r["dataset"], -r["train_fraction"], order.get(r["variant"], len(order)), r["variant"], r["seed"]))
     summary = summarize(rows, baseline, Counts(client), PaperF1())  # in the sweep's variant order
