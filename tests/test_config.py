@@ -126,3 +126,14 @@ def test_the_paper_reference_figures_are_data_read_by_the_report():
     assert paper("ncbi-disease", 1.0, "annotation", 0.1) == 82.08
     assert paper("ncbi-disease", 1.0, "wikipedia", 0.1) is None  # the paper has no such cell
     assert len(paper.table) == 3 * 6 + 3 * 2
+
+
+def test_relative_model_and_encoder_folders_are_made_absolute_for_the_workers(tmp_path, monkeypatch):
+    # Ray Train runs each worker in a folder of its own: `bioner extend --model outputs/models/<id>`
+    # failed there with "not a bioner model folder" when init_from stayed relative.
+    (tmp_path / "outputs" / "models" / "abc").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PWD", str(tmp_path))
+    cfg = load_config(TrainConfig, None, ["init_from=outputs/models/abc", "encoder=outputs/models/abc"])
+    assert cfg.init_from == cfg.encoder == str(tmp_path / "outputs" / "models" / "abc")
+    assert load_config(TrainConfig, None, ["encoder=minilm"]).encoder == "minilm"

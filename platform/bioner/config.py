@@ -197,8 +197,8 @@ def resolve_spec_path(dataset: Any, config_path: str | os.PathLike | None) -> An
 
 
 def resolve_encoder_path(encoder: Any, config_path: str | os.PathLike | None) -> Any:
-    """A relative encoder folder made absolute (from the current directory, else the config's), for
-    the same reason; a name that is no folder here (minilm, a hub name) stays as it is."""
+    """A relative encoder or model folder made absolute (from the current directory, else the config's),
+    for the same reason; a name that is no folder here (minilm, a hub name) stays as it is."""
     if not isinstance(encoder, str) or encoder in ("minilm", "biobert") or Path(encoder).expanduser().is_absolute():
         return encoder
     for base in (here(), Path(config_path).parent if config_path else None):
@@ -213,8 +213,9 @@ def load_config(model: type[BaseModel], path: str | os.PathLike | None, override
     raw = deep_update(raw, parse_overrides(overrides))
     if "dataset" in raw:
         raw["dataset"] = resolve_spec_path(raw["dataset"], path)
-    if "encoder" in raw:
-        raw["encoder"] = resolve_encoder_path(raw["encoder"], path)
+    for key in ("encoder", "init_from"):  # folders (init_from: the model `bioner extend` starts from)
+        if key in raw:
+            raw[key] = resolve_encoder_path(raw[key], path)
     for k in ignore:
         raw.pop(k, None)
     try:
