@@ -196,15 +196,15 @@ def resolve_spec_path(dataset: Any, config_path: str | os.PathLike | None) -> An
     return dataset
 
 
-def resolve_encoder_path(encoder: Any, config_path: str | os.PathLike | None) -> Any:
+def resolve_folder_path(folder: Any, config_path: str | os.PathLike | None) -> Any:
     """A relative encoder or model folder made absolute (from the current directory, else the config's),
     for the same reason; a name that is no folder here (minilm, a hub name) stays as it is."""
-    if not isinstance(encoder, str) or encoder in ("minilm", "biobert") or Path(encoder).expanduser().is_absolute():
-        return encoder
+    if not isinstance(folder, str) or folder in ("minilm", "biobert") or Path(folder).expanduser().is_absolute():
+        return folder
     for base in (here(), Path(config_path).parent if config_path else None):
-        if base is not None and (base / encoder).is_dir():
-            return str((base / encoder).resolve())
-    return encoder
+        if base is not None and (base / folder).is_dir():
+            return str((base / folder).resolve())
+    return folder
 
 
 def load_config(model: type[BaseModel], path: str | os.PathLike | None, overrides: list[str] | None = None, ignore: set[str] = frozenset()):
@@ -215,7 +215,7 @@ def load_config(model: type[BaseModel], path: str | os.PathLike | None, override
         raw["dataset"] = resolve_spec_path(raw["dataset"], path)
     for key in ("encoder", "init_from"):  # folders (init_from: the model `bioner extend` starts from)
         if key in raw:
-            raw[key] = resolve_encoder_path(raw[key], path)
+            raw[key] = resolve_folder_path(raw[key], path)
     for k in ignore:
         raw.pop(k, None)
     try:
