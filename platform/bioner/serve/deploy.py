@@ -9,10 +9,10 @@ import os
 import signal
 import socket
 import time
-from pathlib import Path
 
 from ..errors import BionerError, first_line
 from ..tracking.models import resolve_model
+from ..tracking.store import sqlite_file
 from ..train.local_ray import ensure_ray
 from .config import ServeConfig
 from .follow import parse_model_uri
@@ -23,9 +23,10 @@ DEPLOYMENT = "BioNERServer"
 
 def absolute_store(uri: str | None) -> str | None:
     """A relative sqlite:/// store made absolute: replicas do not run in the driver's working directory."""
-    if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
-    return uri
+    db = sqlite_file(uri) if uri else None
+    if db is None or db.is_absolute():
+        return uri
+    return f"sqlite:///{db.resolve()}" + "".join(uri.partition("?")[1:])
 
 
 def check_model(cfg: ServeConfig) -> str:

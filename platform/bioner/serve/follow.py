@@ -25,6 +25,7 @@ from pathlib import Path
 from ..errors import first_line
 from ..infer.tagger import Tagger
 from ..tracking.models import resolve_model
+from ..tracking.store import sqlite_file
 
 # Ray Serve sends a replica's "ray.serve" logger to its log file and to the driver's console.
 log = logging.getLogger("ray.serve")
@@ -107,10 +108,11 @@ class Registry:
         """What the store's files look like now, if that says whether the registry changed: a SQLite
         store's database, WAL and journal files (mtime, size); None (unknown: read it) for any other
         store, or for files modified too recently to be trusted."""
-        if not (self.uri or "").startswith("sqlite:///"):
+        db = sqlite_file(self.uri) if self.uri else None
+        if db is None:
             return None
-        db, now, mark = self.uri[len("sqlite:///"):].split("?")[0], time.time_ns(), []
-        for path in (db, db + "-wal", db + "-journal"):
+        now, mark = time.time_ns(), []
+        for path in (db, Path(f"{db}-wal"), Path(f"{db}-journal")):
             try:
                 st = os.stat(path)
             except FileNotFoundError:
