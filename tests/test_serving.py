@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -140,6 +141,24 @@ def test_without_check_alias_only_the_poll_reads_the_registry():
     assert before.version == "1" and after.version == "2"
 
 
+@pytest.fixture
+def mlflow_uris_restored():
+    """Registry sets MLflow's process-wide URIs and their env vars, which Ray workers started later
+    inherit: put them back, or the next test's replicas open this test's deleted store."""
+    import mlflow
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])  # None unsets the env var too
+    mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.mark.usefixtures("mlflow_uris_restored")
 def test_on_a_sqlite_store_a_batch_reads_the_alias_only_when_the_store_changed(tmp_path):
     import mlflow
 
