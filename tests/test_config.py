@@ -109,12 +109,21 @@ def test_tracking_uri_defaults_to_the_variable_as_the_process_found_it(tmp_path)
         import os
 
         base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**base, **env}, timeout=120)
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**base, **env}, timeout=120, cwd=tmp_path)
         assert r.returncode == 0, r.stderr[-2000:]
         return r.stdout.split()
 
     assert run(MLFLOW_TRACKING_URI="http://127.0.0.1:5000") == ["http://127.0.0.1:5000", "http://h:1"]
     assert run() == [f"sqlite:///{tmp_path / 'mlflow.db'}", "http://h:1"]
+    # a relative store is the one in this process's folder, also for trials and workers that run elsewhere
+    assert run(MLFLOW_TRACKING_URI="sqlite:///runs/x.db")[0] == f"sqlite:///{tmp_path.resolve() / 'runs' / 'x.db'}"
+
+
+def test_a_relative_sqlite_store_is_made_absolute_with_its_query_kept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(tracking_uri="sqlite:///out/m.db?timeout=30")
+    assert cfg.resolved_tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'out' / 'm.db'}?timeout=30"
+    assert TrainConfig(tracking_uri="sqlite:////abs/m.db").resolved_tracking_uri() == "sqlite:////abs/m.db"
 
 
 def test_the_paper_reference_figures_are_data_read_by_the_report():

@@ -8,6 +8,7 @@ from mlflow import MlflowClient
 
 from bioner.data.iob import Split
 from bioner.infer.evaluate import write_predictions
+from bioner.studies.report import build_report
 from bioner.studies.report.collect import Counts, cell_rows, summarize
 from bioner.studies.runs import DATASET, KIND, PARENT, SWEEP_CORPORA, SWEEP_FRACTION, SWEEP_SEED, SWEEP_VARIANT, Kind
 
@@ -54,3 +55,8 @@ def test_composite_cells_are_reported_per_member_against_the_members_own_models(
     assert same["delta_f1"] == 0 and same["p_value"] == 1.0  # never better than an equal model
     assert summary[("dis", "multi")]["p_value"] is None  # no baseline variant in this sweep
     assert len(counts(rows[0]["run_id"])) in (n, 2 * n)
+
+    # logged on the parent run too: "multi [both]" holds characters MLflow refuses in a metric name
+    build_report("sweep", f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "report", parent)
+    logged = client.get_run(parent).data.metrics
+    assert logged["test_f1_mean/dis/f1/multi _both_"] == better["f1_mean"] and "p_value/dis/f1/multi _both_" in logged

@@ -118,7 +118,18 @@ class TrainConfig(BaseModel):
     def resolved_tracking_uri(self) -> str:
         """tracking_uri, else $MLFLOW_TRACKING_URI as this process found it (MLflow's convention), else
         the embedded store in output_dir."""
-        return self.tracking_uri or ENV_TRACKING_URI or f"sqlite:///{Path(self.output_dir).resolve() / 'mlflow.db'}"
+        return absolute_sqlite_uri(self.tracking_uri or ENV_TRACKING_URI) or f"sqlite:///{Path(self.output_dir).resolve() / 'mlflow.db'}"
+
+
+def absolute_sqlite_uri(uri: str | None) -> str | None:
+    """A `sqlite:///relative/path` URI made absolute against this process's working directory, as
+    MLflow reads it here: Ray Tune trials, Train workers and Serve replicas run in other folders, where
+    the same relative URI names a new, empty store ("No Experiment with id=1 exists")."""
+    if not uri or not uri.startswith("sqlite:///"):
+        return uri
+    path, sep, query = uri[len("sqlite:///"):].partition("?")
+    db = Path(path).expanduser()
+    return uri if db.is_absolute() else f"sqlite:///{db.resolve()}{sep}{query}"
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..bench.config import BenchConfig
-from ..config import TrainConfig, load_config
+from ..config import TrainConfig, absolute_sqlite_uri, load_config
 from ..data.specs import load_spec
 from ..studies.sweep_config import FILE_KEYS, SweepConfig
 from ..studies.tune_config import TuneConfig
@@ -42,7 +42,8 @@ def load_command_config(model: type[BaseModel], config: Path | None, overrides: 
 
 def store_uri(tracking_uri: str | None) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else the default store of `outputs/`."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('outputs').resolve() / 'mlflow.db'}"
+    uri = absolute_sqlite_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))  # the same store from any process
+    return uri or f"sqlite:///{Path('outputs').resolve() / 'mlflow.db'}"
 
 
 def dataset_name(dataset: str) -> str:

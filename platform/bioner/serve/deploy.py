@@ -10,23 +10,15 @@ import signal
 import socket
 import time
 
+from ..config import absolute_sqlite_uri
 from ..errors import BionerError, first_line
 from ..tracking.models import resolve_model
-from ..tracking.store import sqlite_file
 from ..train.local_ray import ensure_ray
 from .config import ServeConfig
 from .follow import parse_model_uri
 from .server import BioNERServer
 
 DEPLOYMENT = "BioNERServer"
-
-
-def absolute_store(uri: str | None) -> str | None:
-    """A relative sqlite:/// store made absolute: replicas do not run in the driver's working directory."""
-    db = sqlite_file(uri) if uri else None
-    if db is None or db.is_absolute():
-        return uri
-    return f"sqlite:///{db.resolve()}" + "".join(uri.partition("?")[1:])
 
 
 def check_model(cfg: ServeConfig) -> str:
@@ -96,7 +88,7 @@ def start(cfg: ServeConfig) -> ServeConfig:
     configuration the replicas got (CPUs and store resolved)."""
     from ray import serve  # lazy: start-up time
 
-    cfg = cfg.model_copy(update={"cpus_per_replica": replica_cpus(cfg), "tracking_uri": absolute_store(cfg.tracking_uri)})
+    cfg = cfg.model_copy(update={"cpus_per_replica": replica_cpus(cfg), "tracking_uri": absolute_sqlite_uri(cfg.tracking_uri)})
     # Serve's proxy options are per cluster: where Serve runs already, its host and port stay as they are.
     serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config={"enable_access_log": False})
     try:

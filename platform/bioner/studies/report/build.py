@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ...errors import BionerError
+from ...tracking.metrics import metric_key
 from ..runs import ENCODER, GIT_COMMIT, KIND, STOP_REASON, SWEEP_BASELINE, SWEEP_CELLS, SWEEP_VARIANTS, Kind
 from .collect import BOOTSTRAP_RESAMPLES, Counts, cell_rows, children, find_parent, mean_sd, summarize
 from .paper import PaperF1
@@ -76,9 +77,10 @@ def _log_summary_metrics(client, parent_id: str, summary: list[dict]) -> None:
     ts, batch = int(time.time() * 1000), []
     for s in summary:
         cell = f"{s['dataset']}/f{s['train_fraction']:g}/{s['variant']}"
-        batch += [Metric(f"test_f1_mean/{cell}", s["f1_mean"], ts, 0), Metric(f"test_f1_sd/{cell}", s["f1_sd"], ts, 0)]
+        # a composite's rows are named "multi [disease-chemical]": brackets are not in MLflow's set
+        batch += [Metric(metric_key(f"test_f1_mean/{cell}"), s["f1_mean"], ts, 0), Metric(metric_key(f"test_f1_sd/{cell}"), s["f1_sd"], ts, 0)]
         if s["p_value"] is not None:
-            batch.append(Metric(f"p_value/{cell}", s["p_value"], ts, 0))
+            batch.append(Metric(metric_key(f"p_value/{cell}"), s["p_value"], ts, 0))
     for i in range(0, len(batch), 900):  # MLflow takes at most 1000 metrics per batch
         client.log_batch(parent_id, metrics=batch[i : i + 900])
 
