@@ -144,7 +144,7 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
         ensure_ray()
         cells, conc = _place(cfg, cells)
         sweep = Sweep({c.key: c for c in cells}, uri, exp_id, parent, Path(state["run_dir"]), out_dir / "predictions")
-        results = _fit_grid(sweep, conc, resume, progress)
+        results = _fit_grid(sweep, conc, progress)
         done = sum(1 for r in results if r.error is None and r.metrics and f"{cfg.eval_split}_f1" in r.metrics)
         runs.end_if_interrupted(client, parent, results, len(cells), SweepInterrupted(
             f"sweep interrupted after {done} finished cell(s) of {len(cells)}: continue with `bioner sweep ... --resume`"))
@@ -209,7 +209,7 @@ def _place(cfg: SweepConfig, cells: list[Cell]) -> tuple[list[Cell], int]:
     return cells, conc
 
 
-def _fit_grid(sweep: Sweep, conc: int, resume: bool, progress: bool):
+def _fit_grid(sweep: Sweep, conc: int, progress: bool):
     from ray import tune  # lazy: start-up time
 
     trainable = tune.with_resources(tune.with_parameters(sweep_cell, sweep=sweep), {"cpu": TRIAL_CPU})
@@ -223,7 +223,11 @@ def _fit_grid(sweep: Sweep, conc: int, resume: bool, progress: bool):
                                       callbacks=[progress_callback(len(sweep.cells))] if progress else []),
         )
 
-    return runs.fit_or_restore(sweep.run_dir, trainable, resume, build)
+    # Never Tuner.restore: it puts every errored cell back at once, past max_concurrent_trials (six
+    # cells training side by side on two cores, their train_seconds measuring the wait). A new
+    # Tuner over the grid loses nothing: a finished cell returns its MLflow run's scores, and an
+    # unfinished one restarts from its own checkpoints (cells/<name>).
+    return runs.fit_or_restore(sweep.run_dir, trainable, False, build)
 
 
 def progress_callback(total: int):
