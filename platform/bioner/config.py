@@ -61,7 +61,7 @@ class TrainConfig(BaseModel):
         "gradients accumulated: the same step, far less padding); false: one forward per task padded to its longest row, as the HF recipe"
     )
     micro_batch_tokens: int | None = Field(
-        None, ge=16, description="padded positions per training micro-batch; default: 1024 on a CPU (cache-sized products), 16384 on a GPU"
+        None, ge=16, description="padded positions per training micro-batch; default: 4096 on a CPU, 16384 on a GPU"
     )
     mrc_types_per_sentence: int | None = Field(
         None, ge=1, description="MRC: entity types asked per sentence and epoch, drawn (seeded) from those its corpus annotates, "
