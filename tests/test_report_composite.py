@@ -60,3 +60,32 @@ def test_composite_cells_are_reported_per_member_against_the_members_own_models(
     build_report("sweep", f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "report", parent)
     logged = client.get_run(parent).data.metrics
     assert logged["test_f1_mean/dis/f1/multi _both_"] == better["f1_mean"] and "p_value/dis/f1/multi _both_" in logged
+
+
+def test_sweeps_of_one_grid_run_with_other_seeds_are_pooled(tmp_path):
+    import pytest
+
+    from bioner.errors import BionerError
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("grid", artifact_location=(tmp_path / "art").as_uri())
+    n = 20
+    dis = Split("test", tmp_path, [["flu", "x"]] * n, [GOLD_D] * n, ["dis"] * n, [("Disease",)] * n)
+    parents = []
+    for seeds in ((42,), (43, 44)):  # the grid once with seed 42, then again with `--set seed=43 --set seeds=2`
+        parent = client.create_run(exp, tags={KIND: Kind.SWEEP}).info.run_id
+        for seed in seeds:
+            f1 = 0.5 + seed / 1000
+            _cell(client, exp, parent, tmp_path, "dis", seed, {"test_precision": f1, "test_recall": f1, "test_f1": f1}, dis, dis.tags)
+        parents.append(parent)
+    rep = build_report("grid", uri, tmp_path / "pooled", parents, log=False)
+    (row,) = rep.tables["summary_raw"]
+    assert row["seeds"] == 3 and row["f1_mean"] == pytest.approx(0.543)
+    assert sorted(r["seed"] for r in rep.tables["runs"]) == [42, 43, 44]
+    again = client.create_run(exp, tags={KIND: Kind.SWEEP}).info.run_id  # seed 43 run a second time
+    _cell(client, exp, again, tmp_path, "dis", 43, {"test_precision": 1.0, "test_recall": 1.0, "test_f1": 1.0}, dis, dis.tags)
+    with pytest.raises(BionerError, match="seed 43 is in both"):
+        build_report("grid", uri, tmp_path / "twice", [parents[1], again], log=False)
+    with pytest.raises(BionerError, match="given twice"):
+        build_report("grid", uri, tmp_path / "twice", [parents[1], parents[1]], log=False)

@@ -83,14 +83,16 @@ def report(
     experiment: str = typer.Option(..., "--experiment", help="MLflow experiment of the sweep (or tuning job)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: dashboards/reports/<experiment>)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
-    run: Optional[str] = typer.Option(None, "--run", help="Parent run id (default: the experiment's newest sweep or tuning job)."),
+    run: Optional[list[str]] = typer.Option(
+        None, "--run", help="Parent run id (default: the experiment's newest sweep or tuning job). Repeat it to pool sweeps of one grid "
+        "run with other seeds (`--set seed=43 --set seeds=2`): every seed in the tables and the bootstrap; the first run heads the report."),
     log: bool = typer.Option(True, "--log/--no-log", help="Also log the report's files to the parent MLflow run (artifact folder report/)."),
 ):
     """Tables (P/R/F1 mean ± sd, the paper's F1, bootstrap p vs the baseline), plots and one self-contained HTML page."""
     _report(experiment, store_uri(tracking_uri), out_dir, run, log)
 
 
-def _report(experiment: str, uri: str, out_dir: Optional[Path], run: Optional[str], log: bool = True) -> None:
+def _report(experiment: str, uri: str, out_dir: Optional[Path], run: str | list[str] | None, log: bool = True) -> None:
     with out.status("building the report (bootstrap tests, plots)"):
         rep = build_report(experiment, uri, out_dir, run, log)
     table = rep.tables.get("paper_table") or rep.tables.get("refit_test") or []

@@ -38,22 +38,30 @@ NOTES = ("P/R/F1: entity-level micro scores on the test split in %, mean ± sd o
          "* marks p <= 0.05.")
 
 
-def build_report(experiment: str, tracking_uri: str, out_dir: Path | None = None, run_id: str | None = None, log: bool = True) -> Report:
+def build_report(experiment: str, tracking_uri: str, out_dir: Path | None = None, run_id: str | list[str] | None = None,
+                 log: bool = True) -> Report:
+    """`run_id`: the parent run, or several sweeps of one grid (the same cells run again with other
+    seeds) whose cells are pooled: mean ± sd and the paired bootstrap then cover every seed. The
+    first is the report's parent (its tags head the report; --log writes to it)."""
     from mlflow import MlflowClient  # lazy: mlflow takes 2 s to import, `bioner --help` none
 
     client = MlflowClient(tracking_uri)
-    parent = find_parent(client, experiment, run_id)
+    ids = [run_id] if isinstance(run_id, str) else list(run_id or [None])
+    parents = [find_parent(client, experiment, i) for i in ids]
+    parent = parents[0]
     out = Path(out_dir or Path("dashboards") / "reports" / experiment).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rep = Report(out)
     kind = parent.data.tags.get(KIND)
-    meta = {"experiment": experiment, "parent run": parent.info.run_id, "kind": kind, "status": parent.info.status,
+    meta = {"experiment": experiment, "parent run": ", ".join(p.info.run_id for p in parents), "kind": kind, "status": parent.info.status,
             "encoder": parent.data.tags.get(ENCODER, "-"), "git commit": parent.data.tags.get(GIT_COMMIT, "-"),
             "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     if kind == Kind.TUNE:
+        if len(parents) > 1:
+            raise BionerError("--run: several runs are pooled for sweeps only; a tuning job is reported alone")
         images, notes = _tune_report(client, parent, rep), "Tuning trials score devel; refits train on train+devel and score test."
     else:
-        images, notes = _sweep_report(client, parent, rep, meta), NOTES
+        images, notes = _sweep_report(client, parents, rep, meta), NOTES
     for name, rows in rep.tables.items():
         rep.files.append(write_csv(out / f"{name}.csv", rows))
     md = [f"# {experiment}\n", *(f"- {k}: {v}" for k, v in meta.items()), "", notes, ""]
@@ -95,12 +103,13 @@ def _display_tables(rep: Report) -> dict[str, list[dict]]:
     return out
 
 
-def _sweep_report(client, parent, rep: Report, meta: dict) -> dict[str, Path]:
-    rows = cell_rows(client, parent)
+def _sweep_report(client, parents: list, rep: Report, meta: dict) -> dict[str, Path]:
+    parent = parents[0]
+    rows = _pooled_rows(client, parents)
     if not rows:
         raise BionerError(f"run {parent.info.run_id}: no finished cells yet")
     baseline = parent.data.tags.get(SWEEP_BASELINE) or None
-    expected = int(parent.data.tags.get(SWEEP_CELLS, len(rows)))
+    expected = sum(int(p.data.tags.get(SWEEP_CELLS, 0)) for p in parents) or len(rows)
     # a composite cell gives a row per member corpus (and one for the composite): count runs, not rows
     meta.update(baseline=baseline or "-", cells=f"{len({r['run_id'] for r in rows})} finished of {expected}")
     order = {v: k for k, v in enumerate((parent.data.tags.get(SWEEP_VARIANTS) or "").split(","))}
@@ -127,6 +136,28 @@ def _sweep_report(client, parent, rep: Report, meta: dict) -> dict[str, Path]:
     if ep:
         images["per-epoch curves"] = ep
     return images
+
+
+def _pooled_rows(client, parents: list) -> list[dict]:
+    """The finished cells of one sweep, or of several sweeps of the same grid (other seeds)."""
+    first = parents[0]
+    ids = [p.info.run_id for p in parents]
+    if len(set(ids)) < len(ids):
+        raise BionerError(f"--run: {next(i for i in ids if ids.count(i) > 1)} is given twice")
+    rows, seen = [], {}
+    for p in parents:
+        if p.data.tags.get(KIND) != Kind.SWEEP:
+            raise BionerError(f"--run {p.info.run_id}: not a sweep; only sweeps are pooled")
+        for tag in (SWEEP_VARIANTS, SWEEP_BASELINE):
+            if p.data.tags.get(tag) != first.data.tags.get(tag):
+                raise BionerError(f"--run {p.info.run_id}: its {tag} ({p.data.tags.get(tag)}) differs from --run {first.info.run_id}'s "
+                                  f"({first.data.tags.get(tag)}): not the same grid")
+        for r in cell_rows(client, p):
+            key = (r["dataset"], r["train_fraction"], r["variant"], r["seed"])
+            if seen.setdefault(key, p.info.run_id) != p.info.run_id:
+                raise BionerError(f"--run: cell {key[0]} {frac(key[1])} {key[2]} seed {key[3]} is in both {seen[key]} and {p.info.run_id}")
+            rows.append(r)
+    return rows
 
 
 def _tune_report(client, parent, rep: Report) -> dict[str, Path]:
