@@ -59,6 +59,13 @@ def test_composite_cells_are_reported_per_member_against_the_members_own_models(
     # logged on the parent run too: "multi [both]" holds characters MLflow refuses in a metric name
     build_report("sweep", f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "report", parent)
     logged = client.get_run(parent).data.metrics
+    from typer.testing import CliRunner
+
+    from bioner.cli import app
+
+    r = CliRunner().invoke(app, ["report", "--experiment", "sweep", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                 "--out", str(tmp_path / "cli"), "--no-log"], terminal_width=200)
+    assert r.exit_code == 0 and "multi [both]" in r.output, r.output  # printed as it is, not taken for markup
     assert logged["test_f1_mean/dis/f1/multi _both_"] == better["f1_mean"] and "p_value/dis/f1/multi _both_" in logged
 
 

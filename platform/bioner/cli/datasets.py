@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..config import SPLITS
@@ -41,7 +42,7 @@ def datasets_list(ctx: typer.Context):
                     t.add_row(f"  {m.name}", ", ".join(m.types), *(_counts(sp.select([i for i, c in enumerate(sp.corpus) if c == m.name]))
                                                                for sp in splits), "")
         except BionerError as e:
-            t.add_row(path.stem, "[red]invalid[/]", "", "", "", str(e))
+            t.add_row(path.stem, "[red]invalid[/]", "", "", "", escape(str(e)))  # an error quotes YAML: brackets are not markup
     out.print(t)
 
 

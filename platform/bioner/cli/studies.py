@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..config import load_config
@@ -101,7 +102,7 @@ def _report(experiment: str, uri: str, out_dir: Optional[Path], run: str | list[
         for c in table[0]:
             t.add_column(str(c))
         for r in table:
-            t.add_row(*(str(v) for v in r.values()))
+            t.add_row(*(escape(str(v)) for v in r.values()))  # a composite's row is "multi [disease-chemical]": not markup
         out.print(t)
     out.print(f"report: {rep.out_dir / 'report.html'}  (tables: {', '.join(f'{k}.csv' for k in rep.tables)}, report.md)")
 
