@@ -125,11 +125,17 @@ def absolute_sqlite_uri(uri: str | None) -> str | None:
     """A `sqlite:///relative/path` URI made absolute against this process's working directory, as
     MLflow reads it here: Ray Tune trials, Train workers and Serve replicas run in other folders, where
     the same relative URI names a new, empty store ("No Experiment with id=1 exists")."""
-    if not uri or not uri.startswith("sqlite:///"):
+    db = sqlite_file(uri) if uri else None
+    if db is None or db.is_absolute():
         return uri
-    path, sep, query = uri[len("sqlite:///"):].partition("?")
-    db = Path(path).expanduser()
-    return uri if db.is_absolute() else f"sqlite:///{db.resolve()}{sep}{query}"
+    return f"sqlite:///{db.resolve()}" + "".join(uri.partition("?")[1:])
+
+
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI (None for a server or another backend)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri[len("sqlite:///"):].split("?", 1)[0]).expanduser()
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

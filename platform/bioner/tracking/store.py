@@ -9,6 +9,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from ..config import sqlite_file
 from ..errors import BionerError, first_line
 
 # Free space (MiB) the output folder needs before a job starts: checkpoints, the model copy and
@@ -70,13 +71,6 @@ def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
 # SQLite stores this process has created or checked (MLflow keeps their engines for the process).
 _OPENED: set[str] = set()
 STORE_LOCK_TIMEOUT_S = 600
-
-
-def sqlite_file(tracking_uri: str) -> Path | None:
-    """The database file of a `sqlite:///` tracking URI (None for a server or another backend)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    return Path(tracking_uri[len("sqlite:///"):].split("?", 1)[0]).expanduser()
 
 
 def open_store(tracking_uri: str, create: bool = True) -> None:
