@@ -32,13 +32,13 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from helpers import synthetic_corpus, write_spec  # tests/helpers.py: the suite's synthetic corpus
     from transformers import BertConfig, BertModel
 
     from bioner.config import TrainConfig
     from bioner.model import load_tokenizer
     from bioner.train.driver import fit, worker_job
     from bioner.train.local_ray import start_local_ray
+    from helpers import synthetic_corpus, write_spec  # tests/helpers.py: the suite's synthetic corpus
 
     d = Path(tempfile.mkdtemp(prefix="fit-overhead-"))
     synthetic_corpus(d / "corpus", sizes=(48, 16, 16))
