@@ -48,6 +48,9 @@ class Sweep:
     predictions: Path
 
 
+RESUMED = "cell_resumed"  # in a cell's Tune result (never in MLflow): it finished before this `--resume`
+
+
 def sweep_cell(config: dict, sweep: Sweep) -> None:
     """One grid cell: a nested MLflow run, a TorchTrainer fit, test scores and predictions."""
     from mlflow import MlflowClient  # lazy: mlflow and ray take seconds to import, `bioner --help` none
@@ -57,7 +60,7 @@ def sweep_cell(config: dict, sweep: Sweep) -> None:
     client = MlflowClient(sweep.tracking_uri)
     run_id, done = _cell_run(client, sweep, cell, tune.get_context().get_trial_id())
     if done is not None:  # finished before a restart: keep it, do not train again
-        tune.report(dict(done.data.metrics))
+        tune.report({**done.data.metrics, RESUMED: 1})
         return
     with runs.ends_on_error(client, run_id):
         metrics = _train_and_score(cell.config, client, run_id, sweep, cell)
@@ -238,9 +241,10 @@ def progress_callback(total: int):
         def __init__(self, total: int):
             # Tune pickles its callbacks with the run config: plain print, no console object.
             self.total, self.done, self.t0 = total, 0, time.perf_counter()
+            self.kept = 0  # cells finished before a `--resume`: they take no time now, the estimate leaves them out
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            print(f"[{self.done}/{self.total}] training {trial.config['cell']}", flush=True)
+            print(f"[{self.done}/{self.total}] starting {trial.config['cell']}", flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._line(trial, "done")
@@ -249,12 +253,16 @@ def progress_callback(total: int):
             self._line(trial, "FAILED")
 
         def _line(self, trial, what: str):
+            result = trial.last_result or {}
             self.done += 1
+            if result.get(RESUMED):
+                self.kept += 1
+                what = "kept (finished before --resume)"
             el = time.perf_counter() - self.t0
-            left = el / self.done * (self.total - self.done)
-            f1 = next((v for k, v in (trial.last_result or {}).items() if k.endswith("_f1") and k.count("_") == 1), None)
+            trained = self.done - self.kept
+            left = f"about {el / trained * (self.total - self.done) / 60:.1f} min left" if trained else "time left unknown"
+            f1 = next((v for k, v in result.items() if k.endswith("_f1") and k.count("_") == 1), None)
             score = f", F1 {f1:.4f}" if isinstance(f1, float) else ""
-            print(f"[{self.done}/{self.total}] {trial.config['cell']} {what}{score} ({el / 60:.1f} min so far, about {left / 60:.1f} min left)",
-                  flush=True)
+            print(f"[{self.done}/{self.total}] {trial.config['cell']} {what}{score} ({el / 60:.1f} min so far, {left})", flush=True)
 
     return Progress(total)
