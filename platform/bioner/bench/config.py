@@ -11,6 +11,8 @@ VARIANTS = {  # the bioner systems of the training benchmark: config overrides
     "bioner single": {"beta": 0.0},
     "bioner single, grouped": {"beta": 0.0, "group_by_length": True},
     "bioner single, whole batches": {"beta": 0.0, "micro_batching": False},  # the default before micro-batching
+    # the default's precision is the chip's (bf16 autocast where native: AMX CPUs, GPUs); this is its fp32 path
+    "bioner single, fp32": {"beta": 0.0, "bf16": False},
     "bioner multi": {"beta": 1.0, "query_source": "annotation"},
     "bioner multi, grouped": {"beta": 1.0, "query_source": "annotation", "group_by_length": True},
     "bioner multi, whole batches": {"beta": 1.0, "query_source": "annotation", "micro_batching": False},
@@ -18,6 +20,8 @@ VARIANTS = {  # the bioner systems of the training benchmark: config overrides
     "bioner multi, no query": {"beta": 1.0, "query_source": "none"},
 }
 HF_TRAINER = "HF Trainer recipe"
+HF_TRAINER_BF16 = "HF Trainer recipe, bf16"  # TrainingArguments(bf16=True): the recipe's own autocast
+HF_SYSTEMS = {HF_TRAINER: False, HF_TRAINER_BF16: True}  # name -> bf16
 
 
 class BenchConfig(TrainConfig):
@@ -29,7 +33,7 @@ class BenchConfig(TrainConfig):
     sentences: int = Field(940, ge=1, description="texts tagged per repeat (prediction), from eval_split")
     model: str | None = Field(None, description="model to benchmark prediction with (folder or MLflow URI); default: the encoder with a seeded random head")
     systems: list[str] = Field(
-        [*VARIANTS, HF_TRAINER], min_length=1, description=f"training systems to run: any of {[*VARIANTS, HF_TRAINER]}"
+        [*VARIANTS, *HF_SYSTEMS], min_length=1, description=f"training systems to run: any of {[*VARIANTS, *HF_SYSTEMS]}"
     )
     out: str = Field("outputs/bench", description="folder for the JSON results")
     peak_tflops: float | None = Field(

@@ -97,8 +97,8 @@ def train_and_score(cfg: TrainConfig, workdir: Path) -> dict:
     return {f"{data.eval.name}_{k}": v for k, v in s.items()} | {"train_seconds": train_s}
 
 
-def train_throughput(cfg_dict: dict, budget: StepBudget, threads: int, workdir: str) -> dict:
-    """In a fresh process: the HF recipe a user would write, timed by a callback."""
+def train_throughput(cfg_dict: dict, budget: StepBudget, threads: int, workdir: str, bf16: bool = False) -> dict:
+    """In a fresh process: the HF recipe a user would write (with `bf16`: its bf16 autocast), timed by a callback."""
     import torch
     from transformers import (  # lazy: start-up time
         AutoModelForTokenClassification,
@@ -136,12 +136,12 @@ def train_throughput(cfg_dict: dict, budget: StepBudget, threads: int, workdir: 
 
     args = TrainingArguments(
         output_dir=workdir, per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-        num_train_epochs=1, seed=cfg.seed, save_strategy="no", report_to=[], use_cpu=not cfg.use_gpu, disable_tqdm=True,
+        num_train_epochs=1, seed=cfg.seed, save_strategy="no", report_to=[], use_cpu=not cfg.use_gpu, disable_tqdm=True, bf16=bf16,
     )
     Trainer(model=model, args=args, train_dataset=rows, data_collator=counting_collator, callbacks=[Timer()]).train()
     steps = [(*shape, t) for shape, t in zip(shapes, times)]
     res = summarise(blocks(steps, budget.skip, budget.steps, budget.repeats))
-    return res | totals(steps) | {"peak_memory_mib": peak_rss_mib()}
+    return res | totals(steps) | {"peak_memory_mib": peak_rss_mib(), "precision": "bf16 autocast" if bf16 else "fp32"}
 
 
 def export_token_classifier(model_dir: Path, out_dir: Path) -> Path:

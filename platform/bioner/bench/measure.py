@@ -96,10 +96,10 @@ class StepRecorder:
         self.steps.append((len(idx), real, padded, seconds))
         return len(self.steps) >= self.total
 
-    def write(self, path: str, device, n_params: int) -> None:
+    def write(self, path: str, device, n_params: int, precision: str) -> None:
         b = self.budget
         res = summarise(blocks(self.steps, b.skip, b.steps, b.repeats))
-        res |= totals(self.steps) | {"peak_memory_mib": peak_mem_mib(device), "parameters": n_params}
+        res |= totals(self.steps) | {"peak_memory_mib": peak_mem_mib(device), "parameters": n_params, "precision": precision}
         # Model FLOP/s: 6 x parameters per real (non-padding) token, forward and backward (attention not counted).
         res["model_tflops"] = 6 * n_params * res["tokens_per_s"] / 1e12
         Path(path).write_text(json.dumps(res), encoding="utf-8")

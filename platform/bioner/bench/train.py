@@ -25,8 +25,8 @@ from ..errors import ConfigError
 from ..train.contract import WorkerJob
 from ..train.driver import fit, worker_job
 from ..train.local_ray import ensure_ray
-from ..train.worker import setup_worker
-from .config import HF_TRAINER, VARIANTS, BenchConfig
+from ..train.worker import precision, setup_worker
+from .config import HF_SYSTEMS, HF_TRAINER, HF_TRAINER_BF16, VARIANTS, BenchConfig
 from .hf import train_throughput
 from .measure import StepBudget, StepRecorder, in_fresh_process, machine, ratio
 
@@ -53,8 +53,8 @@ def bench_loop_per_worker(bench: BenchJob) -> None:
             t0 = time.perf_counter()
             w.step(idx)  # returns the losses with .item(): the step has finished, on GPU too
             if rec.add(idx, time.perf_counter() - t0):
-                return rec.write(bench.out, w.device, n_params)
-    rec.write(bench.out, w.device, n_params)
+                return rec.write(bench.out, w.device, n_params, precision(w.step))
+    rec.write(bench.out, w.device, n_params, precision(w.step))
 
 
 def bench_sentences(cfg: BenchConfig) -> int:
@@ -81,19 +81,19 @@ def bench_bioner_train(cfg: TrainConfig, budget: StepBudget, workdir: Path) -> d
 
 
 def run_train_bench(cfg: BenchConfig, log=print) -> dict:
-    unknown = [s for s in cfg.systems if s not in VARIANTS and s != HF_TRAINER]
+    unknown = [s for s in cfg.systems if s not in VARIANTS and s not in HF_SYSTEMS]
     if unknown:
-        raise ConfigError(f"systems: unknown {unknown}; choose from {[*VARIANTS, HF_TRAINER]}")
+        raise ConfigError(f"systems: unknown {unknown}; choose from {[*VARIANTS, *HF_SYSTEMS]}")
     budget = StepBudget(cfg.skip_steps, cfg.steps, cfg.repeats)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in cfg.systems:
             log(f"training benchmark: {name} ...")
-            if name == HF_TRAINER:
+            if name in HF_SYSTEMS:
                 sub = subset_config(cfg, {"beta": 0.0})
                 ensure_ray()
                 threads = worker_job(sub).threads
-                results[name] = in_fresh_process(train_throughput, sub.model_dump(), budget, threads, tmp)
+                results[name] = in_fresh_process(train_throughput, sub.model_dump(), budget, threads, tmp, HF_SYSTEMS[name])
             else:
                 results[name] = bench_bioner_train(subset_config(cfg, VARIANTS[name]), budget, Path(tmp))
     if cfg.peak_tflops:
@@ -108,6 +108,9 @@ def train_ratios(results: dict) -> dict:
         "bioner single (default) / HF Trainer (sentences/s)": ratio(results, "bioner single", HF_TRAINER),
         "bioner single, grouped / HF Trainer": ratio(results, "bioner single, grouped", HF_TRAINER),
         "bioner single, whole batches / HF Trainer": ratio(results, "bioner single, whole batches", HF_TRAINER),
+        "bioner single, fp32 / HF Trainer": ratio(results, "bioner single, fp32", HF_TRAINER),
+        "bioner single (default) / HF Trainer, bf16": ratio(results, "bioner single", HF_TRAINER_BF16),
+        "HF Trainer, bf16 / HF Trainer": ratio(results, HF_TRAINER_BF16, HF_TRAINER),
         "micro-batches / whole batches, single task": ratio(results, "bioner single", "bioner single, whole batches"),
         "micro-batches / whole batches, multi-task": ratio(results, "bioner multi", "bioner multi, whole batches"),
         "multi-task step / single-task step (time)": ratio(results, "bioner single", "bioner multi"),

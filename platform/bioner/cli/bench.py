@@ -30,10 +30,11 @@ def _table(title: str, results: dict) -> Table:
     t = Table(title=title)
     flops = any("model_tflops" in r for r in results.values())
     mfu = any("mfu" in r for r in results.values())
-    for c in ("system", "sentences/s", "tokens/s", "padding", "peak memory (MiB)") + ("model TFLOP/s",) * flops + ("MFU",) * mfu:
+    prec = any("precision" in r for r in results.values())
+    for c in ("system",) + ("precision",) * prec + ("sentences/s", "tokens/s", "padding", "peak memory (MiB)") + ("model TFLOP/s",) * flops + ("MFU",) * mfu:
         t.add_column(c, justify="left" if c == "system" else "right")
     for name, r in results.items():
-        row = [name, f"{r['sentences_per_s']:.1f}", f"{r['tokens_per_s']:.0f}", f"{100 * r['padding_fraction']:.1f} %", f"{r['peak_memory_mib']:.0f}"]
+        row = [name] + [r.get("precision", "-")] * prec + [f"{r['sentences_per_s']:.1f}", f"{r['tokens_per_s']:.0f}", f"{100 * r['padding_fraction']:.1f} %", f"{r['peak_memory_mib']:.0f}"]
         row += [f"{r['model_tflops']:.3f}" if "model_tflops" in r else "-"] * flops + [f"{100 * r['mfu']:.1f} %" if "mfu" in r else "-"] * mfu
         t.add_row(*row)
     return t

@@ -58,9 +58,12 @@ def retry(fn, window_s: float | None = None):
             delay = min(2 * delay, 5.0)  # one cheap request every 5 s: metrics flow again soon after the server is back
 
 
-def log_epoch_metrics(tracking_uri: str, run_id: str, metrics: dict, step: int) -> None:
+PRECISION = "bioner.precision"  # run tag: "bf16 autocast" or "fp32", what the training step ran
+
+
+def log_epoch_metrics(tracking_uri: str, run_id: str, metrics: dict, step: int, tags: dict | None = None) -> None:
     from mlflow import MlflowClient  # lazy: start-up time
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, RunTag
 
     client = MlflowClient(tracking_uri)
     ts = int(time.time() * 1000)
@@ -72,6 +75,6 @@ def log_epoch_metrics(tracking_uri: str, run_id: str, metrics: dict, step: int) 
         # metrics reached MLflow before the failure, they stand: each epoch is logged once.
         if batch and any(m.step == step for m in client.get_metric_history(run_id, batch[0].key)):
             return
-        client.log_batch(run_id, metrics=batch)
+        client.log_batch(run_id, metrics=batch, tags=[RunTag(k, v) for k, v in (tags or {}).items()])
 
     retry(log)

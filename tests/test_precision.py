@@ -1,0 +1,73 @@
+"""bf16 autocast in training: on where the CPU multiplies bf16 natively (AMX), and then the step's
+losses and gradients are fp32's to bf16 rounding; fp32 elsewhere and with `bf16: false`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bioner.config import TrainConfig
+from bioner.data.features import FeatureBuilder
+from bioner.data.iob import read_split
+from bioner.data.job import load_job_data
+from bioner.data.specs import load_spec
+from bioner.model import build_model
+from bioner.train.step import Step, native_bf16
+from helpers import write_corpus, write_spec
+
+
+def _cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="reads the CPU flags from /proc/cpuinfo (Linux)")
+def test_cpu_bf16_is_used_exactly_where_the_cpu_has_amx():
+    assert native_bf16(torch.device("cpu")) == ("amx_bf16" in _cpu_flags() and "amx_tile" in _cpu_flags())
+
+
+@pytest.fixture
+def one_type(tmp_path, minilm_tokenizer, tiny_bert):
+    rows = "Flu\tB-A\nand\tO\nfever\tB-A\nhit\tO\nhard\tO\n.\tO\n\nsalt\tO\ncauses\tO\nchronic\tB-A\nfever\tI-A\n\n" * 4
+    write_corpus(tmp_path / "c1", {"train": rows, "devel": rows, "test": rows})
+    spec = load_spec(write_spec(tmp_path / "one.yaml", "c1", types=("A",), name="one"))
+    cfg = TrainConfig(dataset=str(spec.path), encoder=tiny_bert, query_source="annotation", seed=5, dropout=0.0)
+    train = read_split(spec, "train")
+    fb = FeatureBuilder(minilm_tokenizer, spec.labels, 64, load_job_data(cfg).queries, spec.types)
+    enc = fb.encode(train.tokens, train.tags, mrc=True, annotated=train.annotated)
+    return cfg, enc, spec
+
+
+def test_the_step_follows_the_chip_and_the_bf16_option(one_type):
+    cfg, enc, _ = one_type
+    cpu = torch.device("cpu")
+    assert Step(None, [], None, None, cfg, cpu, enc, 0).bf16 == native_bf16(cpu)
+    assert Step(None, [], None, None, cfg.model_copy(update={"bf16": False}), cpu, enc, 0).bf16 is False
+
+
+def test_bf16_training_follows_fp32_training(one_type, tiny_bert):
+    """Autocast runs the products in bf16 and keeps weights, optimizer state and losses in fp32.
+    One step's loss is fp32's to bf16 rounding, and 40 steps end where fp32's end. (A single
+    gradient is not the check: at random init most of it is sums of near-cancelling terms, where
+    bf16's 8-bit mantissa moves the small rest by 10-20 %.)"""
+    cfg, enc, spec = one_type
+    curves = {}
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        model = build_model(tiny_bert, len(spec.labels), dropout=0.0).train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=3e-3)
+        step = Step(model, params, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0), cfg, torch.device("cpu"), enc, 0)
+        step.bf16 = bf16  # forced, so that the comparison runs on any CPU (emulated where no AMX)
+        curves[bf16] = [step(range(len(enc.ner_ids))) for _ in range(40)]  # (loss, NER loss, MRC loss) per step
+        assert all(p.dtype == torch.float32 for p in params)  # the weights stay fp32
+    assert curves[True][0] == pytest.approx(curves[False][0], rel=2e-2)
+    assert curves[True][0] != curves[False][0]  # bf16 did run: not bit-identical
+    fp32, bf16 = [c[0] for c in curves[False]], [c[0] for c in curves[True]]
+    assert fp32[-1] < 0.2 * fp32[0] and bf16[-1] < 0.2 * bf16[0]  # both learn the toy corpus
+    assert bf16[-1] == pytest.approx(fp32[-1], rel=0.25, abs=0.02), (fp32[-5:], bf16[-5:])
+
