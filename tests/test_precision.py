@@ -14,7 +14,7 @@ from bioner.data.iob import read_split
 from bioner.data.job import load_job_data
 from bioner.data.specs import load_spec
 from bioner.model import build_model
-from bioner.train.step import Step, native_bf16
+from bioner.train.step import Step, native_bf16, use_bf16
 from helpers import write_corpus, write_spec
 
 
@@ -42,11 +42,21 @@ def one_type(tmp_path, minilm_tokenizer, tiny_bert):
     return cfg, enc, spec
 
 
-def test_the_step_follows_the_chip_and_the_bf16_option(one_type):
-    cfg, enc, _ = one_type
+def test_the_step_uses_bf16_on_a_native_chip_for_an_encoder_wide_enough(one_type, tiny_bert, minilm_tokenizer, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    cfg, enc, spec = one_type
     cpu = torch.device("cpu")
-    assert Step(None, [], None, None, cfg, cpu, enc, 0).bf16 == native_bf16(cpu)
-    assert Step(None, [], None, None, cfg.model_copy(update={"bf16": False}), cpu, enc, 0).bf16 is False
+    assert use_bf16(cfg, cpu, 384) == native_bf16(cpu)
+    assert not use_bf16(cfg, cpu, 128)  # products too small for AMX to pay for the casts
+    assert not use_bf16(cfg.model_copy(update={"bf16": False}), cpu, 384)
+    wide = tmp_path / "wide"  # MiniLM's width, one layer
+    BertModel(BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=384, num_hidden_layers=1, num_attention_heads=12,
+                         intermediate_size=1536)).save_pretrained(wide)
+    minilm_tokenizer.save_pretrained(wide)
+    for encoder, expected in ((str(wide), native_bf16(cpu)), (tiny_bert, False)):
+        model = build_model(encoder, len(spec.labels))
+        assert Step(model, [], None, None, cfg, cpu, enc, 0).bf16 == expected, encoder
 
 
 def test_bf16_training_follows_fp32_training(one_type, tiny_bert):

@@ -80,7 +80,7 @@ class TrainConfig(BaseModel):
     torch_compile: bool = Field(False, description="compile the model with torch.compile (dynamic shapes); pays a compile time once per worker")
     bf16: bool = Field(
         True, description="bf16 autocast in training where the chip multiplies bf16 natively: a GPU that supports it, a CPU with AMX "
-        "(elsewhere fp32; weights, optimizer and inference stay fp32); false: fp32 everywhere, faster on a GPU where a step is bound by "
+        "for an encoder at least 256 wide (elsewhere fp32; weights, optimizer and inference stay fp32); false: fp32 everywhere, faster on a GPU where a step is bound by "
         "kernel launches (BERT-base, batch 32, NCBI-disease on an H200: experiments/benchmarks/README.md)"
     )
     run_name: str | None = Field(None, description="MLflow run name (default: dataset-source-seed)")

@@ -10,7 +10,6 @@ from bioner.bench.config import HF_TRAINER, BenchConfig
 from bioner.bench.train import bench_sentences, run_train_bench
 from bioner.cli import app
 from bioner.model import build_model, load_tokenizer, save_model
-from bioner.train.step import native_bf16
 from helpers import EXPERIMENTS
 
 
@@ -33,8 +32,8 @@ def test_train_bench_systems_see_the_same_sentences(spec, tiny_bert, tmp_path, r
     # multi-task adds one MRC row (query + sentence) per sentence
     assert multi["tokens_all_steps"] > 2 * single["tokens_all_steps"]
     assert rep["ratios"]["bioner single (default) / HF Trainer (sentences/s)"] > 0
-    # the default trains in bf16 autocast where the CPU has AMX, the plain recipe in fp32
-    assert single["precision"] == ("bf16 autocast" if native_bf16(torch.device("cpu")) else "fp32") and hf["precision"] == "fp32"
+    # the precision each system trained in is recorded; this encoder is too narrow for bf16 even on an AMX CPU
+    assert single["precision"] == hf["precision"] == "fp32"
 
 
 def test_predict_bench_finds_the_same_entities_as_pipeline_and_trainer(spec, tiny_bert, tmp_path, minilm_tokenizer):
