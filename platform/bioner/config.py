@@ -79,8 +79,8 @@ class TrainConfig(BaseModel):
     trust_remote_code: bool = Field(False, description="allow model code from the hub (off: it runs arbitrary code)")
     torch_compile: bool = Field(False, description="compile the model with torch.compile (dynamic shapes); pays a compile time once per worker")
     bf16: bool = Field(
-        True, description="bf16 autocast in training where the chip multiplies bf16 natively: a GPU that supports it, a CPU with AMX "
-        "for an encoder at least 256 wide (elsewhere fp32; weights, optimizer and inference stay fp32); false: fp32 everywhere, faster on a GPU where a step is bound by "
+        True, description="bf16 autocast in training on a GPU that supports it (a CPU trains in fp32: measured no faster in bf16, "
+        "even with AMX); weights, optimizer and inference stay fp32; false: fp32 everywhere, faster on a GPU where a step is bound by "
         "kernel launches (BERT-base, batch 32, NCBI-disease on an H200: experiments/benchmarks/README.md)"
     )
     run_name: str | None = Field(None, description="MLflow run name (default: dataset-source-seed)")

@@ -64,8 +64,7 @@ def _one_step_both_ways(job, out: str, micro_tokens: int) -> None:
 @pytest.mark.parametrize("workers, query", [(1, "annotation"), (2, "annotation"), (2, "none")])
 def test_micro_batched_step_has_the_whole_batch_gradient(tmp_path, make_dataset, still_bert, workers, query):
     spec = make_dataset("micro", sizes=(64, 4, 4))
-    # bf16=False: the claim is fp32 equality (bf16 autocast, on AMX CPUs, rounds each micro-batch's products on its own)
-    cfg = TrainConfig(dataset=str(spec), encoder=still_bert, batch_size=32, max_length=64, dropout=0.0, seed=3, bf16=False,
+    cfg = TrainConfig(dataset=str(spec), encoder=still_bert, batch_size=32, max_length=64, dropout=0.0, seed=3,
                       query_source=query, num_workers=workers, cpus_per_worker=1, output_dir=str(tmp_path))
     job = worker_job(cfg, progress=False)
     result = fit(job, "micro", tmp_path / "ray", loop=functools.partial(_one_step_both_ways, job, str(tmp_path), 48))

@@ -11,8 +11,6 @@ VARIANTS = {  # the bioner systems of the training benchmark: config overrides
     "bioner single": {"beta": 0.0},
     "bioner single, grouped": {"beta": 0.0, "group_by_length": True},
     "bioner single, whole batches": {"beta": 0.0, "micro_batching": False},  # the default before micro-batching
-    # the default's precision is the chip's (bf16 autocast where native: AMX CPUs, GPUs); this is its fp32 path
-    "bioner single, fp32": {"beta": 0.0, "bf16": False},
     "bioner multi": {"beta": 1.0, "query_source": "annotation"},
     "bioner multi, grouped": {"beta": 1.0, "query_source": "annotation", "group_by_length": True},
     "bioner multi, whole batches": {"beta": 1.0, "query_source": "annotation", "micro_batching": False},

@@ -108,7 +108,6 @@ def train_ratios(results: dict) -> dict:
         "bioner single (default) / HF Trainer (sentences/s)": ratio(results, "bioner single", HF_TRAINER),
         "bioner single, grouped / HF Trainer": ratio(results, "bioner single, grouped", HF_TRAINER),
         "bioner single, whole batches / HF Trainer": ratio(results, "bioner single, whole batches", HF_TRAINER),
-        "bioner single, fp32 / HF Trainer": ratio(results, "bioner single, fp32", HF_TRAINER),
         "bioner single (default) / HF Trainer, bf16": ratio(results, "bioner single", HF_TRAINER_BF16),
         "HF Trainer, bf16 / HF Trainer": ratio(results, HF_TRAINER_BF16, HF_TRAINER),
         "micro-batches / whole batches, single task": ratio(results, "bioner single", "bioner single, whole batches"),

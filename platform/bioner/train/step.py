@@ -34,36 +34,13 @@ CPU_OVERHEAD, GPU_OVERHEAD = 128, 4096
 Part = tuple[list[int] | None, list[int] | None]  # (NER rows, MRC rows) of one forward
 
 
-# Below this encoder width a CPU step is faster in fp32 even with AMX: the products are too small
-# for the tiles to pay for autocast's casts (2-layer BERT, batch 32 x 40 tokens, 2 cores: hidden
-# 128 1.2x slower in bf16, 256 1.3x faster; MiniLM, 384: 1.9x faster).
-CPU_BF16_MIN_HIDDEN = 256
+def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast for training (`bf16`, default on) on a GPU with native bf16; fp32 on a CPU.
 
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether the chip multiplies bf16 matrices natively: a CUDA GPU that supports it, or a CPU
-    with AMX tiles (Intel Xeon from Sapphire Rapids on). Elsewhere a CPU emulates bf16 and
-    autocast only adds casts."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch >= 2.3; private, hence the guard
-        return bool(amx and amx())
-    return False
-
-
-def use_bf16(cfg: TrainConfig, device: torch.device, hidden_size: int) -> bool:
-    """bf16 autocast for training (`bf16`, default on) where it is faster: a GPU with native bf16,
-    or an AMX CPU with an encoder at least CPU_BF16_MIN_HIDDEN wide."""
-    if not (cfg.bf16 and native_bf16(device)):
-        return False
-    return device.type != "cpu" or hidden_size >= CPU_BF16_MIN_HIDDEN
-
-
-def hidden_size(model) -> int:
-    """The encoder width of a BioNERModel, also inside DDP (`module`) or torch.compile (`_orig_mod`)."""
-    m = getattr(model, "_orig_mod", model)
-    return getattr(m, "module", m).encoder.config.hidden_size
+    Tried on a CPU with AMX (experiments/benchmarks/README.md): a fixed-shape MiniLM step runs 1.9x
+    fp32, but in training the shapes change with every micro-batch and oneDNN builds kernels per
+    shape: `bioner train` measured 1.00x (single task) and 1.09x (multi-task), not worth bf16's rounding."""
+    return cfg.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 class Step:
@@ -73,7 +50,7 @@ class Step:
         self.model, self.params, self.opt, self.sched, self.cfg = model, params, opt, sched, cfg
         self.device, self.enc, self.pad_id = device, enc, pad_id
         self.multiple = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
-        self.bf16 = model is not None and use_bf16(cfg, device, hidden_size(model))
+        self.bf16 = use_bf16(cfg, device)
         self.pin = device.type == "cuda"  # pinned host memory makes the copy asynchronous
         default = GPU_MICRO_TOKENS if device.type == "cuda" else CPU_MICRO_TOKENS
         self.max_tokens = (cfg.micro_batch_tokens or default) if cfg.micro_batching else None
