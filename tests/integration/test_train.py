@@ -42,6 +42,7 @@ def test_two_worker_ddp_run_logs_every_metric_param_and_artifact(ddp_run):
     for key in TrainConfig.model_fields:
         assert key in run.data.params, key
     assert run.data.params["num_workers"] == "2"
+    assert run.data.tags["bioner.precision"] == "fp32"  # what the step ran: a CPU trains in fp32
     for key in ("train_loss", "train_loss_ner", "train_loss_mrc", "sentences_per_s"):
         hist = client.get_metric_history(res.run_id, key)
         assert sorted(m.step for m in hist) == [1, 2], key  # once per epoch, no duplicates
