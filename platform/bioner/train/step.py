@@ -39,7 +39,7 @@ def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
 
     Tried on a CPU with AMX (experiments/benchmarks/README.md): a fixed-shape MiniLM step runs 1.9x
     fp32, but in training the shapes change with every micro-batch and oneDNN builds kernels per
-    shape: `bioner train` measured 1.00x (single task) and 1.09x (multi-task), not worth bf16's rounding."""
+    shape: `bioner train` measured 0.98x (single task) and 1.09x (multi-task), not worth bf16's rounding."""
     return cfg.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
