@@ -13,7 +13,6 @@ from bioner.data.job import load_job_data
 from bioner.data.specs import load_spec
 from bioner.model import build_model
 from bioner.train.step import Step
-from bioner.train.worker import precision
 from helpers import write_corpus, write_spec
 
 
@@ -33,7 +32,7 @@ def test_a_cpu_trains_in_fp32_whatever_the_bf16_option(one_type):
     cfg, enc, _ = one_type
     for bf16 in (True, False):
         step = Step(None, [], None, None, cfg.model_copy(update={"bf16": bf16}), torch.device("cpu"), enc, 0)
-        assert step.bf16 is False and precision(step) == "fp32"
+        assert step.bf16 is False and step.precision == "fp32"
 
 
 def test_bf16_training_follows_fp32_training(one_type, tiny_bert):

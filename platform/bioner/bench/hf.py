@@ -20,6 +20,7 @@ from ..data.tags import spans
 from ..infer.metrics import score
 from ..infer.text import split_words
 from ..model import load_model, resolve_encoder
+from ..train.step import precision_name
 from .measure import StepBudget, blocks, peak_rss_mib, summarise, totals
 
 
@@ -141,7 +142,7 @@ def train_throughput(cfg_dict: dict, budget: StepBudget, threads: int, workdir: 
     Trainer(model=model, args=args, train_dataset=rows, data_collator=counting_collator, callbacks=[Timer()]).train()
     steps = [(*shape, t) for shape, t in zip(shapes, times)]
     res = summarise(blocks(steps, budget.skip, budget.steps, budget.repeats))
-    return res | totals(steps) | {"peak_memory_mib": peak_rss_mib(), "precision": "bf16 autocast" if bf16 else "fp32"}
+    return res | totals(steps) | {"peak_memory_mib": peak_rss_mib(), "precision": precision_name(bf16)}
 
 
 def export_token_classifier(model_dir: Path, out_dir: Path) -> Path:

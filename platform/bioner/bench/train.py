@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..train.contract import WorkerJob
 from ..train.driver import fit, worker_job
 from ..train.local_ray import ensure_ray
-from ..train.worker import precision, setup_worker
+from ..train.worker import setup_worker
 from .config import HF_SYSTEMS, HF_TRAINER, HF_TRAINER_BF16, VARIANTS, BenchConfig
 from .hf import train_throughput
 from .measure import StepBudget, StepRecorder, in_fresh_process, machine, ratio
@@ -53,8 +53,8 @@ def bench_loop_per_worker(bench: BenchJob) -> None:
             t0 = time.perf_counter()
             w.step(idx)  # returns the losses with .item(): the step has finished, on GPU too
             if rec.add(idx, time.perf_counter() - t0):
-                return rec.write(bench.out, w.device, n_params, precision(w.step))
-    rec.write(bench.out, w.device, n_params, precision(w.step))
+                return rec.write(bench.out, w.device, n_params, w.step.precision)
+    rec.write(bench.out, w.device, n_params, w.step.precision)
 
 
 def bench_sentences(cfg: BenchConfig) -> int:

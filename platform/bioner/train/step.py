@@ -43,6 +43,11 @@ def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
+def precision_name(bf16: bool) -> str:
+    """How a run's precision is reported (MLflow tag `bioner.precision`, bench tables)."""
+    return "bf16 autocast" if bf16 else "fp32"
+
+
 class Step:
     """Callable: `step(idx)` trains on the sentences (NER rows) `idx`, returns (loss, NER, MRC)."""
 
@@ -60,6 +65,10 @@ class Step:
         self.ner_count = [sum(1 for x in r if x != IGNORE) for r in enc.ner_labels]
         self.mrc_count = [sum(r) for r in enc.mrc_mask]
         self.epoch = 0
+
+    @property
+    def precision(self) -> str:
+        return precision_name(self.bf16)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch  # which entity types are drawn, when they are sampled

@@ -127,7 +127,7 @@ def train_loop_per_worker(job: WorkerJob) -> None:
     cfg = w.cfg
     bar = _progress_bar(w.rank, len(w.sampler) * (cfg.epochs - w.start_epoch)) if job.progress else None
     if w.rank == 0:
-        print(f"training on {w.device.type} in {precision(w.step)} ({w.world} worker(s), {job.threads} thread(s) each)")
+        print(f"training on {w.device.type} in {w.step.precision} ({w.world} worker(s), {job.threads} thread(s) each)")
     for epoch in range(w.start_epoch, cfg.epochs):
         w.sampler.set_epoch(epoch)
         w.step.set_epoch(epoch)
@@ -225,13 +225,9 @@ def _end_epoch(w: Worker, epoch: int, metrics: dict) -> None:
             )
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
             if job.mlflow_run_id:
-                log_epoch_metrics(job.tracking_uri, job.mlflow_run_id, metrics, epoch + 1, {PRECISION: precision(w.step)})
+                log_epoch_metrics(job.tracking_uri, job.mlflow_run_id, metrics, epoch + 1, {PRECISION: w.step.precision})
             print(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
         ray.train.report(metrics, checkpoint=checkpoint)
-
-
-def precision(step: Step) -> str:
-    return "bf16 autocast" if step.bf16 else "fp32"
 
 
 def _progress_bar(rank: int, total: int):
