@@ -38,11 +38,12 @@ from pathlib import Path
 import torch
 
 from bioner.bench.geometry import GEOMETRIES
-from bioner.bench.packing import flex_mask, pack_rows, packed_batch, real_positions, sdpa_mask
+from bioner.bench.packing import flex_mask
 from bioner.config import TrainConfig
 from bioner.data.batching import LengthGroupedBatches
 from bioner.data.features import FeatureBuilder
 from bioner.data.job import load_job_data
+from bioner.data.packing import first_fit, packed_ner_batch, segment_mask
 from bioner.model.network import BioNERModel
 from bioner.train.step import Step
 from bioner.train.worker import _optimizer, seed_everything
@@ -193,14 +194,16 @@ def packed_model(args, tok, n_labels: int, attn: str, compile_: bool = False):
     config = encoder_config(args, len(tok))
     config.num_labels = n_labels
     config._attn_implementation = attn  # "sdpa" or "flex_attention"
+    if attn == "flex_attention":
+        config.attention_probs_dropout_prob = 0.0  # transformers' flex path refuses attention dropout in training
     model = BertForTokenClassification(config).to(DEVICE)
     return torch.compile(model) if compile_ else model  # one shape every step: no dynamic shapes needed
 
 
-def packed_inputs(b: dict, rows: list[list[int]], attn: str) -> dict:
-    doc = b["doc"].to(DEVICE, non_blocking=True)
-    mask = sdpa_mask(doc) if attn == "sdpa" else flex_mask(doc)
-    keys = ("input_ids", "position_ids", "token_type_ids", "labels")
+def packed_inputs(b: dict, attn: str) -> dict:
+    segments = b["segments"].to(DEVICE, non_blocking=True)
+    mask = segment_mask(segments) if attn == "sdpa" else flex_mask(segments)
+    keys = ("input_ids", "position_ids", "labels")
     return {"attention_mask": mask, **{k: b[k].to(DEVICE, non_blocking=True) for k in keys}}
 
 
@@ -223,13 +226,13 @@ def time_packed(args, tok, cfg: TrainConfig, attn: str, compile_: bool, warmup: 
             set_epoch(epoch)
             stream += batches()[0]
             epoch += 1
-        rows, stream = pack_rows(lengths, stream, args.rows, cfg.max_length)
-        b = packed_batch(enc.ner_ids, enc.ner_labels, rows, cfg.max_length, tok.pad_token_id)
+        rows, stream = first_fit(stream, lengths, cfg.max_length, rows=args.rows)
+        b = packed_ner_batch(enc, rows, cfg.max_length, tok.pad_token_id)
         if DEVICE.type == "cuda":
             b = {k: v.pin_memory() for k, v in b.items()}
         sync()
         t0 = time.perf_counter()
-        inputs = packed_inputs(b, rows, attn)
+        inputs = packed_inputs(b, attn)
         with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
             loss = model(**inputs).loss
         loss.backward()
@@ -240,7 +243,7 @@ def time_packed(args, tok, cfg: TrainConfig, attn: str, compile_: bool, warmup: 
         dt = time.perf_counter() - t0
         if i >= warmup:
             times.append(dt)
-            real += real_positions(b["doc"], rows)
+            real += sum(lengths[s] for row in rows for s in row)
             padded += args.rows * cfg.max_length
             sentences += sum(len(r) for r in rows)
     return summary(times, real, padded, sentences, n_params, n_embed)
@@ -254,9 +257,9 @@ def packing_check(args, tok, attn: str) -> dict:
     lengths = [len(x) for x in enc.ner_ids]
     torch.manual_seed(cfg.seed)
     model = packed_model(args, tok, len(data.spec.labels), attn).eval()
-    rows, _ = pack_rows(lengths, list(range(len(lengths))), 8, cfg.max_length)
-    b = packed_batch(enc.ner_ids, enc.ner_labels, rows, cfg.max_length, tok.pad_token_id)
-    inputs = packed_inputs(b, rows, attn)
+    rows, _ = first_fit(list(range(len(lengths))), lengths, cfg.max_length, rows=8)
+    b = packed_ner_batch(enc, rows, cfg.max_length, tok.pad_token_id)
+    inputs = packed_inputs(b, attn)
     inputs.pop("labels")
     worst, scale = 0.0, 0.0
     with torch.no_grad():
@@ -332,6 +335,7 @@ def step_systems(args, tok) -> dict:
         "HF recipe, bf16": lambda: time_hf(args, tok, config(args, beta=0.0), bf16=True),
         "bioner single task (default)": lambda: time_bioner(args, tok, config(args, beta=0.0)),
         "bioner single task, fp32": lambda: time_bioner(args, tok, config(args, beta=0.0), bf16=False),
+        "bioner single task, no packing": lambda: time_bioner(args, tok, config(args, beta=0.0, packing=False)),
         "bioner single task, length-grouped": lambda: time_bioner(args, tok, config(args, beta=0.0, group_by_length=True)),
         "bioner single task, unpinned copies": lambda: time_bioner(args, tok, config(args, beta=0.0), pin=False),
         "bioner single task, torch.compile": lambda: time_bioner(args, tok, config(args, beta=0.0, torch_compile=True)),
@@ -349,6 +353,8 @@ def mfu_systems(args, tok) -> dict:
         f"HF recipe, bf16, batch {big}": lambda: time_hf(args, tok, config(args, beta=0.0, batch_size=big), bf16=True, warmup=w, steps=n),
         f"bioner single task (default), batch {big}": lambda: time_bioner(args, tok, config(args, beta=0.0, batch_size=big), warmup=w, steps=n),
         f"bioner multi-task (default), batch {big}": lambda: time_bioner(args, tok, config(args, beta=1.0, batch_size=big), warmup=w, steps=n),
+        f"bioner single task, no packing, batch {big}": lambda: time_bioner(
+            args, tok, config(args, beta=0.0, batch_size=big, packing=False), warmup=w, steps=n),
         "packed rows, SDPA, torch.compile": lambda: time_packed(args, tok, config(args, beta=0.0), "sdpa", True, w, n),
         f"bioner single task, torch.compile, batch {big}": lambda: time_bioner(
             args, tok, config(args, beta=0.0, batch_size=big, torch_compile=True), warmup=2 * w, steps=n),
@@ -374,6 +380,7 @@ def main(argv=None) -> int:
     p.add_argument("--mfu-steps", type=int, default=40, help="timed steps per system (suite mfu)")
     p.add_argument("--systems", default="", help="';'-separated names (or prefixes) of the systems to run; default all")
     p.add_argument("--fidelity-steps", type=int, default=150, help="steps of the bf16-vs-fp32 comparison (0: skip; suite steps)")
+    p.add_argument("--skip-checks", action="store_true", help="suite steps: only the timings (no bf16-vs-fp32, no DDP gradient check)")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a smoke run of the script itself")
     p.add_argument("--out", type=Path, default=Path("gpu_step.json"), help="where the figures go (JSON)")
     args = p.parse_args(argv)
@@ -421,7 +428,7 @@ def main(argv=None) -> int:
     for name, r in res["systems"].items():
         if base and "sentences_per_s" in r:
             r["speedup_vs_hf_fp32"] = r["sentences_per_s"] / base
-    if args.suite == "steps":
+    if args.suite == "steps" and not args.skip_checks:
         if args.fidelity_steps:
             res["bf16_vs_fp32"] = bf16_vs_fp32(args, tok, args.fidelity_steps)
             print("bf16 vs fp32:", json.dumps(res["bf16_vs_fp32"]), flush=True)

@@ -63,6 +63,11 @@ class TrainConfig(BaseModel):
     micro_batch_tokens: int | None = Field(
         None, ge=16, description="padded positions per training micro-batch; default: 4096 on a CPU, 16384 on a GPU"
     )
+    packing: bool | None = Field(
+        None, description="lay each micro-batch's rows end to end in rows as long as the longest input, each attending only to "
+        "itself (block-diagonal mask through the encoder's SDPA attention) with its own positions: almost no padding and one width "
+        "per step, the same loss and gradient; default: on a GPU, off on a CPU (experiments/benchmarks/README.md)"
+    )
     mrc_types_per_sentence: int | None = Field(
         None, ge=1, description="MRC: entity types asked per sentence and epoch, drawn (seeded) from those its corpus annotates, "
         "the loss weighted so its expectation is the full loss; default: every type (the paper). 1 keeps the MRC cost of a one-type corpus"

@@ -1,5 +1,6 @@
-"""Micro-batching changes no optimizer step: one step's gradients with and without it are equal,
-with one worker and with two DDP workers (gloo), through the real Ray Train worker set-up."""
+"""Micro-batching changes no optimizer step: one step's gradients with and without it (and with
+packed micro-batches) are equal, with one worker and with two DDP workers (gloo), through the real
+Ray Train worker set-up."""
 
 from __future__ import annotations
 
@@ -45,17 +46,19 @@ def _one_step_both_ways(job, out: str, micro_tokens: int) -> None:
     w.model.train()
     idx = next(iter(w.sampler))
     result = {}
-    for name, max_tokens in (("whole", None), ("micro", micro_tokens)):
-        w.step.max_tokens = max_tokens
+    for name, max_tokens, packing in (("whole", None, False), ("micro", micro_tokens, False), ("packed", 2 * w.step.row_len, True)):
+        w.step.max_tokens, w.step.packing = max_tokens, packing
         w.opt.zero_grad(set_to_none=True)
         result[name] = {"losses": w.step.backward(idx).tolist(), "parts": len(w.step.parts(idx)),
                         "grads": [p.grad.detach().clone() for p in w.step.params]}
-    whole, micro = result["whole"]["grads"], result["micro"]["grads"]
+    whole = result["whole"]["grads"]
     # float tolerance, as torch.allclose(rtol=1e-4, atol=1e-7): <= 1 everywhere. (The key biases'
     # true gradient is 0, softmax being blind to a shift of every key: there both sides are 1e-13 noise.)
-    worst = max(float(((a - b).abs() / (1e-7 + 1e-4 * a.abs())).max()) for a, b in zip(whole, micro))
+    worst = {way: max(float(((a - b).abs() / (1e-7 + 1e-4 * a.abs())).max()) for a, b in zip(whole, result[way]["grads"]))
+             for way in ("micro", "packed")}
     report = {"worst": worst, "parts": result["micro"]["parts"], "whole_parts": result["whole"]["parts"],
-              "losses": [result["whole"]["losses"], result["micro"]["losses"]], "params": len(whole),
+              "packed_parts": result["packed"]["parts"],
+              "losses": [result[way]["losses"] for way in ("whole", "micro", "packed")], "params": len(whole),
               "nonzero": sum(int(g.abs().sum() > 0) for g in whole), "sentences": len(idx)}
     Path(out, f"rank{w.rank}.json").write_text(json.dumps(report))
 
@@ -72,9 +75,11 @@ def test_micro_batched_step_has_the_whole_batch_gradient(tmp_path, make_dataset,
     for rank in range(workers):
         r = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert r["whole_parts"] == 1 and r["parts"] >= 3  # 48 padded positions: several micro-batches
+        assert r["packed_parts"] >= 2  # two packed rows a forward
         assert r["nonzero"] == r["params"]  # every parameter, both heads included, got a gradient
-        assert r["worst"] <= 1.0, r
-        assert r["losses"][0] == pytest.approx(r["losses"][1], rel=1e-5)
+        assert r["worst"]["micro"] <= 1.0 and r["worst"]["packed"] <= 1.0, r
+        assert r["losses"][1] == pytest.approx(r["losses"][0], rel=1e-5)
+        assert r["losses"][2] == pytest.approx(r["losses"][0], rel=1e-5)
 
 
 def test_micro_batches_cover_every_row_once_within_the_bound_and_end_with_both_tasks(make_dataset, minilm_tokenizer):

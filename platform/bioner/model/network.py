@@ -26,10 +26,12 @@ class BioNERModel(nn.Module):
             nn.init.zeros_(head.bias)
 
     def hidden(self, batch: dict) -> torch.Tensor:
+        packed = {"position_ids": batch["position_ids"]} if "position_ids" in batch else {}  # packed rows restart positions
         out = self.encoder(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             token_type_ids=batch.get("token_type_ids"),
+            **packed,
         )
         return self.dropout(out.last_hidden_state)
 
@@ -102,7 +104,8 @@ def ner_loss(logits: torch.Tensor, labels: torch.Tensor, denom: torch.Tensor | N
     """Negative log-likelihood over labelled tokens: their mean, or their sum over `denom` (a
     micro-batch's share of its batch's mean).
 
-    Under partial annotation (`o_allowed`, rows x labels) a gold B-/I- tag is exact, and a gold O
+    Under partial annotation (`o_allowed`, rows x labels, or rows x positions x labels for packed
+    rows, which hold several sentences) a gold B-/I- tag is exact, and a gold O
     means "O, or a tag of a type this row's corpus does not annotate": its loss is minus the log of
     the summed probability of that allowed set (Greenberg et al. 2018). A row whose allowed set is
     O alone costs exactly the cross-entropy.
@@ -113,7 +116,9 @@ def ner_loss(logits: torch.Tensor, labels: torch.Tensor, denom: torch.Tensor | N
             return F.cross_entropy(flat, gold, ignore_index=-100)
         return F.cross_entropy(flat, gold, ignore_index=-100, reduction="sum") / denom
     logp = F.log_softmax(flat, dim=-1)
-    allowed = o_allowed[:, None, :].expand(*labels.shape, o_allowed.size(-1)).reshape(flat.shape)
+    if o_allowed.dim() == 2:
+        o_allowed = o_allowed[:, None, :].expand(*labels.shape, o_allowed.size(-1))
+    allowed = o_allowed.reshape(flat.shape)
     valid = gold != -100
     exact = logp.gather(1, gold.clamp(min=0)[:, None]).squeeze(1)
     marginal = torch.logsumexp(logp.masked_fill(~allowed, float("-inf")), dim=-1)
@@ -127,7 +132,8 @@ def mrc_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, batch: dict) 
     mask = batch["label_mask"]
     denom = batch["loss_denom"] if "loss_denom" in batch else mask.sum().clamp(min=1.0)
     if "row_weight" in batch:  # sampled entity types: each row weighted by 1 / its probability
-        mask = mask * batch["row_weight"][:, None]
+        w = batch["row_weight"]
+        mask = mask * (w if w.dim() == 2 else w[:, None])  # packed rows: a weight per position
     bce = F.binary_cross_entropy_with_logits
     ls = (bce(start_logits.float(), batch["start_labels"], reduction="none") * mask).sum() / denom
     le = (bce(end_logits.float(), batch["end_labels"], reduction="none") * mask).sum() / denom

@@ -4,7 +4,8 @@ The unit of the step is the sampler's batch (random sentences, as the HF recipe'
 the rows run as length-sorted micro-batches of bounded padded positions, each loss divided by
 the whole batch's count (labelled tokens for NER, passage words for MRC) and the gradients
 accumulated, so that the step's gradient is the batch's gradient while almost no position is
-padding. With DDP, only the last micro-batch synchronises gradients; it holds rows of both tasks
+padding. With packing (the default on a GPU), a micro-batch is rows of one width holding several
+inputs end to end, each attending only to itself (bioner.data.packing). With DDP, only the last micro-batch synchronises gradients; it holds rows of both tasks
 so that every head takes part in that one synchronised backward.
 
 A sentence is asked only about the types its corpus annotates. With `mrc_types_per_sentence: k`,
@@ -24,6 +25,8 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import TrainConfig
 from ..data.batching import micro_batches, mrc_batch, mrc_rows, ner_batch
 from ..data.features import IGNORE, Encoded
+from ..data.packing import balanced_chunks, first_fit, packed_mrc_batch, packed_ner_batch, segment_mask
+from ..errors import BionerError
 
 # Padded positions per training micro-batch. CPU: measured with MiniLM on 2 cores
 # (`bioner bench train`); small products stay in cache. GPU: only a memory bound, larger is faster.
@@ -31,7 +34,8 @@ CPU_MICRO_TOKENS, GPU_MICRO_TOKENS = 4096, 16384
 # What one more micro-batch costs, in padded positions (see data.batching.micro_batches).
 CPU_OVERHEAD, GPU_OVERHEAD = 128, 4096
 
-Part = tuple[list[int] | None, list[int] | None]  # (NER rows, MRC rows) of one forward
+# (NER rows, MRC rows) of one forward; packed: (NER packed rows, MRC packed rows), each a list of rows
+Part = tuple[list | None, list | None]
 
 
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
@@ -65,6 +69,23 @@ class Step:
         self.ner_count = [sum(1 for x in r if x != IGNORE) for r in enc.ner_labels]
         self.mrc_count = [sum(r) for r in enc.mrc_mask]
         self.epoch = 0
+        longest = max(self.ner_len + self.mrc_len, default=1)
+        self.row_len = -(-longest // 8) * 8  # a packed row: the longest input, rounded to a multiple of 8
+        self.packing = self._packing(model, cfg, device)
+
+    def _packing(self, model, cfg: TrainConfig, device: torch.device) -> bool:
+        """Packing needs micro-batches and an encoder whose attention takes a 4D mask (SDPA); the
+        default (on a GPU) falls back quietly where it cannot pack, `packing: true` is refused."""
+        wanted = cfg.packing if cfg.packing is not None else device.type == "cuda"
+        if not wanted or self.max_tokens is None:
+            return False
+        net = getattr(getattr(model, "_orig_mod", model), "module", getattr(model, "_orig_mod", model))
+        attn = getattr(getattr(getattr(net, "encoder", None), "config", None), "_attn_implementation", "sdpa")
+        if attn != "sdpa":
+            if cfg.packing:
+                raise BionerError(f"packing: the encoder's attention is {attn!r}; packed rows need 'sdpa' (set packing: false)")
+            return False
+        return True
 
     @property
     def precision(self) -> str:
@@ -92,6 +113,12 @@ class Step:
         mrc = list(self.mrc_plan(idx)) if self.cfg.multitask else []
         if self.max_tokens is None:
             return [(ner or None, mrc or None)]
+        if self.packing:  # first-fit decreasing into rows of row_len, then forwards of at most max_tokens positions
+            cap = self.max_tokens // self.row_len
+            n = balanced_chunks(first_fit(sorted(ner, key=lambda r: -self.ner_len[r]), self.ner_len, self.row_len)[0], cap)
+            m = balanced_chunks(first_fit(sorted(mrc, key=lambda r: -self.mrc_len[r]), self.mrc_len, self.row_len)[0], cap)
+            k = max(len(n), len(m))
+            return list(zip([None] * (k - len(n)) + n, [None] * (k - len(m)) + m))
         n = micro_batches(ner, self.ner_len, self.max_tokens, self.overhead) if ner else []
         m = micro_batches(mrc, self.mrc_len, self.max_tokens, self.overhead) if mrc else []
         k = max(len(n), len(m))
@@ -102,7 +129,9 @@ class Step:
         real = padded = 0
         for n, m in self.parts(idx):
             for lengths, rows in ((self.ner_len, n), (self.mrc_len, m)):
-                if rows:
+                if rows and self.packing:
+                    real, padded = real + sum(lengths[r] for row in rows for r in row), padded + len(rows) * self.row_len
+                elif rows:
                     ls = [lengths[r] for r in rows]
                     real, padded = real + sum(ls), padded + len(ls) * max(ls)
         return real, padded
@@ -118,9 +147,13 @@ class Step:
             denoms = (max(1, sum(self.ner_count[w] for w in idx)), max(1, sum(self.mrc_count[r] for r in mrc_rows(self.enc, idx))))
         totals = torch.zeros(3, device=self.device)
         for k, (n, m) in enumerate(parts):
-            ner = self._to_dev(ner_batch(self.enc, n, self.pad_id, self.multiple), denoms and denoms[0]) if n else None
-            weights = [plan[r] for r in m] if m and sampled else None
-            mrc = self._to_dev(mrc_batch(self.enc, m, self.pad_id, self.multiple, weights), denoms and denoms[1]) if m else None
+            if self.packing:
+                ner = self._to_dev(packed_ner_batch(self.enc, n, self.row_len, self.pad_id), denoms[0]) if n else None
+                mrc = self._to_dev(packed_mrc_batch(self.enc, m, self.row_len, self.pad_id, plan if sampled else None), denoms[1]) if m else None
+            else:
+                ner = self._to_dev(ner_batch(self.enc, n, self.pad_id, self.multiple), denoms and denoms[0]) if n else None
+                weights = [plan[r] for r in m] if m and sampled else None
+                mrc = self._to_dev(mrc_batch(self.enc, m, self.pad_id, self.multiple, weights), denoms and denoms[1]) if m else None
             with self._sync(k == len(parts) - 1):
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                     loss, l_ner, l_mrc = self.model(ner, mrc, self.cfg.alpha, self.cfg.beta)
@@ -139,7 +172,10 @@ class Step:
     def _to_dev(self, batch: dict, denom: int | None) -> dict:
         if denom is not None:
             batch["loss_denom"] = torch.tensor(float(denom))
-        return {k: (v.pin_memory() if self.pin else v).to(self.device, non_blocking=True) for k, v in batch.items()}
+        out = {k: (v.pin_memory() if self.pin else v).to(self.device, non_blocking=True) for k, v in batch.items()}
+        if "segments" in out:  # packed rows: the block-diagonal mask is built where it is used
+            out["attention_mask"] = segment_mask(out.pop("segments"))
+        return out
 
     def _sync(self, last: bool):
         """DDP reduces gradients only on the step's last backward (no_sync before it)."""

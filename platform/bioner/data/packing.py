@@ -1,0 +1,129 @@
+"""Padding-free packing: encoded rows laid end to end in rows of a fixed length.
+
+Each encoded row (a sentence window, or an MRC query + passage) keeps its own [CLS] ... [SEP], its
+own positions (0, 1, ... restart at every row) and attends only to itself through a block-diagonal
+mask built from `segments`; the encoder then computes for each row exactly what it computes for
+that row alone (BERT's attention takes a 4D boolean mask through SDPA as it is), while almost no
+position is padding. The padding tail of a packed row is a segment of its own, so that no query
+row of the mask is empty; its labels are ignored and its loss weight is 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import torch
+
+from .features import IGNORE, Encoded
+
+
+def first_fit(items: Sequence[int], lengths: Sequence[int], row_len: int, rows: int | None = None,
+              patience: int = 64) -> tuple[list[list[int]], list[int]]:
+    """First fit of `items` (in their order; sort them longest first for first-fit decreasing) into
+    rows of `row_len` positions: each item goes to the first row with room for it.
+
+    `rows=None` opens a new row whenever none has room, and places everything. With a fixed number
+    of `rows`, the items that fit nowhere are returned (in their order) to open the next batch, and
+    packing stops after `patience` such items in a row (the rows are full enough).
+    """
+    free: list[int] = [] if rows is None else [row_len] * rows
+    out: list[list[int]] = [[] for _ in free]
+    left: list[int] = []
+    misses = 0
+    for k, s in enumerate(items):
+        n = lengths[s]
+        if n > row_len:
+            raise ValueError(f"row {s} has {n} positions, more than a packed row's {row_len}")
+        r = next((i for i, f in enumerate(free) if f >= n), None)
+        if r is None and rows is None:
+            free.append(row_len)
+            out.append([])
+            r = len(out) - 1
+        if r is None:
+            left.append(s)
+            misses += 1
+            if misses >= patience:
+                left.extend(items[k + 1 :])
+                break
+            continue
+        misses = 0
+        out[r].append(s)
+        free[r] -= n
+    return out, left
+
+
+def balanced_chunks(rows: list[list[int]], cap: int) -> list[list[list[int]]]:
+    """Packed rows cut into the fewest forwards of at most `cap` rows, of near-equal sizes."""
+    if not rows:
+        return []
+    k = math.ceil(len(rows) / max(1, cap))
+    size = math.ceil(len(rows) / k)
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def pack_columns(packed: Sequence[Sequence[int]], row_len: int, columns: Mapping[str, tuple[Sequence[Sequence], object, torch.dtype]]) -> dict[str, torch.Tensor]:
+    """Tensors (len(packed) x row_len) of `columns` (name -> (per-row values, padding value, dtype)),
+    plus `position_ids` (restarting at each encoded row) and `segments` (which encoded row of its
+    packed row a position holds; the padding tail is one more segment)."""
+    n = len(packed)
+    out = {name: torch.full((n, row_len), pad, dtype=dtype) for name, (_, pad, dtype) in columns.items()}
+    out["position_ids"] = torch.zeros((n, row_len), dtype=torch.long)
+    out["segments"] = torch.zeros((n, row_len), dtype=torch.long)
+    for r, items in enumerate(packed):
+        at = 0
+        for d, s in enumerate(items):
+            k = None
+            for name, (values, _, dtype) in columns.items():
+                v = values[s]
+                k = len(v)
+                out[name][r, at : at + k] = torch.tensor(v, dtype=dtype)
+            out["position_ids"][r, at : at + k] = torch.arange(k)
+            out["segments"][r, at : at + k] = d
+            at += k
+        out["segments"][r, at:] = len(items)
+    return out
+
+
+def segment_mask(segments: torch.Tensor) -> torch.Tensor:
+    """(rows, 1, L, L) boolean attention mask: a position attends to the positions of its own segment."""
+    return (segments[:, :, None] == segments[:, None, :])[:, None]
+
+
+def packed_ner_batch(enc: Encoded, packed: Sequence[Sequence[int]], row_len: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """NER windows packed into rows; with partial annotation `o_allowed` per position (rows x L x labels)."""
+    out = pack_columns(packed, row_len, {"input_ids": (enc.ner_ids, pad_id, torch.long), "labels": (enc.ner_labels, IGNORE, torch.long)})
+    if any(len(enc.o_allowed[i]) > 1 for row in packed for i in row):
+        allowed = torch.zeros((len(packed), row_len, enc.n_labels), dtype=torch.bool)
+        allowed[..., 0] = True  # padding: never scored
+        for r, row in enumerate(packed):
+            at = 0
+            for i in row:
+                k = len(enc.ner_ids[i])
+                allowed[r, at : at + k, list(enc.o_allowed[i])] = True
+                at += k
+        out["o_allowed"] = allowed
+    return out
+
+
+def packed_mrc_batch(enc: Encoded, packed: Sequence[Sequence[int]], row_len: int, pad_id: int,
+                     weights: Mapping[int, float] | None = None) -> dict[str, torch.Tensor]:
+    """MRC rows packed into rows; `weights` (MRC row -> loss weight) become `row_weight` per position."""
+    columns = {
+        "input_ids": (enc.mrc_ids, pad_id, torch.long),
+        "token_type_ids": (enc.mrc_token_types, 0, torch.long),
+        "start_labels": (enc.mrc_start, 0.0, torch.float),
+        "end_labels": (enc.mrc_end, 0.0, torch.float),
+        "label_mask": (enc.mrc_mask, 0, torch.float),
+    }
+    out = pack_columns(packed, row_len, columns)
+    if weights is not None:
+        w = torch.zeros((len(packed), row_len))
+        for r, row in enumerate(packed):
+            at = 0
+            for i in row:
+                k = len(enc.mrc_ids[i])
+                w[r, at : at + k] = weights[i]
+                at += k
+        out["row_weight"] = w
+    return out
