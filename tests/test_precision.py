@@ -1,5 +1,6 @@
-"""bf16 autocast in training: a GPU's path (`bf16`, default on there), fp32 on a CPU. CI has no GPU,
-so the autocast path is run here on the CPU (emulated): it must train as fp32 does."""
+"""bf16 autocast in training: on a GPU, and on a CPU with AMX where the step packs its micro-batches
+(`bf16`, `packing`, both on by default); fp32 elsewhere. CI has no GPU and may lack AMX, so the
+autocast path is also run forced on the CPU: it must train as fp32 does."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from bioner.data.iob import read_split
 from bioner.data.job import load_job_data
 from bioner.data.specs import load_spec
 from bioner.model import build_model
-from bioner.train.step import Step
+from bioner.train.step import Step, native_bf16
 from helpers import write_corpus, write_spec
 
 
@@ -28,11 +29,17 @@ def one_type(tmp_path, minilm_tokenizer, tiny_bert):
     return cfg, enc, spec
 
 
-def test_a_cpu_trains_in_fp32_whatever_the_bf16_option(one_type):
+def test_a_cpu_trains_in_bf16_only_with_amx_and_packing(one_type, monkeypatch):
     cfg, enc, _ = one_type
-    for bf16 in (True, False):
-        step = Step(None, [], None, None, cfg.model_copy(update={"bf16": bf16}), torch.device("cpu"), enc, 0)
-        assert step.bf16 is False and step.precision == "fp32"
+    cpu = torch.device("cpu")
+    for amx in (True, False):  # this machine's CPU has one answer; the other is what a CI runner may have
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        assert native_bf16(cpu) is amx
+        for bf16, packing, micro in [(True, None, True), (True, False, True), (False, None, True), (True, None, False), (False, True, True)]:
+            step = Step(None, [], None, None, cfg.model_copy(update={"bf16": bf16, "packing": packing, "micro_batching": micro}), cpu, enc, 0)
+            expect = amx and bf16 and packing is not False and micro
+            assert step.bf16 is expect and step.precision == ("bf16 autocast" if expect else "fp32")
+            assert step.packing is (expect or (packing is True and micro))  # packing follows bf16 unless set
 
 
 def test_bf16_training_follows_fp32_training(one_type, tiny_bert):

@@ -66,7 +66,8 @@ class TrainConfig(BaseModel):
     packing: bool | None = Field(
         None, description="lay each micro-batch's rows end to end in rows as long as the longest input, each attending only to "
         "itself (block-diagonal mask through the encoder's SDPA attention) with its own positions: almost no padding and one width "
-        "per step, the same loss and gradient; default: on a GPU, off on a CPU (experiments/benchmarks/README.md)"
+        "per step, the same loss and gradient; default: on where the step runs bf16 (a GPU, a CPU with AMX), off elsewhere "
+        "(experiments/benchmarks/README.md)"
     )
     mrc_types_per_sentence: int | None = Field(
         None, ge=1, description="MRC: entity types asked per sentence and epoch, drawn (seeded) from those its corpus annotates, "
@@ -84,9 +85,10 @@ class TrainConfig(BaseModel):
     trust_remote_code: bool = Field(False, description="allow model code from the hub (off: it runs arbitrary code)")
     torch_compile: bool = Field(False, description="compile the model with torch.compile (dynamic shapes); pays a compile time once per worker")
     bf16: bool = Field(
-        True, description="bf16 autocast in training on a GPU that supports it (a CPU trains in fp32: measured no faster in bf16, "
-        "even with AMX); weights, optimizer and inference stay fp32; false: fp32 everywhere, faster on a GPU where a step is bound by "
-        "kernel launches (BERT-base, batch 32, NCBI-disease on an H200: experiments/benchmarks/README.md)"
+        True, description="bf16 autocast in training where the chip multiplies bf16 natively: a GPU that supports it, or a CPU with "
+        "AMX when it packs its micro-batches (`packing`; unpacked, bf16 measured no faster there); other CPUs train in fp32. Weights, "
+        "optimizer and inference stay fp32; the run's tag bioner.precision says which ran; false: fp32 everywhere "
+        "(experiments/benchmarks/README.md)"
     )
     run_name: str | None = Field(None, description="MLflow run name (default: dataset-source-seed)")
 

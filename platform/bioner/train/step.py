@@ -38,13 +38,28 @@ CPU_OVERHEAD, GPU_OVERHEAD = 128, 4096
 Part = tuple[list | None, list | None]
 
 
-def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    """bf16 autocast for training (`bf16`, default on) on a GPU with native bf16; fp32 on a CPU.
+def native_bf16(device: torch.device) -> bool:
+    """Whether the chip multiplies bf16 matrices natively: a CUDA GPU that supports bf16, or a CPU
+    with AMX tiles (Intel Xeon from Sapphire Rapids on). Elsewhere a CPU emulates bf16, and autocast
+    would only add casts."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch >= 2.3; private, hence the guard
+        return bool(amx and amx())
+    return False
 
-    Tried on a CPU with AMX (experiments/benchmarks/README.md): a fixed-shape MiniLM step runs 1.9x
-    fp32, but in training the shapes change with every micro-batch and oneDNN builds kernels per
-    shape: `bioner train` measured 0.98x (single task) and 1.09x (multi-task), not worth bf16's rounding."""
-    return cfg.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast for training (`bf16`, default on) where the chip has native bf16 products.
+
+    On an AMX CPU bf16 pays only together with packing (experiments/benchmarks/README.md): oneDNN
+    builds its bf16 kernels once per shape, and packed micro-batches have one width and few row
+    counts, where length-sorted ones bring a new shape at every forward (0.98x fp32 measured so).
+    So a CPU trains in bf16 only where it packs; `packing: false` there keeps fp32."""
+    if not (cfg.bf16 and native_bf16(device)):
+        return False
+    return device.type == "cuda" or (cfg.packing is not False and cfg.micro_batching)
 
 
 def precision_name(bf16: bool) -> str:
@@ -74,9 +89,10 @@ class Step:
         self.packing = self._packing(model, cfg, device)
 
     def _packing(self, model, cfg: TrainConfig, device: torch.device) -> bool:
-        """Packing needs micro-batches and an encoder whose attention takes a 4D mask (SDPA); the
-        default (on a GPU) falls back quietly where it cannot pack, `packing: true` is refused."""
-        wanted = cfg.packing if cfg.packing is not None else device.type == "cuda"
+        """Packing needs micro-batches and an encoder whose attention takes a 4D mask (SDPA). By
+        default it is on where the step runs bf16 (a GPU, an AMX CPU), and falls back quietly where
+        it cannot pack (then bf16 on a CPU is dropped too); `packing: true` there is refused."""
+        wanted = cfg.packing if cfg.packing is not None else (device.type == "cuda" or self.bf16)
         if not wanted or self.max_tokens is None:
             return False
         net = getattr(getattr(model, "_orig_mod", model), "module", getattr(model, "_orig_mod", model))
@@ -84,6 +100,7 @@ class Step:
         if attn != "sdpa":
             if cfg.packing:
                 raise BionerError(f"packing: the encoder's attention is {attn!r}; packed rows need 'sdpa' (set packing: false)")
+            self.bf16 = self.bf16 and device.type == "cuda"  # unpacked, bf16 does not pay on a CPU
             return False
         return True
 
