@@ -106,12 +106,15 @@ def run_train_bench(cfg: BenchConfig, log=print) -> dict:
 def train_ratios(results: dict) -> dict:
     out = {
         "bioner single (default) / HF Trainer (sentences/s)": ratio(results, "bioner single", HF_TRAINER),
+        "bioner single, fp32 unpacked / HF Trainer": ratio(results, "bioner single, fp32 unpacked", HF_TRAINER),
         "bioner single, grouped / HF Trainer": ratio(results, "bioner single, grouped", HF_TRAINER),
         "bioner single, whole batches / HF Trainer": ratio(results, "bioner single, whole batches", HF_TRAINER),
         "bioner single (default) / HF Trainer, bf16": ratio(results, "bioner single", HF_TRAINER_BF16),
         "HF Trainer, bf16 / HF Trainer": ratio(results, HF_TRAINER_BF16, HF_TRAINER),
         "micro-batches / whole batches, single task": ratio(results, "bioner single", "bioner single, whole batches"),
         "micro-batches / whole batches, multi-task": ratio(results, "bioner multi", "bioner multi, whole batches"),
+        "default / fp32 unpacked, single task": ratio(results, "bioner single", "bioner single, fp32 unpacked"),
+        "default / fp32 unpacked, multi-task": ratio(results, "bioner multi", "bioner multi, fp32 unpacked"),
         "multi-task step / single-task step (time)": ratio(results, "bioner single", "bioner multi"),
         "multi-task, no query / single-task (time)": ratio(results, "bioner single", "bioner multi, no query"),
     }
