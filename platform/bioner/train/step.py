@@ -4,9 +4,10 @@ The unit of the step is the sampler's batch (random sentences, as the HF recipe'
 the rows run as length-sorted micro-batches of bounded padded positions, each loss divided by
 the whole batch's count (labelled tokens for NER, passage words for MRC) and the gradients
 accumulated, so that the step's gradient is the batch's gradient while almost no position is
-padding. With packing (the default on a GPU), a micro-batch is rows of one width holding several
-inputs end to end, each attending only to itself (bioner.data.packing). With DDP, only the last micro-batch synchronises gradients; it holds rows of both tasks
-so that every head takes part in that one synchronised backward.
+padding. With packing (the default where the step runs bf16: a GPU, an AMX CPU), a micro-batch is
+rows of one width holding several inputs end to end, each attending only to itself
+(bioner.data.packing). With DDP, only the last micro-batch synchronises gradients; it holds rows of
+both tasks so that every head takes part in that one synchronised backward.
 
 A sentence is asked only about the types its corpus annotates. With `mrc_types_per_sentence: k`,
 k of them are drawn per sentence and epoch (seeded) and each drawn row's loss is weighted by the
@@ -95,7 +96,8 @@ class Step:
         wanted = cfg.packing if cfg.packing is not None else (device.type == "cuda" or self.bf16)
         if not wanted or self.max_tokens is None:
             return False
-        net = getattr(getattr(model, "_orig_mod", model), "module", getattr(model, "_orig_mod", model))
+        net = getattr(model, "_orig_mod", model)  # torch.compile's wrapper
+        net = getattr(net, "module", net)  # DDP's
         attn = getattr(getattr(getattr(net, "encoder", None), "config", None), "_attn_implementation", "sdpa")
         if attn != "sdpa":
             if cfg.packing:
