@@ -170,22 +170,28 @@ def time_hf(args, tok, cfg: TrainConfig, bf16: bool, warmup: int | None = None, 
         for r, j in enumerate(idx):
             n = len(enc.ner_ids[j])
             ids[r, :n], labels[r, :n], mask[r, :n] = torch.tensor(enc.ner_ids[j]), torch.tensor(enc.ner_labels[j]), 1
-        sync()
-        t0 = time.perf_counter()
-        with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(input_ids=ids.to(DEVICE), attention_mask=mask.to(DEVICE), labels=labels.to(DEVICE)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss.item()
-        dt = time.perf_counter() - t0
+        dt = hf_step(model, opt, lambda: {"input_ids": ids.to(DEVICE), "attention_mask": mask.to(DEVICE), "labels": labels.to(DEVICE)}, bf16)
         if i >= warmup:
             times.append(dt)
             real += sum(len(enc.ner_ids[j]) for j in idx)
             padded += len(idx) * width
             sentences += len(idx)
     return summary(times, real, padded, sentences, n_params, n_embed)
+
+
+def hf_step(model, opt, inputs, bf16: bool) -> float:
+    """One optimizer step of the HF recipe (autocast forward, backward, clipping, AdamW) on
+    `inputs()`, called inside the timer (moving the batch and building its mask count); its seconds."""
+    sync()
+    t0 = time.perf_counter()
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = model(**inputs()).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    loss.item()
+    return time.perf_counter() - t0
 
 
 def packed_model(args, tok, n_labels: int, attn: str, compile_: bool = False):
@@ -230,17 +236,7 @@ def time_packed(args, tok, cfg: TrainConfig, attn: str, compile_: bool, warmup: 
         b = packed_ner_batch(enc, rows, cfg.max_length, tok.pad_token_id)
         if DEVICE.type == "cuda":
             b = {k: v.pin_memory() for k, v in b.items()}
-        sync()
-        t0 = time.perf_counter()
-        inputs = packed_inputs(b, attn)
-        with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
-            loss = model(**inputs).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss.item()
-        dt = time.perf_counter() - t0
+        dt = hf_step(model, opt, lambda: packed_inputs(b, attn), bf16=True)
         if i >= warmup:
             times.append(dt)
             real += sum(lengths[s] for row in rows for s in row)
