@@ -64,3 +64,19 @@ def test_bf16_training_follows_fp32_training(one_type, tiny_bert):
     assert fp32[-1] < 0.2 * fp32[0] and bf16[-1] < 0.2 * bf16[0]  # both learn the toy corpus
     assert bf16[-1] == pytest.approx(fp32[-1], rel=0.25, abs=0.02), (fp32[-5:], bf16[-5:])
 
+
+
+def test_a_narrow_encoder_trains_fp32_even_on_an_amx_cpu(one_type, tiny_bert, monkeypatch):
+    """32-wide products are too small for AMX to repay autocast's casts: the test suite's tiny BERTs
+    train fp32 (and unpacked); a 256-wide encoder gets bf16 and packing."""
+    from transformers import BertConfig, BertModel
+
+    from bioner.model.network import BioNERModel
+
+    cfg, enc, spec = one_type
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    narrow = Step(build_model(tiny_bert, len(spec.labels)), [], None, None, cfg, torch.device("cpu"), enc, 0)
+    assert (narrow.bf16, narrow.packing) == (False, False)
+    wide_encoder = BertModel(BertConfig(vocab_size=128, hidden_size=256, num_hidden_layers=1, num_attention_heads=4, intermediate_size=256))
+    wide = Step(BioNERModel(wide_encoder, len(spec.labels)), [], None, None, cfg, torch.device("cpu"), enc, 0)
+    assert (wide.bf16, wide.packing) == (True, True)

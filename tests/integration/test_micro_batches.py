@@ -68,7 +68,8 @@ def _one_step_both_ways(job, out: str, micro_tokens: int) -> None:
 def test_micro_batched_step_has_the_whole_batch_gradient(tmp_path, make_dataset, still_bert, workers, query):
     spec = make_dataset("micro", sizes=(64, 4, 4))
     cfg = TrainConfig(dataset=str(spec), encoder=still_bert, batch_size=32, max_length=64, dropout=0.0, seed=3,
-                      query_source=query, num_workers=workers, cpus_per_worker=1, output_dir=str(tmp_path))
+                      query_source=query, num_workers=workers, cpus_per_worker=1, output_dir=str(tmp_path),
+                      bf16=False)  # fp32: the three layouts then differ by summation order alone
     job = worker_job(cfg, progress=False)
     result = fit(job, "micro", tmp_path / "ray", loop=functools.partial(_one_step_both_ways, job, str(tmp_path), 48))
     assert result.error is None, result.error
@@ -84,7 +85,8 @@ def test_micro_batched_step_has_the_whole_batch_gradient(tmp_path, make_dataset,
 
 def test_micro_batches_cover_every_row_once_within_the_bound_and_end_with_both_tasks(make_dataset, minilm_tokenizer):
     spec = load_spec(make_dataset("parts", sizes=(40, 4, 4)))
-    cfg = TrainConfig(dataset=str(spec.path), encoder="minilm", query_source="annotation", micro_batch_tokens=96)
+    cfg = TrainConfig(dataset=str(spec.path), encoder="minilm", query_source="annotation", micro_batch_tokens=96,
+                      packing=False)  # the length-sorted split (packing's parts: tests/test_packing.py)
     data = load_job_data(cfg)
     fb = FeatureBuilder(minilm_tokenizer, spec.labels, cfg.max_length, data.queries, spec.types)
     enc = fb.encode(read_split(spec, "train").tokens, read_split(spec, "train").tags, mrc=True)

@@ -34,6 +34,9 @@ from ..errors import BionerError
 CPU_MICRO_TOKENS, GPU_MICRO_TOKENS = 4096, 16384
 # What one more micro-batch costs, in padded positions (see data.batching.micro_batches).
 CPU_OVERHEAD, GPU_OVERHEAD = 128, 4096
+# Narrower encoders train fp32 on a CPU: their products are too small for AMX to repay autocast's casts
+# (the test suite's 32-wide BERTs: 1,544 s of tests in fp32, 1,658 s with bf16 and packing).
+CPU_BF16_MIN_WIDTH = 256
 
 # (NER rows, MRC rows) of one forward; packed: (NER packed rows, MRC packed rows), each a list of rows
 Part = tuple[list | None, list | None]
@@ -57,10 +60,23 @@ def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     On an AMX CPU bf16 pays only together with packing (experiments/benchmarks/README.md): oneDNN
     builds its bf16 kernels once per shape, and packed micro-batches have one width and few row
     counts, where length-sorted ones bring a new shape at every forward (0.98x fp32 measured so).
-    So a CPU trains in bf16 only where it packs; `packing: false` there keeps fp32."""
+    So a CPU trains in bf16 only where it packs; `packing: false` there keeps fp32. (The Step also
+    keeps encoders narrower than CPU_BF16_MIN_WIDTH in fp32 on a CPU.)"""
     if not (cfg.bf16 and native_bf16(device)):
         return False
     return device.type == "cuda" or (cfg.packing is not False and cfg.micro_batching)
+
+
+def encoder_config(model):
+    """The encoder's config under torch.compile's and DDP's wrappers (None without a model)."""
+    net = getattr(model, "_orig_mod", model)
+    net = getattr(net, "module", net)
+    return getattr(getattr(net, "encoder", None), "config", None)
+
+
+def encoder_width(model) -> float:
+    """The encoder's hidden size; unbounded when there is no model to ask."""
+    return getattr(encoder_config(model), "hidden_size", float("inf"))
 
 
 def precision_name(bf16: bool) -> str:
@@ -75,7 +91,7 @@ class Step:
         self.model, self.params, self.opt, self.sched, self.cfg = model, params, opt, sched, cfg
         self.device, self.enc, self.pad_id = device, enc, pad_id
         self.multiple = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
-        self.bf16 = use_bf16(cfg, device)
+        self.bf16 = use_bf16(cfg, device) and (device.type == "cuda" or encoder_width(model) >= CPU_BF16_MIN_WIDTH)
         self.pin = device.type == "cuda"  # pinned host memory makes the copy asynchronous
         default = GPU_MICRO_TOKENS if device.type == "cuda" else CPU_MICRO_TOKENS
         self.max_tokens = (cfg.micro_batch_tokens or default) if cfg.micro_batching else None
@@ -96,9 +112,7 @@ class Step:
         wanted = cfg.packing if cfg.packing is not None else (device.type == "cuda" or self.bf16)
         if not wanted or self.max_tokens is None:
             return False
-        net = getattr(model, "_orig_mod", model)  # torch.compile's wrapper
-        net = getattr(net, "module", net)  # DDP's
-        attn = getattr(getattr(getattr(net, "encoder", None), "config", None), "_attn_implementation", "sdpa")
+        attn = getattr(encoder_config(model), "_attn_implementation", "sdpa")
         if attn != "sdpa":
             if cfg.packing:
                 raise BionerError(f"packing: the encoder's attention is {attn!r}; packed rows need 'sdpa' (set packing: false)")
