@@ -86,7 +86,8 @@ class TrainConfig(BaseModel):
     torch_compile: bool = Field(False, description="compile the model with torch.compile (dynamic shapes); pays a compile time once per worker")
     bf16: bool = Field(
         True, description="bf16 autocast in training where the chip multiplies bf16 natively: a GPU that supports it, or a CPU with "
-        "AMX when it packs its micro-batches (`packing`; unpacked, bf16 measured no faster there); other CPUs train in fp32. Weights, "
+        "AMX when it packs its micro-batches (`packing`; unpacked, bf16 measured no faster there) and the encoder is at least 256 wide; "
+        "other CPUs train in fp32. Weights, "
         "optimizer and inference stay fp32; the run's tag bioner.precision says which ran; false: fp32 everywhere "
         "(experiments/benchmarks/README.md)"
     )
