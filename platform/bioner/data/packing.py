@@ -62,14 +62,19 @@ def balanced_chunks(rows: list[list[int]], cap: int) -> list[list[list[int]]]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
-def pack_columns(packed: Sequence[Sequence[int]], row_len: int, columns: Mapping[str, tuple[Sequence[Sequence], object, torch.dtype]]) -> dict[str, torch.Tensor]:
+def pack_columns(packed: Sequence[Sequence[int]], row_len: int,
+                 columns: Mapping[str, tuple[Sequence[Sequence], object, torch.dtype]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Tensors (len(packed) x row_len) of `columns` (name -> (per-row values, padding value, dtype)),
     plus `position_ids` (restarting at each encoded row) and `segments` (which encoded row of its
-    packed row a position holds; the padding tail is one more segment)."""
+    packed row a position holds; the padding tail is one more segment). Also returns `source`: for
+    each position, the ordinal of its encoded row among all of `packed` in order, -1 on padding, to
+    spread per-row values over positions (`table[source]`, the table's last row for padding)."""
     n = len(packed)
     out = {name: torch.full((n, row_len), pad, dtype=dtype) for name, (_, pad, dtype) in columns.items()}
     out["position_ids"] = torch.zeros((n, row_len), dtype=torch.long)
     out["segments"] = torch.zeros((n, row_len), dtype=torch.long)
+    source = torch.full((n, row_len), -1, dtype=torch.long)
+    ordinal = 0
     for r, items in enumerate(packed):
         at = 0
         for d, s in enumerate(items):
@@ -80,9 +85,11 @@ def pack_columns(packed: Sequence[Sequence[int]], row_len: int, columns: Mapping
                 out[name][r, at : at + k] = torch.tensor(v, dtype=dtype)
             out["position_ids"][r, at : at + k] = torch.arange(k)
             out["segments"][r, at : at + k] = d
+            source[r, at : at + k] = ordinal
+            ordinal += 1
             at += k
         out["segments"][r, at:] = len(items)
-    return out
+    return out, source
 
 
 def segment_mask(segments: torch.Tensor) -> torch.Tensor:
@@ -92,17 +99,14 @@ def segment_mask(segments: torch.Tensor) -> torch.Tensor:
 
 def packed_ner_batch(enc: Encoded, packed: Sequence[Sequence[int]], row_len: int, pad_id: int) -> dict[str, torch.Tensor]:
     """NER windows packed into rows; with partial annotation `o_allowed` per position (rows x L x labels)."""
-    out = pack_columns(packed, row_len, {"input_ids": (enc.ner_ids, pad_id, torch.long), "labels": (enc.ner_labels, IGNORE, torch.long)})
-    if any(len(enc.o_allowed[i]) > 1 for row in packed for i in row):
-        allowed = torch.zeros((len(packed), row_len, enc.n_labels), dtype=torch.bool)
-        allowed[..., 0] = True  # padding: never scored
-        for r, row in enumerate(packed):
-            at = 0
-            for i in row:
-                k = len(enc.ner_ids[i])
-                allowed[r, at : at + k, list(enc.o_allowed[i])] = True
-                at += k
-        out["o_allowed"] = allowed
+    out, source = pack_columns(packed, row_len, {"input_ids": (enc.ner_ids, pad_id, torch.long), "labels": (enc.ner_labels, IGNORE, torch.long)})
+    items = [i for row in packed for i in row]
+    if any(len(enc.o_allowed[i]) > 1 for i in items):
+        table = torch.zeros((len(items) + 1, enc.n_labels), dtype=torch.bool)  # last row: padding (never scored)
+        for k, i in enumerate(items):
+            table[k, list(enc.o_allowed[i])] = True
+        table[-1, 0] = True
+        out["o_allowed"] = table[source]
     return out
 
 
@@ -116,14 +120,8 @@ def packed_mrc_batch(enc: Encoded, packed: Sequence[Sequence[int]], row_len: int
         "end_labels": (enc.mrc_end, 0.0, torch.float),
         "label_mask": (enc.mrc_mask, 0, torch.float),
     }
-    out = pack_columns(packed, row_len, columns)
+    out, source = pack_columns(packed, row_len, columns)
     if weights is not None:
-        w = torch.zeros((len(packed), row_len))
-        for r, row in enumerate(packed):
-            at = 0
-            for i in row:
-                k = len(enc.mrc_ids[i])
-                w[r, at : at + k] = weights[i]
-                at += k
-        out["row_weight"] = w
+        table = torch.tensor([weights[i] for row in packed for i in row] + [0.0])  # last: padding
+        out["row_weight"] = table[source]
     return out
