@@ -67,8 +67,9 @@ def _tune_args(d: Path, spec: Path, encoder: str, experiment: str) -> list[str]:
         f"dataset={spec}", f"encoder={encoder}", f"output_dir={d / experiment}", f"experiment={experiment}",
         "train_fraction=1.0", "num_samples=2", "max_epochs=1", "refit_seeds=1", "batch_size=16", "max_length=64",
         "search.learning_rate=[5.0e-4, 2.0e-3]",
-        # Two jobs share 4 logical CPUs: one CPU per training worker leaves room for both trials.
-        "cpus_per_worker=1",
+        # Two jobs share 4 logical CPUs: one CPU per training worker leaves room for both trials at once
+        # (tiny trials are bound by process start-up, which is single-threaded).
+        "cpus_per_worker=1", "max_concurrent_trials=2",
     ]
     return ["tune", "experiments/tune-smoke.yaml", *[x for s in sets for x in ("--set", s)]]
 

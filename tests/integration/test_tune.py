@@ -23,6 +23,7 @@ def tuned(make_dataset, tiny_bert):
         f"dataset={spec}", f"encoder={tiny_bert}", f"output_dir={d / 'out'}", "experiment=tune-test",
         "train_fraction=1.0", "num_samples=2", "max_epochs=2", "refit_seeds=2", "batch_size=16",
         "max_length=64", "learning_rate=1e-3", "search.learning_rate=[5.0e-4, 2.0e-3]",
+        "max_concurrent_trials=2",  # tiny trials are bound by process start-up, single-threaded: both at once
     ])
     return cfg, run_tune(cfg, progress=False)
 
