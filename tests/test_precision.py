@@ -80,3 +80,23 @@ def test_a_narrow_encoder_trains_fp32_even_on_an_amx_cpu(one_type, tiny_bert, mo
     wide_encoder = BertModel(BertConfig(vocab_size=128, hidden_size=256, num_hidden_layers=1, num_attention_heads=4, intermediate_size=256))
     wide = Step(BioNERModel(wide_encoder, len(spec.labels)), [], None, None, cfg, torch.device("cpu"), enc, 0)
     assert (wide.bf16, wide.packing) == (True, True)
+
+
+def test_an_encoder_without_sdpa_attention_trains_unpacked_and_refuses_packing_true(one_type, monkeypatch):
+    """Packed rows need a 4D mask (SDPA): the default falls back to unpacked rows, and so to fp32 on
+    an AMX CPU; `packing: true` is one line naming the attention."""
+    from transformers import BertConfig, BertModel
+
+    from bioner.errors import BionerError
+    from bioner.model.network import BioNERModel
+
+    cfg, enc, spec = one_type
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    config = BertConfig(vocab_size=128, hidden_size=256, num_hidden_layers=1, num_attention_heads=4, intermediate_size=256)
+    config._attn_implementation = "eager"
+    eager = BertModel(config)
+    model = BioNERModel(eager, len(spec.labels))
+    step = Step(model, [], None, None, cfg, torch.device("cpu"), enc, 0)
+    assert (step.bf16, step.packing) == (False, False)
+    with pytest.raises(BionerError, match=r"^packing: the encoder's attention is 'eager'; packed rows need 'sdpa'"):
+        Step(model, [], None, None, cfg.model_copy(update={"packing": True}), torch.device("cpu"), enc, 0)

@@ -54,29 +54,32 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    """bf16 autocast for training (`bf16`, default on) where the chip has native bf16 products.
-
-    On an AMX CPU bf16 pays only together with packing (experiments/benchmarks/README.md): oneDNN
-    builds its bf16 kernels once per shape, and packed micro-batches have one width and few row
-    counts, where length-sorted ones bring a new shape at every forward (0.98x fp32 measured so).
-    So a CPU trains in bf16 only where it packs; `packing: false` there keeps fp32. (The Step also
-    keeps encoders narrower than CPU_BF16_MIN_WIDTH in fp32 on a CPU.)"""
-    if not (cfg.bf16 and native_bf16(device)):
-        return False
-    return device.type == "cuda" or (cfg.packing is not False and cfg.micro_batching)
+def unwrap(model):
+    """The network inside torch.compile's and DDP's wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
 
 
-def encoder_config(model):
-    """The encoder's config under torch.compile's and DDP's wrappers (None without a model)."""
-    net = getattr(model, "_orig_mod", model)
-    net = getattr(net, "module", net)
-    return getattr(getattr(net, "encoder", None), "config", None)
+def plan_precision(cfg: TrainConfig, device: torch.device, model) -> tuple[bool, bool]:
+    """(bf16 autocast, packing) of a step, decided together: each depends on the other on a CPU.
 
-
-def encoder_width(model) -> float:
-    """The encoder's hidden size; unbounded when there is no model to ask."""
-    return getattr(encoder_config(model), "hidden_size", float("inf"))
+    bf16 (`bf16`, default on) runs where the chip multiplies bf16 natively. On an AMX CPU it pays
+    only with packing (experiments/benchmarks/README.md): oneDNN builds its bf16 kernels once per
+    shape, and packed micro-batches have one width and few row counts, where length-sorted ones
+    bring a new shape at every forward (0.98x fp32 measured so); and only for encoders at least
+    CPU_BF16_MIN_WIDTH wide. Packing (`packing`, default: where the step would run bf16) needs
+    micro-batches and an encoder whose attention takes a 4D mask (SDPA); the default falls back
+    quietly where it cannot pack, `packing: true` there is refused."""
+    cuda = device.type == "cuda"
+    encoder = getattr(getattr(unwrap(model), "encoder", None), "config", None)  # None: no model to ask
+    attn = getattr(encoder, "_attn_implementation", "sdpa")
+    width = getattr(encoder, "hidden_size", float("inf"))
+    bf16 = cfg.bf16 and native_bf16(device) and (cuda or width >= CPU_BF16_MIN_WIDTH)
+    if cfg.packing and cfg.micro_batching and attn != "sdpa":
+        raise BionerError(f"packing: the encoder's attention is {attn!r}; packed rows need 'sdpa' (set packing: false)")
+    wanted = cfg.packing if cfg.packing is not None else (cuda or bf16)
+    packing = bool(wanted) and cfg.micro_batching and attn == "sdpa"
+    return bf16 and (cuda or packing), packing
 
 
 def precision_name(bf16: bool) -> str:
@@ -91,7 +94,7 @@ class Step:
         self.model, self.params, self.opt, self.sched, self.cfg = model, params, opt, sched, cfg
         self.device, self.enc, self.pad_id = device, enc, pad_id
         self.multiple = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
-        self.bf16 = use_bf16(cfg, device) and (device.type == "cuda" or encoder_width(model) >= CPU_BF16_MIN_WIDTH)
+        self.bf16, self.packing = plan_precision(cfg, device, model)
         self.pin = device.type == "cuda"  # pinned host memory makes the copy asynchronous
         default = GPU_MICRO_TOKENS if device.type == "cuda" else CPU_MICRO_TOKENS
         self.max_tokens = (cfg.micro_batch_tokens or default) if cfg.micro_batching else None
@@ -103,22 +106,6 @@ class Step:
         self.epoch = 0
         longest = max(self.ner_len + self.mrc_len, default=1)
         self.row_len = -(-longest // 8) * 8  # a packed row: the longest input, rounded to a multiple of 8
-        self.packing = self._packing(model, cfg, device)
-
-    def _packing(self, model, cfg: TrainConfig, device: torch.device) -> bool:
-        """Packing needs micro-batches and an encoder whose attention takes a 4D mask (SDPA). By
-        default it is on where the step runs bf16 (a GPU, an AMX CPU), and falls back quietly where
-        it cannot pack (then bf16 on a CPU is dropped too); `packing: true` there is refused."""
-        wanted = cfg.packing if cfg.packing is not None else (device.type == "cuda" or self.bf16)
-        if not wanted or self.max_tokens is None:
-            return False
-        attn = getattr(encoder_config(model), "_attn_implementation", "sdpa")
-        if attn != "sdpa":
-            if cfg.packing:
-                raise BionerError(f"packing: the encoder's attention is {attn!r}; packed rows need 'sdpa' (set packing: false)")
-            self.bf16 = self.bf16 and device.type == "cuda"  # unpacked, bf16 does not pay on a CPU
-            return False
-        return True
 
     @property
     def precision(self) -> str:

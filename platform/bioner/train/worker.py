@@ -29,7 +29,7 @@ from ..model import BioNERModel, build_model, load_model, load_tokenizer, save_m
 from ..tracking.metrics import PRECISION, log_epoch_metrics
 from .contract import WorkerJob
 from .live_metrics import LiveMetrics
-from .step import Step
+from .step import Step, unwrap
 
 TRAIN_STATE = "train_state.pt"
 MODEL_SUBDIR = "model"
@@ -82,8 +82,7 @@ class Worker:
     @property
     def net(self) -> BioNERModel:
         """The BioNERModel inside torch.compile's and DDP's wrappers."""
-        model = getattr(self.model, "_orig_mod", self.model)
-        return getattr(model, "module", model)
+        return unwrap(self.model)
 
 
 def setup_worker(job: WorkerJob) -> Worker:
