@@ -84,8 +84,11 @@ def _init_ray():
     import ray
 
     if not ray.is_initialized():
+        from bioner.serve.ingress import configure_local
         from bioner.train.local_ray import start_local_ray
 
+        # Serve on this Ray gets the ingress `bioner serve` gives a local Ray by default (HAProxy on Linux).
+        configure_local("auto")
         # The dashboard serves the State API that Ray Train uses to clean up finished trials.
         start_local_ray(num_cpus=2, logging_level="ERROR", log_to_driver=False)
     return ray

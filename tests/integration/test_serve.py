@@ -221,3 +221,69 @@ def test_a_killed_replica_is_restarted_and_the_service_keeps_answering(server, r
     assert len(failed) <= len(clients), failed
     assert during, "nothing answered while the killed replica was being replaced"
     assert post(server["url"], {"texts": registry["texts"][:2]})[0] == 200
+
+
+def _listening(pids: set[int]) -> list[tuple[str, int, str]]:
+    import psutil
+
+    names = {}
+    for pid in pids:
+        try:
+            names[pid] = psutil.Process(pid).name()
+        except psutil.NoSuchProcess:
+            pass
+    return [(c.laddr.ip, c.laddr.port, names[c.pid]) for c in psutil.net_connections("inet")
+            if c.status == psutil.CONN_LISTEN and c.pid in names]
+
+
+def _haproxies() -> set[int]:
+    """The HAProxy processes of this session's Serve (their configuration is in the folder bioner made)."""
+    import psutil
+
+    folder = os.environ.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "\0")
+    return {p.pid for p in psutil.process_iter(["cmdline"]) if any(folder in a for a in p.info["cmdline"] or [])}
+
+
+def _loopback(ip: str) -> bool:
+    import ipaddress
+
+    a = ipaddress.ip_address(ip)
+    return a.is_loopback or bool(getattr(a, "ipv4_mapped", None) and a.ipv4_mapped.is_loopback)
+
+
+def test_the_served_application_listens_on_loopback_but_for_rays_token_guarded_replica_port(server):
+    """HAProxy's stats page and metrics exporter (Ray binds them to every interface) are moved to the
+    --host address by bioner's launcher; the one port Ray's code opens on every interface in this mode is
+    each replica's inter-deployment gRPC server, which checks Ray's token (documented in the README)."""
+    import psutil
+
+    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+        pytest.skip("Serve's proxy ingress (no HAProxy here): test_faults_security covers its sockets")
+    haproxy = _haproxies()
+    assert haproxy, "no HAProxy process with bioner's configuration folder"
+    on_haproxy = _listening(haproxy)
+    assert {p for _, p, _ in on_haproxy} >= {server["cfg"].port, int(os.environ["RAY_SERVE_HAPROXY_STATS_PORT"]),
+                                              int(os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"])}, on_haproxy
+    assert [a for a in on_haproxy if not _loopback(a[0])] == []
+    ours = {p.pid for p in psutil.Process().children(recursive=True)}
+    wide = [a for a in _listening(ours) if not _loopback(a[0])]
+    assert all(name.startswith("ray::ServeRepli") for _, _, name in wide) and len(wide) <= len(_replicas()), wide
+
+
+def test_haproxy_ends_when_its_manager_is_killed(server):
+    """A HAProxy left running holds the service's port, and the next `bioner serve` cannot start. Here the
+    raylet reaps a dead worker's children; when Ray itself goes first (a `bioner serve` whose shutdown
+    timed out left one this way), the launcher's parent-death signal ends it. Runs last in this module
+    (Serve starts a new manager and HAProxy)."""
+    from ray.util.state import list_actors
+
+    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+        pytest.skip("Serve's proxy ingress: no HAProxy here")
+    before = _haproxies()
+    managers = list_actors(filters=[("class_name", "=", "HAProxyManager"), ("state", "=", "ALIVE")])
+    assert before and len(managers) == 1, (before, managers)
+    os.kill(managers[0].pid, signal.SIGKILL)
+    deadline = time.time() + 15
+    while before & _haproxies() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not before & _haproxies(), "HAProxy outlived its manager"

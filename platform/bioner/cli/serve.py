@@ -39,6 +39,13 @@ def serve(
     max_queued: int = typer.Option(1000, "--max-queued", min=1, help="Requests waiting for a replica; beyond that HTTP 503 (overloaded) instead of an ever longer wait."),
     name: str = typer.Option("bioner", "--name", help="Ray Serve application name (on a shared cluster: one per served model)."),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    ingress: str = typer.Option(
+        "auto", "--ingress",
+        help="Front door of a local Ray's Serve. haproxy: HAProxy (installed with ray[serve] on Linux) sends each request straight "
+             "to a replica that answers HTTP itself (Ray's high-throughput mode; measured about twice the requests/s of the proxy "
+             "on 2 cores). proxy: Serve's Python HTTP proxy, one more hop. auto: haproxy where installed, else proxy. On a cluster "
+             "($RAY_ADDRESS) the cluster's own setting applies (cluster/README.md).",
+    ),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ):
     """Serve a model over HTTP on Ray Serve until Ctrl-C (or SIGTERM: `bioner jobs stop` for a submitted job).
@@ -51,7 +58,7 @@ def serve(
     cfg = serve_config(
         model=model, tracking_uri=store_uri(tracking_uri), app_name=name, replicas=replicas, cpus_per_replica=cpus_per_replica,
         host=host, port=port, poll_s=poll_s, check_alias=check_alias, max_texts=max_texts, max_chars=max_chars,
-        max_batch_texts=max_batch, batch_wait_s=batch_wait_ms / 1000, max_queued=max_queued, precision=precision,
+        max_batch_texts=max_batch, batch_wait_s=batch_wait_ms / 1000, max_queued=max_queued, precision=precision, ingress=ingress,
     )
     serve_until_stopped(cfg, lambda line: out.print(line, markup=False, highlight=False, soft_wrap=True))
 

@@ -33,6 +33,7 @@ class ServeConfig(BaseModel):
     batch_wait_s: float = Field(0.0, ge=0, le=10, description="seconds a batch waits for more requests once its first one arrived (0: it takes the requests waiting; those that arrive while it is tagged form the next)")
     max_queued: int = Field(1000, ge=1, description="requests waiting at the proxy for a replica (more: HTTP 503)")
     precision: Literal["auto", "fp32", "int8"] = Field("auto", description="NER forward: int8 (CPU), fp32, or auto (int8 on a CPU)")
+    ingress: Literal["auto", "haproxy", "proxy"] = Field("auto", description="front door of a local Ray's Serve: HAProxy to replicas that answer HTTP themselves, Serve's Python proxy, or auto (HAProxy where installed)")
 
     @model_validator(mode="after")
     def _batch_holds_a_request(self):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import signal
 import socket
 import time
@@ -16,6 +17,7 @@ from ..tracking.models import resolve_model
 from ..train.local_ray import ensure_ray
 from .config import ServeConfig
 from .follow import parse_model_uri
+from .ingress import configure_local
 from .server import BioNERServer
 
 DEPLOYMENT = "BioNERServer"
@@ -126,8 +128,10 @@ def serve_until_stopped(cfg: ServeConfig, say) -> None:
     """`bioner serve`: check, start, answer until Ctrl-C or SIGTERM, then shut down cleanly."""
     on_cluster = bool(os.environ.get("RAY_ADDRESS"))
     what = check_model(cfg)
+    mode, haproxy_files = "the cluster's", None
     if not on_cluster:
         check_port(cfg.host, cfg.port)
+        mode, haproxy_files = configure_local(cfg.ingress, cfg.host)  # read by the processes the local Ray starts
     ensure_ray()
     # after Ray's start-up, which installs a SIGTERM handler of its own (sys.exit)
     with interrupted_by_sigterm():
@@ -135,7 +139,7 @@ def serve_until_stopped(cfg: ServeConfig, say) -> None:
             say(f"starting {cfg.replicas} replica(s) of {what} ...")
             started = start(cfg)
             base = f"http://{cfg.host}:{cfg.port}"
-            say(f"serving on {base}/predict ({started.cpus_per_replica:g} CPU(s) per replica); docs {base}/docs, "
+            say(f"serving on {base}/predict ({started.cpus_per_replica:g} CPU(s) per replica, {mode} ingress); docs {base}/docs, "
                 f"model {base}/model. Ctrl-C stops.")
             while True:
                 time.sleep(3600)
@@ -144,4 +148,6 @@ def serve_until_stopped(cfg: ServeConfig, say) -> None:
         finally:
             with contextlib.suppress(Exception):  # Ray may be gone already (its own Ctrl-C handling)
                 stop(cfg, whole=not on_cluster)
+            if haproxy_files is not None:
+                shutil.rmtree(haproxy_files, ignore_errors=True)
             say("stopped")
