@@ -80,6 +80,9 @@ def tiny_bert(tmp_path_factory, minilm_tokenizer) -> str:
     return str(d)
 
 
+_haproxy_folders: list = []  # HAProxy's files of the session's Serve, removed at the end
+
+
 def _init_ray():
     import ray
 
@@ -88,7 +91,7 @@ def _init_ray():
         from bioner.train.local_ray import start_local_ray
 
         # Serve on this Ray gets the ingress `bioner serve` gives a local Ray by default (HAProxy on Linux).
-        configure_local("auto")
+        _haproxy_folders.append(configure_local("auto")[1])
         # The dashboard serves the State API that Ray Train uses to clean up finished trials.
         start_local_ray(num_cpus=2, logging_level="ERROR", log_to_driver=False)
     return ray
@@ -97,9 +100,14 @@ def _init_ray():
 @pytest.fixture(scope="session")
 def _ray_session():
     yield _init_ray()
+    import shutil
+
     import ray
 
     ray.shutdown()
+    for folder in _haproxy_folders:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -45,8 +45,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dataset", default="ncbi-disease", help="its test sentences are the texts; the model is bioner-<dataset>")
     p.add_argument("--clients", type=ints, default=[1, 8, 32], help="concurrent clients per cell, comma-separated")
     p.add_argument("--replicas", type=ints, default=[1, 2], help="bioner serve replicas, comma-separated (empty: skip)")
+    p.add_argument("--ingress", type=lambda s: [x for x in s.split(",") if x.strip()], default=["haproxy"],
+                   help="bioner serve --ingress values, comma-separated (haproxy: Ray's HAProxy mode, the default on Linux; proxy: Serve's proxy)")
     p.add_argument("--mlflow-workers", type=ints, default=[1], help="mlflow models serve -w values (empty: skip; its default is 1)")
     p.add_argument("--duration", type=float, default=30.0, help="seconds a cell measures (after all its clients started)")
+    p.add_argument("--rounds", type=int, default=1, help="times every system is measured, in turn (cells of 2 shared cores vary by about 20 %%)")
     p.add_argument("--max-requests", type=int, default=20_000, help="requests a cell sends at most")
     p.add_argument("--texts-per-request", type=int, default=1, help="sentences in one request")
     p.add_argument("--moves", type=int, default=3, help="alias moves of the promotion run (0: skip it)")
@@ -145,11 +148,13 @@ class Server:
         self._log.close()
 
 
-def bioner_serve(args, store: str, replicas: int, folder: Path) -> Server:
+def bioner_serve(args, store: str, replicas: int, folder: Path, ingress: str = "haproxy") -> Server:
     port = free_port()
     cmd = [sys.executable, "-m", "bioner.cli", "serve", "--model", f"models:/bioner-{args.dataset}@champion", "--replicas",
-           str(replicas), "--port", str(port), "--tracking-uri", store, "--poll-s", str(args.poll_s), *shlex.split(args.serve_args)]
-    return Server(f"bioner serve, {replicas} replica(s)", cmd, port, "/health", folder / f"bioner-serve-{replicas}.log", dict(os.environ))
+           str(replicas), "--port", str(port), "--tracking-uri", store, "--poll-s", str(args.poll_s), "--ingress", ingress,
+           *shlex.split(args.serve_args)]
+    return Server(f"bioner serve ({ingress}), {replicas} replica(s)", cmd, port, "/health",
+                  folder / f"bioner-serve-{ingress}-{replicas}.log", dict(os.environ))
 
 
 def mlflow_serve(args, store: str, workers: int, folder: Path) -> Server:
@@ -159,6 +164,10 @@ def mlflow_serve(args, store: str, workers: int, folder: Path) -> Server:
     # the scoring server starts `uvicorn` by name: the venv's bin goes first on PATH
     env = {**os.environ, "MLFLOW_TRACKING_URI": store, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     return Server(f"mlflow models serve -w {workers}", cmd, port, "/ping", folder / f"mlflow-serve-{workers}.log", env)
+
+
+def bioner_serve_with(ingress: str):
+    return lambda args, store, replicas, folder: bioner_serve(args, store, replicas, folder, ingress)
 
 
 # -- locust ------------------------------------------------------------------------------------
@@ -234,7 +243,7 @@ def allowed_versions(sent: float, first: str, timeline: list[dict]) -> set[str]:
 
 
 def promotion_run(args, store: str, reg: dict, texts: Path, folder: Path) -> dict:
-    server = bioner_serve(args, store, args.move_replicas, folder)
+    server = bioner_serve(args, store, args.move_replicas, folder, args.ingress[0])
     timeline, errors = [], []
     log, stop_file = folder / "promotion-requests.jsonl", folder / "promotion.stop"
     try:
@@ -293,6 +302,17 @@ def print_table(results: dict) -> None:
     for c in results["cells"]:
         print(f"| {c['system']} | {c['clients']} | {f(c['requests_per_s'], '.1f')} | {f(c['texts_per_s'], '.1f')} | "
               f"{f(c['p50_ms'], '.0f')} | {f(c['p99_ms'], '.0f')} | {c['failures']} | {c['load_average_1m_before']:.2f} |")
+    if results["args"].get("rounds", "1") != "1":
+        print("\n| system | clients | rounds | requests/s, mean (min-max) | p99 (ms), mean |")
+        print("|---|---|---|---|---|")
+        groups: dict = {}
+        for c in results["cells"]:
+            groups.setdefault((c["system"], c["clients"]), []).append(c)
+        for (system, clients), cs in groups.items():
+            rps = [c["requests_per_s"] or 0 for c in cs]
+            p99 = [c["p99_ms"] for c in cs if c["p99_ms"] is not None]
+            print(f"| {system} | {clients} | {len(cs)} | {sum(rps) / len(rps):.1f} ({min(rps):.1f}-{max(rps):.1f}) | "
+                  f"{f(sum(p99) / len(p99) if p99 else None, '.0f')} |")
     p = results.get("promotion")
     if p:
         moves = ", ".join(f"-> v{m['version']} (promote ran {m['promote_done'] - m['promote_started']:.1f} s; first answer "
@@ -313,14 +333,16 @@ def main(argv=None) -> int:
     texts = write_texts(args, folder)
     results = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "args": {k: str(v) for k, v in vars(args).items()},
                "cpus": os.cpu_count(), "model": {k: v for k, v in reg.items() if k != "client"}, "cells": []}
-    systems = [(bioner_serve, r, "BioNERServe", f"bioner-r{r}") for r in args.replicas]
+    systems = [(bioner_serve_with(i), r, "BioNERServe", f"bioner-{i}-r{r}") for i in args.ingress for r in args.replicas]
     systems += [(mlflow_serve, w, "MLflowServe", f"mlflow-w{w}") for w in args.mlflow_workers]
-    for start, n, user, tag in systems:
-        server = start(args, store, n, folder)
-        try:
-            results["cells"] += measure(args, server, user, texts, folder, tag)
-        finally:
-            server.stop()
+    for round_ in range(1, args.rounds + 1):
+        for start, n, user, tag in systems:
+            server = start(args, store, n, folder)
+            try:
+                cells = measure(args, server, user, texts, folder, f"{tag}-round{round_}" if args.rounds > 1 else tag)
+                results["cells"] += [{**c, "round": round_} for c in cells]
+            finally:
+                server.stop()
     if args.moves:
         results["promotion"] = promotion_run(args, store, reg, texts, folder)
     results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -287,3 +288,49 @@ def test_haproxy_ends_when_its_manager_is_killed(server):
     while before & _haproxies() and time.time() < deadline:
         time.sleep(0.2)
     assert not before & _haproxies(), "HAProxy outlived its manager"
+
+
+def test_the_bioner_serve_command_answers_and_stops_cleanly_on_sigterm(registry):
+    """The command a user runs, on a local Ray of its own: it says which ingress it chose, answers, and on
+    SIGTERM (`bioner jobs stop`) shuts down with exit 0, leaving no HAProxy and no HAProxy folder behind."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registry["uri"]}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "bioner.cli", "serve", "--model", f"models:/bioner-{DS}@champion", "--port", str(port),
+           "--cpus-per-replica", "0.5", "--poll-s", "5"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None and not any("serving on http" in line for line in lines):
+            time.sleep(0.5)
+        status, answer, version = post(url, {"texts": registry["texts"][:2]})
+        champion = registry["client"].get_model_version_by_alias(f"bioner-{DS}", "champion").version
+        assert status == 200 and len(answer) == 2 and version == str(champion), (status, answer, version, "".join(lines[-20:]))
+        mine = [p for p in psutil.process_iter(["cmdline"]) if any("bioner-haproxy-" in a for a in p.info["cmdline"] or [])
+                and not any(os.environ.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "\0") in a for a in p.info["cmdline"])]
+        os.kill(proc.pid, signal.SIGTERM)
+        rc = proc.wait(90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    reader.join(10)
+    out = "".join(lines)
+    assert rc == 0 and "stopped" in out, out[-3000:]
+    said = next(line for line in out.splitlines() if "serving on http" in line)
+    if sys.platform.startswith("linux"):
+        assert "haproxy ingress" in said, said
+        assert mine, "no HAProxy of the command's own was running"
+        folders = {m.group(1) for p in mine for a in p.info["cmdline"] if (m := re.match(r"(.*/bioner-haproxy-[^/]+)", a))}
+        assert folders
+        time.sleep(1)
+        assert not [p for p in mine if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "HAProxy outlived bioner serve"
+        assert not [f for f in folders if os.path.exists(f)], f"HAProxy's folder left behind: {folders}"

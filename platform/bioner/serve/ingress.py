@@ -21,6 +21,7 @@ a private folder (mode 0700) instead of /tmp/haproxy-serve shared by every user.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import sys
@@ -40,14 +41,16 @@ BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
 # port (Ray's default, 30 s, is for load balancers on other machines; ours reloads within 0.1 s).
 DRAIN_ENV, DRAIN_S = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1"
 
+RETRY_ENV, RETRY_ON = "RAY_SERVE_HAPROXY_RETRY_ON", "conn-failure empty-response junk-response"
+
 LAUNCHER = '''#!{python} -I
 """HAProxy as Ray Serve starts it, written by `bioner serve` (bioner/serve/ingress.py): the stats and
 metrics listeners on {host} rather than on every interface, and HAProxy ended when its manager dies."""
 import ctypes, os, re, signal, sys
 
-REAL, HOST = {real!r}, {host!r}
+REAL, HOST, MOVE = {real!r}, {host!r}, {move!r}
 args = sys.argv[1:]
-if "-f" in args and HOST not in ("0.0.0.0", "::", "*"):
+if "-f" in args and MOVE:
     path = args[args.index("-f") + 1]
     with open(path) as f:
         text = f.read()
@@ -57,6 +60,14 @@ if "-f" in args and HOST not in ("0.0.0.0", "::", "*"):
 ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 os.execv(REAL, [REAL, *args])
 '''
+
+
+def _every_address(host: str) -> bool:
+    """--host names every interface (the unspecified address): Ray's listeners stay as they are."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a host name
+        return False
 
 
 def haproxy_binary() -> str | None:
@@ -92,7 +103,7 @@ def configure_local(ingress: Ingress, host: str = "127.0.0.1") -> tuple[str, Pat
         return mode, None
     folder = Path(tempfile.mkdtemp(prefix="bioner-haproxy-"))
     launcher = folder / "haproxy"
-    launcher.write_text(LAUNCHER.format(python=sys.executable, real=haproxy_binary(), host=host))
+    launcher.write_text(LAUNCHER.format(python=sys.executable, real=haproxy_binary(), host=host, move=not _every_address(host)))
     launcher.chmod(0o700)
     os.environ.update({
         HAPROXY_ENV: "1",
@@ -107,4 +118,11 @@ def configure_local(ingress: Ingress, host: str = "127.0.0.1") -> tuple[str, Pat
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
     })
     os.environ.setdefault(DRAIN_ENV, DRAIN_S)
+    # Every route of the application is safe to send twice (tagging has no side effect), so a request
+    # whose replica died before answering goes to another one instead of failing (Ray's default retries
+    # only a connection that failed to open).
+    os.environ.setdefault(RETRY_ENV, RETRY_ON)
+    # On one machine a replica that refuses a connection is gone: take it out of the rotation at the
+    # first failure, not the third (its health check brings it back within half a second if it is not).
+    os.environ.setdefault("RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT", "1")
     return mode, folder
