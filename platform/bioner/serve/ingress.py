@@ -4,7 +4,7 @@
 Measured on 2 cores (experiments/benchmarks/README.md, "Serving"): Serve's proxy costs about 5 ms of
 proxy CPU and 6 ms of replica CPU per request on top of tagging (the request crosses two actor calls,
 and the replica fetches the body back from the proxy); behind HAProxy a request goes from a C load
-balancer straight to the replica's own uvicorn, and the same two replicas answer about twice as many
+balancer straight to the replica's own uvicorn, and the same two replicas answered 1.8 times as many
 requests. Ray reads the mode from the environment of the processes it starts, so it is chosen before
 the local Ray starts. A cluster's mode is its own (set where `ray start` runs; cluster/README.md).
 
