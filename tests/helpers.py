@@ -128,3 +128,11 @@ def session_pids(leader: int) -> list[int]:
 
     out = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True).stdout
     return [int(p) for p, s, st in (line.split()[:3] for line in out.splitlines()) if int(s) == leader and not st.startswith("Z")]
+
+
+def is_loopback(ip: str) -> bool:
+    """127.0.0.1, ::1, or IPv4 loopback written as IPv6 (::ffff:127.0.0.1)."""
+    import ipaddress
+
+    a = ipaddress.ip_address(ip)
+    return a.is_loopback or bool(getattr(a, "ipv4_mapped", None) and a.ipv4_mapped.is_loopback)

@@ -9,7 +9,7 @@ import pytest
 
 from bioner.config import TrainConfig
 from bioner.errors import ConfigError
-from helpers import REPO
+from helpers import REPO, is_loopback
 
 PACKAGE = REPO / "platform" / "bioner"
 
@@ -80,14 +80,8 @@ def test_ray_dashboard_and_jobs_api_listen_on_127_0_0_1(ray_sockets):
 
 def test_every_local_ray_socket_listens_on_loopback_only(ray_sockets):
     _, listening = ray_sockets
-    assert listening and [a for a in listening if not _loopback(a[0])] == []
+    assert listening and [a for a in listening if not is_loopback(a[0])] == []
 
-
-def _loopback(ip: str) -> bool:
-    import ipaddress
-
-    a = ipaddress.ip_address(ip)
-    return a.is_loopback or bool(getattr(a, "ipv4_mapped", None) and a.ipv4_mapped.is_loopback)  # ::ffff:127.0.0.1
 
 
 def test_commands_and_docs_bind_servers_to_127_0_0_1():

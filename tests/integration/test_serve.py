@@ -26,6 +26,7 @@ from bioner.serve.deploy import DEPLOYMENT, start
 from bioner.studies.training import run_training
 from bioner.tracking.registry import promote, register_challenger
 from bioner.train.local_ray import free_port, start_local_ray
+from helpers import is_loopback
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -245,12 +246,6 @@ def _haproxies() -> set[int]:
     return {p.pid for p in psutil.process_iter(["cmdline"]) if any(folder in a for a in p.info["cmdline"] or [])}
 
 
-def _loopback(ip: str) -> bool:
-    import ipaddress
-
-    a = ipaddress.ip_address(ip)
-    return a.is_loopback or bool(getattr(a, "ipv4_mapped", None) and a.ipv4_mapped.is_loopback)
-
 
 def test_the_served_application_listens_on_loopback_but_for_rays_token_guarded_replica_port(server):
     """HAProxy's stats page and metrics exporter (Ray binds them to every interface) are moved to the
@@ -265,17 +260,17 @@ def test_the_served_application_listens_on_loopback_but_for_rays_token_guarded_r
     on_haproxy = _listening(haproxy)
     assert {p for _, p, _ in on_haproxy} >= {server["cfg"].port, int(os.environ["RAY_SERVE_HAPROXY_STATS_PORT"]),
                                               int(os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"])}, on_haproxy
-    assert [a for a in on_haproxy if not _loopback(a[0])] == []
+    assert [a for a in on_haproxy if not is_loopback(a[0])] == []
     ours = {p.pid for p in psutil.Process().children(recursive=True)}
-    wide = [a for a in _listening(ours) if not _loopback(a[0])]
+    wide = [a for a in _listening(ours) if not is_loopback(a[0])]
     assert all(name.startswith("ray::ServeRepli") for _, _, name in wide) and len(wide) <= len(_replicas()), wide
 
 
 def test_haproxy_ends_when_its_manager_is_killed(server):
     """A HAProxy left running holds the service's port, and the next `bioner serve` cannot start. Here the
     raylet reaps a dead worker's children; when Ray itself goes first (a `bioner serve` whose shutdown
-    timed out left one this way), the launcher's parent-death signal ends it. Runs last in this module
-    (Serve starts a new manager and HAProxy)."""
+    timed out left one this way), the launcher's parent-death signal ends it. Runs after the tests that
+    use the session's Serve (Serve starts a new manager and HAProxy)."""
     from ray.util.state import list_actors
 
     if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
