@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import threading
 import time
 import urllib.error
@@ -255,3 +256,43 @@ def test_a_clients_mistake_is_a_one_line_413_or_422_naming_the_field(api_url, bo
     got, answer, _ = _post(api_url, body)
     assert got == status and set(answer) == {"error"} and answer["error"].startswith(field), answer
     assert "\n" not in answer["error"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_the_haproxy_launcher_keeps_listeners_on_the_host_and_dies_with_its_parent(tmp_path):
+    """What bioner's launcher adds to Ray's HAProxy, without Ray: wildcard `bind` lines move to --host
+    (the frontend Ray already bound there is left alone), and the program it runs is ended when the
+    process that started it dies (Ray's HAProxy manager, in real use)."""
+    import subprocess
+
+    from bioner.serve.ingress import write_launcher
+
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text("frontend prometheus\n    bind :9101\nfrontend http_frontend\n    bind 127.0.0.1:8000\n"
+                   "listen stats\n  bind *:8404\n")
+    pid_file = tmp_path / "pid"
+    fake = tmp_path / "fake-haproxy"  # stands in for the binary: notes its pid, then waits
+    fake.write_text(f"#!{sys.executable}\nimport os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
+    fake.chmod(0o700)
+    launcher = write_launcher(tmp_path / "haproxy", str(fake), "127.0.0.1")
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(1)",
+                               str(launcher), "-db", "-f", str(cfg)])
+    deadline = time.time() + 10
+    while not pid_file.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    assert cfg.read_text().split("\n")[1::2] == ["    bind 127.0.0.1:9101", "    bind 127.0.0.1:8000", "  bind 127.0.0.1:8404"]
+    parent.wait(10)
+    deadline = time.time() + 10
+    while _alive(child) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child), "the program outlived the process that started it"
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

