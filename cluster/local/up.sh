@@ -79,6 +79,9 @@ setsid "$BIN/ray" start --head --block --disable-usage-stats \
 echo $! >"$STATE/ray.pid"
 
 mkdir -p "$STATE/mlartifacts"
+# MLflow 3's server starts a job runner (seven huey consumer processes, each importing MLflow) for its
+# GenAI jobs; the platform runs none: off, unless the caller's environment asks for it.
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
 setsid "$BIN/mlflow" server --host 127.0.0.1 --port "$MLFLOW_PORT" --workers "${MLFLOW_WORKERS:-2}" \
   --backend-store-uri "$BACKEND" --serve-artifacts --artifacts-destination "$STATE/mlartifacts" \
   >"$STATE/mlflow.log" 2>&1 </dev/null &

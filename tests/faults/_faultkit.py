@@ -136,7 +136,8 @@ class MlflowServer:
         cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
                "--backend-store-uri", self.store, "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.root / "server.log", "ab"),
-                                     env=clean_env(), start_new_session=True)
+                                     env=clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),  # as cluster/local/up.sh
+                                     start_new_session=True)
 
         def up():
             try:

@@ -13,16 +13,17 @@ from bioner.studies.training import run_training
 
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 
-# Measured on this code (2-core CPU, seed 42, batch 8, lr 1e-4): test F1 0.337 after one
-# epoch (80 steps); the untrained model scores 0.018. The floor leaves room for the float
-# differences between CPUs.
-F1_FLOOR = 0.25
+# Measured on this code (2-core CPU, seed 42, batch 8, lr 3e-4, single task): test F1 0.524 after
+# one epoch; the untrained model scores 0.018. The floor leaves room for the float differences
+# between CPUs. Single task: the MRC head is tested on the tiny model, and here it tripled the epoch.
+F1_FLOOR = 0.3
+UNTRAINED_SCORED = 300  # test sentences the untrained model is scored on (it finds next to nothing)
 
 
 def test_one_epoch_of_minilm_on_10_percent_learns_far_above_untrained(tmp_path):
     cfg = TrainConfig(
         dataset="ncbi-disease", encoder="minilm", train_fraction=0.1, epochs=1, batch_size=8,
-        learning_rate=1e-4, output_dir=str(tmp_path), experiment="minilm-floor",
+        learning_rate=3e-4, beta=0.0, output_dir=str(tmp_path), experiment="minilm-floor",
         mrc_eval_rows=0,  # the MRC head's own score is tested on the tiny model; here it would add 940 scored rows
     )
     res = run_training(cfg, progress=False)
@@ -34,7 +35,7 @@ def test_one_epoch_of_minilm_on_10_percent_learns_far_above_untrained(tmp_path):
     torch.manual_seed(0)
     untrained = save_model(build_model("minilm", len(spec.labels)), load_tokenizer("minilm"), tmp_path / "untrained",
                            {"labels": spec.labels, "types": spec.types, "max_length": 256, "multitask": False, "queries": None})
-    base = score(test.tags, Tagger.load(untrained).tag(test.tokens), spec.types)["f1"]
+    base = score(test.tags[:UNTRAINED_SCORED], Tagger.load(untrained).tag(test.tokens[:UNTRAINED_SCORED]), spec.types)["f1"]
     print(f"untrained MiniLM + random heads: test F1 {base:.4f}")
     assert res.metrics["test_f1"] >= F1_FLOOR
     assert res.metrics["test_f1"] > base + 0.2
