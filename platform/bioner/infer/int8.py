@@ -1,8 +1,9 @@
 """int8 inference on a CPU: the NER forward (encoder + token head) exported to ONNX and quantised
 dynamically by ONNX Runtime (int8 weights; activations quantised per batch, as they come).
 
-Chosen over torch's dynamic quantisation (torch.ao, which torch 2.13 marks deprecated) for its
-per-channel int8 kernels; its accuracy on trained models is in experiments/benchmarks/README.md.
+Chosen over torch's dynamic quantisation (torch.ao, which torch 2.13 marks deprecated): faster at the
+same products kept fp32 and closer to fp32 (per-channel weight scales), measured side by side by
+experiments/benchmarks/int8_torch_vs_ort.py; its accuracy on trained models is in experiments/benchmarks/README.md.
 The quantised graph is built once per weights file (a few seconds) and kept in $BIONER_CACHE
 (default ~/.cache/bioner) as `ner.int8.<recipe>.<digest>.onnx`.
 Only the NER head, which `bioner predict` and the served model use, runs in int8; the MRC head of
