@@ -14,7 +14,7 @@ from bioner.studies.training import run_training
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 
 # Measured on this code (2-core CPU, seed 42, batch 8, lr 3e-4, single task): test F1 0.524 after
-# one epoch; the untrained model scores 0.018. The floor leaves room for the float differences
+# one epoch; the untrained model scores 0.009 (first 300 test sentences). The floor leaves room for the float differences
 # between CPUs. Single task: the MRC head is tested on the tiny model, and here it tripled the epoch.
 F1_FLOOR = 0.3
 UNTRAINED_SCORED = 300  # test sentences the untrained model is scored on (it finds next to nothing)
@@ -24,11 +24,9 @@ def test_one_epoch_of_minilm_on_10_percent_learns_far_above_untrained(tmp_path):
     cfg = TrainConfig(
         dataset="ncbi-disease", encoder="minilm", train_fraction=0.1, epochs=1, batch_size=8,
         learning_rate=3e-4, beta=0.0, output_dir=str(tmp_path), experiment="minilm-floor",
-        mrc_eval_rows=0,  # the MRC head's own score is tested on the tiny model; here it would add 940 scored rows
     )
     res = run_training(cfg, progress=False)
     print(f"\nMiniLM 1 epoch, 10 % NCBI-disease: test F1 {res.metrics['test_f1']:.4f}")
-    assert "mrc_test_f1" not in res.metrics
 
     spec = load_spec("ncbi-disease")
     test = read_split(spec, "test")
