@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bioner.data.features import IGNORE, Encoded
-from bioner.data.packing import balanced_chunks, first_fit, packed_ner_batch, segment_mask
+from bioner.data.packing import balanced_chunks, first_fit, pack_columns, packed_ner_batch, segment_mask
 
 
 def sentences(n: int, seed: int = 0) -> Encoded:
@@ -38,6 +38,22 @@ def test_first_fit_places_each_row_once_and_fills_rows():
     assert max(map(len, chunks)) - min(map(len, chunks)) <= 1
     with pytest.raises(ValueError, match="more than a packed row's 16"):
         first_fit([0], [20], 16)
+
+
+def test_packed_columns_lay_rows_end_to_end_with_their_own_positions_and_segments():
+    ids = [[1, 2, 3], [4, 5], [6], [7, 8, 9, 10]]
+    scores = [[0.5, 0.25, 1.0], [2.0, 3.0], [4.0], [5.0, 6.0, 7.0, 8.0]]
+    packed = [[3, 2], [0, 1], []]  # an empty packed row is all padding
+    out, source = pack_columns(packed, 6, {"input_ids": (ids, 0, torch.long), "score": (scores, -1.0, torch.float)})
+    assert out["input_ids"].tolist() == [[7, 8, 9, 10, 6, 0], [1, 2, 3, 4, 5, 0], [0] * 6]
+    assert out["score"].dtype == torch.float and out["score"][1].tolist() == [0.5, 0.25, 1.0, 2.0, 3.0, -1.0]
+    assert out["position_ids"].tolist() == [[0, 1, 2, 3, 0, 0], [0, 1, 2, 0, 1, 0], [0] * 6]
+    assert out["segments"].tolist() == [[0, 0, 0, 0, 1, 2], [0, 0, 0, 1, 1, 2], [0] * 6]  # padding: a segment of its own
+    assert source.tolist() == [[0, 0, 0, 0, 1, -1], [2, 2, 2, 3, 3, -1], [-1] * 6]
+    with pytest.raises(ValueError, match="packed row 0 holds 7 positions, more than 6"):
+        pack_columns([[3, 0]], 6, {"input_ids": (ids, 0, torch.long)})
+    with pytest.raises(ValueError, match="column 'score' has rows of other lengths"):
+        pack_columns([[0]], 6, {"input_ids": (ids, 0, torch.long), "score": ([[1.0]], 0.0, torch.float)})
 
 
 def test_a_packed_forward_equals_each_row_alone():

@@ -354,6 +354,9 @@ def mfu_systems(args, tok) -> dict:
         "packed rows, SDPA, torch.compile": lambda: time_packed(args, tok, config(args, beta=0.0), "sdpa", True, w, n),
         f"bioner single task, torch.compile, batch {big}": lambda: time_bioner(
             args, tok, config(args, beta=0.0, batch_size=big, torch_compile=True), warmup=2 * w, steps=n),
+        f"bioner single task, torch.compile, one forward, batch {big}": lambda: time_bioner(
+            args, tok, config(args, beta=0.0, batch_size=big, torch_compile=True, micro_batch_tokens=big * args.max_length),
+            warmup=2 * w, steps=n),
         "packed rows, flex attention, torch.compile": lambda: time_packed(args, tok, config(args, beta=0.0), "flex_attention", True, w, n),
     }
 

@@ -11,8 +11,10 @@ row of the mask is empty; its labels are ignored and its loss weight is 0.
 from __future__ import annotations
 
 import math
+from itertools import chain
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 
 from .features import IGNORE, Encoded
@@ -68,27 +70,45 @@ def pack_columns(packed: Sequence[Sequence[int]], row_len: int,
     plus `position_ids` (restarting at each encoded row) and `segments` (which encoded row of its
     packed row a position holds; the padding tail is one more segment). Also returns `source`: for
     each position, the ordinal of its encoded row among all of `packed` in order, -1 on padding, to
-    spread per-row values over positions (`table[source]`, the table's last row for padding)."""
+    spread per-row values over positions (`table[source]`, the table's last row for padding).
+
+    Built with one scatter per column over flat position indices, not a slice per encoded row: a
+    GPU step of 1,024 sentences spent about 100 ms of Python here, longer than its forward."""
     n = len(packed)
-    out = {name: torch.full((n, row_len), pad, dtype=dtype) for name, (_, pad, dtype) in columns.items()}
-    out["position_ids"] = torch.zeros((n, row_len), dtype=torch.long)
-    out["segments"] = torch.zeros((n, row_len), dtype=torch.long)
-    source = torch.full((n, row_len), -1, dtype=torch.long)
-    ordinal = 0
-    for r, items in enumerate(packed):
-        at = 0
-        for d, s in enumerate(items):
-            k = None
-            for name, (values, _, dtype) in columns.items():
-                v = values[s]
-                k = len(v)
-                out[name][r, at : at + k] = torch.tensor(v, dtype=dtype)
-            out["position_ids"][r, at : at + k] = torch.arange(k)
-            out["segments"][r, at : at + k] = d
-            source[r, at : at + k] = ordinal
-            ordinal += 1
-            at += k
-        out["segments"][r, at:] = len(items)
+    items = [s for row in packed for s in row]
+    per_row = np.fromiter((len(row) for row in packed), dtype=np.int64, count=n)
+    name0 = next(iter(columns))
+    lengths = np.fromiter((len(columns[name0][0][s]) for s in items), dtype=np.int64, count=len(items))
+    row_of = np.repeat(np.arange(n), per_row)  # packed row of each encoded row
+    start = np.cumsum(lengths) - lengths  # where each encoded row starts among all positions laid end to end
+    first = np.cumsum(per_row) - per_row  # each packed row's first encoded row (len(items) for an empty last one)
+    row_start = np.append(start, lengths.sum())[first]  # where a packed row's positions start, end to end
+    at = start - row_start[row_of]  # each encoded row's offset inside its packed row
+    over = np.flatnonzero(at + lengths > row_len)
+    if len(over):
+        r = int(row_of[over[0]])
+        raise ValueError(f"packed row {r} holds {int(lengths[row_of == r].sum())} positions, more than {row_len}")
+    ordinal = np.repeat(np.arange(len(items)), lengths)  # for each real position, its encoded row
+    in_item = np.arange(int(lengths.sum())) - np.repeat(start, lengths)  # its position inside that row
+    dest = row_of[ordinal] * row_len + at[ordinal] + in_item  # flat index of each real position
+    d_in_row = np.arange(len(items)) - first[row_of]  # which encoded row of its packed row
+
+    def scatter(pad, dtype: torch.dtype, values) -> torch.Tensor:
+        flat = np.full(n * row_len, pad, dtype=torch.empty(0, dtype=dtype).numpy().dtype)
+        flat[dest] = values
+        return torch.from_numpy(flat.reshape(n, row_len))
+
+    out = {}
+    for name, (values, pad, dtype) in columns.items():
+        flat = list(chain.from_iterable(values[s] for s in items))
+        if len(flat) != len(dest):
+            raise ValueError(f"packing: column {name!r} has rows of other lengths than {name0!r}")
+        out[name] = scatter(pad, dtype, flat)
+    out["position_ids"] = scatter(0, torch.long, in_item)
+    segments = np.repeat(per_row, row_len)  # the padding tail: one segment past the row's last encoded row
+    segments[dest] = d_in_row[ordinal]
+    out["segments"] = torch.from_numpy(segments.reshape(n, row_len))
+    source = scatter(-1, torch.long, ordinal)
     return out, source
 
 
