@@ -100,3 +100,14 @@ def test_an_encoder_without_sdpa_attention_trains_unpacked_and_refuses_packing_t
     assert (step.bf16, step.packing) == (False, False)
     with pytest.raises(BionerError, match=r"^packing: the encoder's attention is 'eager'; packed rows need 'sdpa'"):
         Step(model, [], None, None, cfg.model_copy(update={"packing": True}), torch.device("cpu"), enc, 0)
+
+
+def test_a_gpu_micro_batch_grows_with_free_memory_within_its_bounds():
+    from bioner.train.step import GPU_MICRO_TOKENS, GPU_MICRO_TOKENS_MAX, gpu_micro_tokens
+
+    base = gpu_micro_tokens(140 * 10**9, 768, 12, bf16=True)  # an idle H200, BERT-base
+    assert base == int(0.5 * 140 * 10**9 / (64 * 768 * 12)) == 118_679
+    assert gpu_micro_tokens(140 * 10**9, 768, 12, bf16=True, tasks=2) == base // 2  # NER and MRC rows in one forward
+    assert gpu_micro_tokens(140 * 10**9, 768, 12, bf16=False) == base // 2  # fp32 activations: twice the bytes
+    assert gpu_micro_tokens(15 * 10**9, 768, 12, bf16=True) == GPU_MICRO_TOKENS  # a small GPU: never below the old bound
+    assert gpu_micro_tokens(10**13, 768, 12, bf16=True) == GPU_MICRO_TOKENS_MAX

@@ -61,7 +61,7 @@ class TrainConfig(BaseModel):
         "gradients accumulated: the same step, far less padding); false: one forward per task padded to its longest row, as the HF recipe"
     )
     micro_batch_tokens: int | None = Field(
-        None, ge=16, description="padded positions per training micro-batch; default: 4096 on a CPU, 16384 on a GPU"
+        None, ge=16, description="padded positions per training micro-batch; default: 4096 on a CPU; on a GPU what half its free memory holds, 16384 to 131072"
     )
     packing: bool | None = Field(
         None, description="lay each micro-batch's rows end to end in rows as long as the longest input, each attending only to "

@@ -30,8 +30,13 @@ from ..data.packing import balanced_chunks, first_fit, packed_mrc_batch, packed_
 from ..errors import BionerError
 
 # Padded positions per training micro-batch. CPU: measured with MiniLM on 2 cores
-# (`bioner bench train`); small products stay in cache. GPU: only a memory bound, larger is faster.
-CPU_MICRO_TOKENS, GPU_MICRO_TOKENS = 4096, 16384
+# (`bioner bench train`); small products stay in cache. GPU: only a memory bound, larger is faster
+# (H200, BERT-base, a 1,024-sentence step compiled: 113 ms in three forwards of 16,384 positions, 71 ms
+# in one), so the bound grows with the free memory (gpu_micro_tokens), never below GPU_MICRO_TOKENS.
+CPU_MICRO_TOKENS, GPU_MICRO_TOKENS, GPU_MICRO_TOKENS_MAX = 4096, 16384, 131072
+# Activation bytes a position costs per hidden unit and layer in training (the H200 runs above: 40-50
+# at bf16 autocast), with a margin, and the share of the free memory the micro-batch may take.
+BYTES_PER_POSITION_UNIT, GPU_MEMORY_SHARE = 64, 0.5
 # What one more micro-batch costs, in padded positions (see data.batching.micro_batches).
 CPU_OVERHEAD, GPU_OVERHEAD = 128, 4096
 # Narrower encoders train fp32 on a CPU: their products are too small for AMX to repay autocast's casts
@@ -52,6 +57,15 @@ def native_bf16(device: torch.device) -> bool:
         amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch >= 2.3; private, hence the guard
         return bool(amx and amx())
     return False
+
+
+def gpu_micro_tokens(free_bytes: int, hidden: int, layers: int, bf16: bool, tasks: int = 1) -> int:
+    """Padded positions per task and GPU micro-batch: what GPU_MEMORY_SHARE of the free memory holds
+    at BYTES_PER_POSITION_UNIT per position, hidden unit and layer (twice that in fp32), shared by the
+    `tasks` whose rows one forward may hold, between GPU_MICRO_TOKENS and GPU_MICRO_TOKENS_MAX."""
+    per_position = BYTES_PER_POSITION_UNIT * hidden * layers * (1 if bf16 else 2) * tasks
+    fits = int(GPU_MEMORY_SHARE * free_bytes / per_position)
+    return max(GPU_MICRO_TOKENS, min(GPU_MICRO_TOKENS_MAX, fits))
 
 
 def unwrap(model):
@@ -96,7 +110,11 @@ class Step:
         self.multiple = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
         self.bf16, self.packing = plan_precision(cfg, device, model)
         self.pin = device.type == "cuda"  # pinned host memory makes the copy asynchronous
-        default = GPU_MICRO_TOKENS if device.type == "cuda" else CPU_MICRO_TOKENS
+        default = CPU_MICRO_TOKENS
+        if device.type == "cuda" and cfg.micro_batching and not cfg.micro_batch_tokens:
+            encoder = unwrap(model).encoder.config
+            default = gpu_micro_tokens(torch.cuda.mem_get_info(device)[0], getattr(encoder, "hidden_size", 768),
+                                       getattr(encoder, "num_hidden_layers", 12), self.bf16, 2 if cfg.multitask and cfg.alpha > 0 else 1)
         self.max_tokens = (cfg.micro_batch_tokens or default) if cfg.micro_batching else None
         self.overhead = GPU_OVERHEAD if device.type == "cuda" else CPU_OVERHEAD
         self.ner_len = [len(r) for r in enc.ner_ids]
