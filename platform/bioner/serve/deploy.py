@@ -128,28 +128,29 @@ def serve_until_stopped(cfg: ServeConfig, say) -> None:
     """`bioner serve`: check, start, answer until Ctrl-C or SIGTERM, then shut down cleanly."""
     on_cluster = bool(os.environ.get("RAY_ADDRESS"))
     what = check_model(cfg)
-    mode, haproxy_files = "the cluster's", None
-    if not on_cluster:
-        check_port(cfg.host, cfg.port)
-        mode, haproxy_files = configure_local(cfg.ingress, cfg.host)  # read by the processes the local Ray starts
-    try:
+    mode = "the cluster's"
+
+    def shut_down() -> None:
+        with contextlib.suppress(Exception):  # Ray may be gone already (its own Ctrl-C handling)
+            stop(cfg, whole=not on_cluster)
+        say("stopped")
+
+    with contextlib.ExitStack() as cleanup:  # undone in reverse, also when Ray or the application fails to start
+        if not on_cluster:
+            check_port(cfg.host, cfg.port)
+            mode, haproxy_files = configure_local(cfg.ingress, cfg.host)  # read by the processes the local Ray starts
+            if haproxy_files is not None:
+                cleanup.callback(shutil.rmtree, haproxy_files, ignore_errors=True)
         ensure_ray()
-        # after Ray's start-up, which installs a SIGTERM handler of its own (sys.exit)
-        with interrupted_by_sigterm():
-            try:
-                say(f"starting {cfg.replicas} replica(s) of {what} ...")
-                started = start(cfg)
-                base = f"http://{cfg.host}:{cfg.port}"
-                say(f"serving on {base}/predict ({started.cpus_per_replica:g} CPU(s) per replica, {mode} ingress); "
-                    f"docs {base}/docs, model {base}/model. Ctrl-C stops.")
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                say("stopping ...")
-            finally:
-                with contextlib.suppress(Exception):  # Ray may be gone already (its own Ctrl-C handling)
-                    stop(cfg, whole=not on_cluster)
-                say("stopped")
-    finally:  # also when Ray or the application failed to start
-        if haproxy_files is not None:
-            shutil.rmtree(haproxy_files, ignore_errors=True)
+        cleanup.enter_context(interrupted_by_sigterm())  # after Ray's start-up, which installs a SIGTERM handler of its own
+        cleanup.callback(shut_down)
+        try:
+            say(f"starting {cfg.replicas} replica(s) of {what} ...")
+            started = start(cfg)
+            base = f"http://{cfg.host}:{cfg.port}"
+            say(f"serving on {base}/predict ({started.cpus_per_replica:g} CPU(s) per replica, {mode} ingress); "
+                f"docs {base}/docs, model {base}/model. Ctrl-C stops.")
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            say("stopping ...")
