@@ -83,8 +83,11 @@ def test_evaluate_command_reproduces_the_logged_test_f1(ddp_run):
     assert f1 == pytest.approx(res.metrics["test_f1"], abs=1e-4)
 
 
-def test_a_new_entity_type_needs_only_a_spec_and_a_corpus(tmp_path, tiny_bert):
-    """Split NCBI diseases into two types (cancers vs the rest) with no code change."""
+@pytest.fixture(scope="module")
+def two_types(tmp_path_factory, tiny_bert):
+    """NCBI diseases split into two types (cancers vs the rest) by a spec and a corpus alone, and a run
+    on them (also the first of the same-seed test's two runs: one Ray Train start-up fewer)."""
+    tmp_path = tmp_path_factory.mktemp("two-types")
     base = ncbi_subset(tmp_path / "src", n_train=60, n_test=20)
     dst = tmp_path / "corpora" / "two-types"
     dst.mkdir(parents=True)
@@ -98,11 +101,16 @@ def test_a_new_entity_type_needs_only_a_spec_and_a_corpus(tmp_path, tiny_bert):
             out.append("\n".join(f"{w}\t{t.replace('Disease', typ)}" for w, t in rows))
         (dst / f"{split}.tsv").write_text("\n\n".join(out) + "\n")
     spec = write_spec(tmp_path / "specs" / "two-types.yaml", "../corpora/two-types", types=("Disease", "Cancer"), name="two-types")
+    cfg = TrainConfig(dataset=str(spec), encoder=tiny_bert, epochs=1, batch_size=8, max_length=64, learning_rate=1e-3,
+                      output_dir=str(tmp_path / "out"), experiment="types", query_source="random")
+    return spec, cfg, run_training(cfg, progress=False)
+
+
+def test_a_new_entity_type_needs_only_a_spec_and_a_corpus(two_types):
+    """Split NCBI diseases into two types (cancers vs the rest) with no code change."""
+    spec, _, res = two_types
     r = CliRunner().invoke(app, ["datasets", "check", str(spec)])
     assert r.exit_code == 0 and "Cancer" in r.stdout
-    cfg = TrainConfig(dataset=str(spec), encoder=tiny_bert, epochs=1, batch_size=8, max_length=64,
-                      output_dir=str(tmp_path / "out"), experiment="types", query_source="random")
-    res = run_training(cfg, progress=False)
     for key in ("test_f1", "test_f1_Disease", "test_f1_Cancer", "mrc_test_f1"):
         assert key in res.metrics
     meta = json.loads((res.model_dir / "bioner.json").read_text())
@@ -128,14 +136,14 @@ def test_malformed_corpus_stops_before_any_run_is_written(tmp_path, tiny_bert):
     assert not (out / "mlflow.db").exists()
 
 
-def test_the_same_seed_repeats_a_cpu_run_exactly(tmp_path, toy_spec, tiny_bert):
+def test_the_same_seed_repeats_a_cpu_run_exactly(tmp_path, two_types):
+    """The two-types run again, same config and seed, in a store of its own: the same loss and F1."""
     from mlflow import MlflowClient
 
+    _, first_cfg, first = two_types
     losses = []
-    for i in range(2):
-        cfg = TrainConfig(dataset=str(toy_spec), encoder=tiny_bert, epochs=1, batch_size=8, max_length=64,
-                          learning_rate=1e-3, output_dir=str(tmp_path / f"r{i}"), experiment="seed")
-        res = run_training(cfg, progress=False)
+    for cfg, res in ((first_cfg, first), (first_cfg.train_config(output_dir=str(tmp_path / "again")), None)):
+        res = res or run_training(cfg, progress=False)
         client = MlflowClient(cfg.resolved_tracking_uri())
         losses.append((client.get_metric_history(res.run_id, "train_loss")[0].value, res.metrics["test_f1"]))
     assert losses[0] == losses[1]
