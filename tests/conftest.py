@@ -80,6 +80,37 @@ def tiny_bert(tmp_path_factory, minilm_tokenizer) -> str:
     return str(d)
 
 
+@pytest.fixture(scope="session")
+def strong_run(_ray_session, tmp_path_factory, make_dataset, tiny_bert):
+    """The tiny BERT trained well (4 epochs, single-task) on an easy synthetic corpus, `synth-reg`, in a
+    SQLite store of its own: the registry tests' strong run, and the model the serving tests register and
+    serve (one Ray Train fit for both modules). Returns (spec, config, TrainResult, snapshot): `snapshot`
+    is a copy of the store as the fit left it, for a test module to copy and change on its own."""
+    import sqlite3
+    from contextlib import closing
+
+    from bioner.config import TrainConfig
+    from bioner.studies.training import run_training
+
+    _init_ray()  # restarted if an earlier test stopped the session's Ray (no_ray_in_process)
+    spec = make_dataset("synth-reg", sizes=(200, 40, 200), seed=1)
+    d = tmp_path_factory.mktemp("strong-run")
+    cfg = TrainConfig(dataset=str(spec), encoder=tiny_bert, output_dir=str(d / "out"), experiment="registry",
+                      batch_size=16, max_length=64, beta=0.0, epochs=4, learning_rate=3e-3)
+    before = os.environ.get("MLFLOW_TRACKING_URI")  # run_training points MLflow (and the variable) at the store
+    try:
+        res = run_training(cfg, progress=False)
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+    snapshot = d / "snapshot.db"
+    with closing(sqlite3.connect(d / "out" / "mlflow.db")) as src, closing(sqlite3.connect(snapshot)) as dst:
+        src.backup(dst)
+    return spec, cfg, res, snapshot
+
+
 _haproxy_folders: list = []  # HAProxy's files of the session's Serve, removed at the end
 
 

@@ -14,7 +14,6 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from bioner.cli import app
-from bioner.config import TrainConfig
 from bioner.data.specs import load_spec
 from bioner.studies.training import run_training
 from bioner.tracking.registry import promote, register_challenger
@@ -23,18 +22,15 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, make_dataset, tiny_bert):
-    """Two real trained runs on an easy corpus: one barely trained, one trained well."""
-    d = tmp_path_factory.mktemp("registry")
-    spec = make_dataset("synth-reg", sizes=(200, 40, 200), seed=1)
-    base = dict(dataset=str(spec), encoder=tiny_bert, output_dir=str(d / "out"), experiment="registry",
-                batch_size=16, max_length=64, beta=0.0)
-    weak = run_training(TrainConfig(**base, epochs=1, learning_rate=1e-6), progress=False)
-    strong = run_training(TrainConfig(**base, epochs=4, learning_rate=3e-3), progress=False)
-    uri = TrainConfig(**base).resolved_tracking_uri()
+def store(strong_run):
+    """Two real trained runs on an easy corpus: one barely trained, one trained well (the session's
+    strong run, conftest.strong_run), in the strong run's store."""
+    spec, strong_cfg, strong, _ = strong_run
+    weak = run_training(strong_cfg.train_config(epochs=1, learning_rate=1e-6), progress=False)
+    uri = strong_cfg.resolved_tracking_uri()
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ["BIONER_DATASETS"] = str(spec.parent)
-    yield {"uri": uri, "weak": weak, "strong": strong, "dir": d, "spec": load_spec(spec)}
+    yield {"uri": uri, "weak": weak, "strong": strong, "spec": load_spec(spec)}
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("BIONER_DATASETS", None)
 

@@ -18,35 +18,34 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from bioner.cli import app
-from bioner.config import TrainConfig
 from bioner.data.iob import read_split
 from bioner.data.specs import load_spec
 from bioner.serve.config import VERSION_HEADER, serve_config
 from bioner.serve.deploy import DEPLOYMENT, start
-from bioner.studies.training import run_training
 from bioner.tracking.registry import promote, register_challenger
 from bioner.train.local_ray import free_port, start_local_ray
 from helpers import is_loopback
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
-DS = "synth-serve"
+DS = "synth-reg"  # the dataset of the session's strong run (conftest.strong_run)
 APP = "bioner-test"
 
 
 @pytest.fixture(scope="module")
-def registry(_ray_session, tmp_path_factory, make_dataset, tiny_bert):
-    """One trained run registered as version 1 of bioner-synth-serve, promoted to champion."""
+def registry(strong_run, tmp_path_factory):
+    """One trained run (the session's strong run, conftest.strong_run, in a copy of its store as the fit
+    left it) registered as version 1 of bioner-synth-reg, promoted to champion."""
+    import shutil
+
     import ray
 
     if not ray.is_initialized():  # an earlier test stopped the session's Ray (no_ray_in_process)
         start_local_ray(num_cpus=2, logging_level="ERROR", log_to_driver=False)
+    spec, _, run, snapshot = strong_run
     d = tmp_path_factory.mktemp("serve")
-    spec = make_dataset(DS, sizes=(120, 16, 16), seed=2)
+    shutil.copyfile(snapshot, d / "mlflow.db")
     uri = f"sqlite:///{d / 'mlflow.db'}"
-    cfg = TrainConfig(dataset=str(spec), encoder=tiny_bert, output_dir=str(d / "out"), experiment="serve", batch_size=16,
-                      max_length=64, beta=0.0, epochs=3, learning_rate=3e-3, tracking_uri=uri)
-    run = run_training(cfg, progress=False)
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "BIONER_DATASETS")}
     os.environ.update(MLFLOW_TRACKING_URI=uri, BIONER_DATASETS=str(spec.parent))
     mlflow.set_tracking_uri(uri)
@@ -64,7 +63,7 @@ def registry(_ray_session, tmp_path_factory, make_dataset, tiny_bert):
 
 @pytest.fixture(scope="module")
 def server(registry):
-    """Two replicas (half a CPU each) following models:/bioner-synth-serve@champion, shut down at the end."""
+    """Two replicas (half a CPU each) following models:/bioner-synth-reg@champion, shut down at the end."""
     from ray import serve
 
     cfg = serve_config(model=f"models:/bioner-{DS}@champion", tracking_uri=registry["uri"], app_name=APP, replicas=2,
