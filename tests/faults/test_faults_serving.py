@@ -104,10 +104,19 @@ def test_an_abandoned_request_stops_working(server):
     t0 = time.monotonic()
     r = _invoke(url, json.dumps({"inputs": [("the patient was seen with flu . " * 30_000)[:900_000]]}).encode())
     assert r.status_code == 504, r.text[:500]
-    time.sleep(max(0.0, 25 - (time.monotonic() - t0)))  # features are built before the first batch
-    before = _cpu_seconds(proc.pid)
-    time.sleep(5)
-    busy = _cpu_seconds(proc.pid) - before
+    # Features are built before the first batch (a few seconds that no check interrupts). The CPU is
+    # watched in 5-second windows from the 504 on: two idle windows in a row (10 s) pass early (idle
+    # from about 4 s on this machine, where most of the old 25 s wait was idle); else the window from
+    # 25 s, the one this test has always judged, decides. Work that runs on is busy in every window.
+    idle, last = 0, False
+    while not last and idle < 2:
+        if time.monotonic() - t0 > 20:
+            time.sleep(max(0.0, 25 - (time.monotonic() - t0)))
+            last = True
+        before = _cpu_seconds(proc.pid)
+        time.sleep(5)
+        busy = _cpu_seconds(proc.pid) - before
+        idle = idle + 1 if busy < 1.5 else 0
     assert busy < 1.5, f"the server used {busy:.1f} s of CPU in 5 s after giving the request up"
     ok = _invoke(url, json.dumps({"inputs": ["the patient was seen with flu"]}).encode(), timeout=30)
     assert ok.status_code == 200 and len(ok.json()["predictions"]) == 1
