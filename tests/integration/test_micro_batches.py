@@ -63,18 +63,46 @@ def _one_step_both_ways(job, out: str, micro_tokens: int) -> None:
     Path(out, f"rank{w.rank}.json").write_text(json.dumps(report))
 
 
+def _config(spec, encoder: str, workers: int, query: str, out) -> TrainConfig:
+    return TrainConfig(dataset=str(spec), encoder=encoder, batch_size=32, max_length=64, dropout=0.0, seed=3,
+                       query_source=query, num_workers=workers, cpus_per_worker=1, output_dir=str(out),
+                       bf16=False)  # fp32: the three layouts then differ by summation order alone
+
+
+def _each_job(jobs: list, micro_tokens: int) -> None:
+    for job, out in jobs:  # one after the other on the same workers, each job set up from scratch
+        _one_step_both_ways(job, out, micro_tokens)
+
+
+@pytest.fixture(scope="module")
+def two_worker_runs(_ray_session, tmp_path_factory, make_dataset, still_bert):
+    """The two-worker cases, both query settings, in one Ray Train run (a Ray Train start-up fewer): the
+    result and each query's folder of rank reports. (worker_job starts Ray again if a test stopped it.)"""
+    spec = make_dataset("micro", sizes=(64, 4, 4))
+    d = tmp_path_factory.mktemp("micro-two-workers")
+    jobs = {}
+    for query in ("annotation", "none"):
+        (d / query).mkdir()
+        jobs[query] = worker_job(_config(spec, still_bert, 2, query, d / query), progress=False)
+    pairs = [(job, str(d / query)) for query, job in jobs.items()]
+    result = fit(jobs["annotation"], "micro", d / "ray", loop=functools.partial(_each_job, pairs, 48))
+    return result, {query: d / query for query in jobs}
+
+
 @pytest.mark.usefixtures("ray_local")
 @pytest.mark.parametrize("workers, query", [(1, "annotation"), (2, "annotation"), (2, "none")])
-def test_micro_batched_step_has_the_whole_batch_gradient(tmp_path, make_dataset, still_bert, workers, query):
-    spec = make_dataset("micro", sizes=(64, 4, 4))
-    cfg = TrainConfig(dataset=str(spec), encoder=still_bert, batch_size=32, max_length=64, dropout=0.0, seed=3,
-                      query_source=query, num_workers=workers, cpus_per_worker=1, output_dir=str(tmp_path),
-                      bf16=False)  # fp32: the three layouts then differ by summation order alone
-    job = worker_job(cfg, progress=False)
-    result = fit(job, "micro", tmp_path / "ray", loop=functools.partial(_one_step_both_ways, job, str(tmp_path), 48))
+def test_micro_batched_step_has_the_whole_batch_gradient(tmp_path, make_dataset, still_bert, workers, query, request):
+    if workers == 2:  # both two-worker cases share one run (two_worker_runs)
+        result, outs = request.getfixturevalue("two_worker_runs")
+        out = outs[query]
+    else:
+        spec = make_dataset("micro", sizes=(64, 4, 4))
+        job = worker_job(_config(spec, still_bert, workers, query, tmp_path), progress=False)
+        result = fit(job, "micro", tmp_path / "ray", loop=functools.partial(_one_step_both_ways, job, str(tmp_path), 48))
+        out = tmp_path
     assert result.error is None, result.error
     for rank in range(workers):
-        r = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        r = json.loads((out / f"rank{rank}.json").read_text())
         assert r["whole_parts"] == 1 and r["parts"] >= 3  # 48 padded positions: several micro-batches
         assert r["packed_parts"] >= 2  # two packed rows a forward
         assert r["nonzero"] == r["params"]  # every parameter, both heads included, got a gradient
