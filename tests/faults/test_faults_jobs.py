@@ -13,7 +13,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -103,10 +102,13 @@ def test_processes_creating_one_sqlite_store_at_once_all_succeed(tmp_path):
     """Three processes open the experiment of a new store at the same moment; MLflow's migrations
     ran in each ("duplicate column name") until the store was created under a lock."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    start = time.time() + 8  # after every process has imported mlflow
-    code = ("import time, sys; from bioner.tracking.store import use_experiment\n"
-            f"time.sleep(max(0, {start} - time.time()))\n"
-            f"print(use_experiment({uri!r}, 'together', __import__('pathlib').Path({str(tmp_path)!r})))\n")
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    # A barrier instead of a start time 8 s ahead: each process imports mlflow, says so, and goes once all three have.
+    code = ("import os, pathlib, time; import mlflow; from bioner.tracking.store import use_experiment\n"
+            f"ready = pathlib.Path({str(ready)!r}); (ready / str(os.getpid())).touch(); deadline = time.time() + 120\n"
+            "while len(list(ready.iterdir())) < 3 and time.time() < deadline: time.sleep(0.005)\n"
+            f"print(use_experiment({uri!r}, 'together', pathlib.Path({str(tmp_path)!r})))\n")
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=clean_env()) for _ in range(3)]
     results = [(p.wait(timeout=300), p.stdout.read().strip(), p.stderr.read()) for p in procs]
