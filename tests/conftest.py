@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -17,16 +18,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
+@contextlib.contextmanager
+def tracking_uri_variable_kept():
+    """mlflow.set_tracking_uri() (and run_training) write $MLFLOW_TRACKING_URI: put back what was there."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(autouse=True)
 def _tracking_uri_variable_restored():
-    """mlflow.set_tracking_uri() writes $MLFLOW_TRACKING_URI: a test leaves it as it found it, so
-    that a later test's `bioner` child process does not log to this test's store."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    yield
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
+    """A test leaves $MLFLOW_TRACKING_URI as it found it, so that a later test's `bioner` child
+    process does not log to this test's store."""
+    with tracking_uri_variable_kept():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -97,14 +107,8 @@ def strong_run(_ray_session, tmp_path_factory, make_dataset, tiny_bert):
     d = tmp_path_factory.mktemp("strong-run")
     cfg = TrainConfig(dataset=str(spec), encoder=tiny_bert, output_dir=str(d / "out"), experiment="registry",
                       batch_size=16, max_length=64, beta=0.0, epochs=4, learning_rate=3e-3)
-    before = os.environ.get("MLFLOW_TRACKING_URI")  # run_training points MLflow (and the variable) at the store
-    try:
+    with tracking_uri_variable_kept():  # set up before any test's own keeper runs
         res = run_training(cfg, progress=False)
-    finally:
-        if before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before
     snapshot = d / "snapshot.db"
     with closing(sqlite3.connect(d / "out" / "mlflow.db")) as src, closing(sqlite3.connect(snapshot)) as dst:
         src.backup(dst)

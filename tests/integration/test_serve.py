@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -36,8 +37,6 @@ APP = "bioner-test"
 def registry(strong_run, tmp_path_factory):
     """One trained run (the session's strong run, conftest.strong_run, in a copy of its store as the fit
     left it) registered as version 1 of bioner-synth-reg, promoted to champion."""
-    import shutil
-
     import ray
 
     if not ray.is_initialized():  # an earlier test stopped the session's Ray (no_ray_in_process)

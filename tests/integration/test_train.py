@@ -140,13 +140,14 @@ def test_the_same_seed_repeats_a_cpu_run_exactly(tmp_path, two_types):
     """The two-types run again, same config and seed, in a store of its own: the same loss and F1."""
     from mlflow import MlflowClient
 
-    _, first_cfg, first = two_types
-    losses = []
-    for cfg, res in ((first_cfg, first), (first_cfg.train_config(output_dir=str(tmp_path / "again")), None)):
-        res = res or run_training(cfg, progress=False)
+    def first_loss_and_f1(cfg, res):
         client = MlflowClient(cfg.resolved_tracking_uri())
-        losses.append((client.get_metric_history(res.run_id, "train_loss")[0].value, res.metrics["test_f1"]))
-    assert losses[0] == losses[1]
+        return client.get_metric_history(res.run_id, "train_loss")[0].value, res.metrics["test_f1"]
+
+    _, cfg, first = two_types
+    again_cfg = cfg.train_config(output_dir=str(tmp_path / "again"))
+    again = run_training(again_cfg, progress=False)
+    assert first_loss_and_f1(cfg, first) == first_loss_and_f1(again_cfg, again)
 
 
 def test_the_processes_of_a_local_ray_poll_ray_train_workers_four_times_a_second():
