@@ -145,10 +145,11 @@ class Step:
                 out.update((r, len(rows) / k) for r in rng.sample(rows, k))
         return out
 
-    def parts(self, idx: Sequence[int]) -> list[Part]:
-        """The forwards of one step: micro-batches of each task, aligned so the last has both."""
+    def parts(self, idx: Sequence[int], plan: dict[int, float] | None = None) -> list[Part]:
+        """The forwards of one step: micro-batches of each task, aligned so the last has both.
+        `plan`: the step's mrc_plan(idx), when the caller has it already."""
         ner = list(idx) if self.cfg.alpha > 0 else []
-        mrc = list(self.mrc_plan(idx)) if self.cfg.multitask else []
+        mrc = list(self.mrc_plan(idx) if plan is None else plan) if self.cfg.multitask else []
         if self.max_tokens is None:
             return [(ner or None, mrc or None)]
         if self.packing:  # first-fit decreasing into rows of row_len, then forwards of at most max_tokens positions
@@ -177,8 +178,8 @@ class Step:
     def backward(self, idx: Sequence[int]) -> torch.Tensor:
         """Forward and backward over the step's parts: gradients accumulate in the parameters.
         Returns the step's (loss, NER loss, MRC loss) on the device."""
-        parts = self.parts(idx)
         plan = self.mrc_plan(idx) if self.cfg.multitask else {}
+        parts = self.parts(idx, plan)
         sampled = any(w != 1.0 for w in plan.values())
         denoms = None
         if self.max_tokens is not None or sampled:  # each part's loss is its share of the whole batch's mean
