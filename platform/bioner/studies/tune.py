@@ -2,8 +2,9 @@
 
 Each trial is a function trainable that builds and fits its own TorchTrainer (Ray Train V2
 cannot be handed to a Tuner), trains on train and reports devel F1 after every epoch through
-`TuneReportCallback`. Model selection never looks at test: the best configuration is then refit
-on train+devel with several seeds and scored on test, and the best seed is registered.
+`TuneReportCallback`. Model selection never looks at test: the best configuration by devel F1 is
+refit on train+devel with several seeds and scored on test, and the first seed's refit is registered
+(`registered_seed`), whatever the seeds scored.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence, TypeVar
 
 from ..data.job import load_job_data
 from ..data.queries import Queries
@@ -32,6 +34,12 @@ from .tune_config import SEARCHED, TuneConfig, points_to_evaluate
 METRIC = "devel_f1"
 COMMAND = "tune"
 TRIAL_CPU = 0.01  # the trial function only waits on its trainer: the workers get the cores
+# Tags of the parent run, beside runs.REGISTERED_VERSION: which refit seed was registered, and by what rule.
+REGISTERED_SEED = "registered_seed"
+SELECTION_RULE = "selection_rule"
+FIRST_SEED = "first refit seed in configured order (reads no test score)"
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -248,6 +256,27 @@ def _log_study_plots(client, parent: str, study_name: str, storage: str) -> None
             client.log_artifact(parent, str(Path(d) / name), "plots")
 
 
+def registered_seed(results: Sequence[tuple[int, R]]) -> tuple[int, R]:
+    """The refit to register, of (seed, result) pairs in configured seed order: the first seed's.
+
+    The rule reads no score, so the registered version's test F1 is an unbiased draw from the
+    seeds' spread rather than its maximum, and the promotion gate's test comparison stays fair.
+    """
+    if not results:
+        raise ValueError("no refit to register")
+    return results[0]
+
+
+def _log_test_scores(client, parent: str, scores: dict[int, float]) -> tuple[float, float]:
+    """Test F1 per seed, and its mean and sd, on the parent run: reported, never used to choose."""
+    values = list(scores.values())
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    client.log_metric(parent, "test_f1_mean", mean)
+    client.log_metric(parent, "test_f1_sd", sd)
+    for seed, f1 in scores.items():
+        client.log_metric(parent, f"test_f1_seed_{seed}", f1)
+    return mean, sd
 
 
 def _refit_and_register(cfg: TuneConfig, client, parent: str, best: dict, best_f1: float, spec: Spec,
@@ -256,28 +285,27 @@ def _refit_and_register(cfg: TuneConfig, client, parent: str, best: dict, best_f
     results = []
     for k in range(cfg.refit_seeds):
         seed = cfg.seed + k
-        res = run_training(cfg.refit_config(best, seed), progress=progress, parent_run_id=parent, tags={KIND: Kind.REFIT})
+        res = run_training(cfg.refit_config(best, seed), progress=progress, parent_run_id=parent,
+                           tags={KIND: Kind.REFIT})
         results.append((seed, res))
     scores = [r.metrics["test_f1"] for _, r in results]
-    mean = statistics.fmean(scores)
-    sd = statistics.stdev(scores) if len(scores) > 1 else 0.0
-    client.log_metric(parent, "test_f1_mean", mean)
-    client.log_metric(parent, "test_f1_sd", sd)
-    for seed, r in results:
-        client.log_metric(parent, f"test_f1_seed_{seed}", r.metrics["test_f1"])
-    best_seed, best_res = max(results, key=lambda x: x[1].metrics["test_f1"])
+    mean, sd = _log_test_scores(client, parent, {seed: r.metrics["test_f1"] for seed, r in results})
     seconds = {"refit": time.perf_counter() - t0}
     t0 = time.perf_counter()
     version = None
     if cfg.register:
+        seed, chosen = registered_seed(results)
         desc = (
             f"Tuning job {parent} (experiment {cfg.experiment}). Best devel F1 {best_f1:.4f} with "
             + ", ".join(f"{k}={v}" for k, v in best.items())
             + f". Refit on train+devel, test F1 {mean:.4f} +/- {sd:.4f} over {len(scores)} seed(s) "
-            + f"({', '.join(f'{s:.4f}' for s in scores)}); this version is seed {best_seed}. "
+            + f"({', '.join(f'{s:.4f}' for s in scores)}); this version is seed {seed}, the {FIRST_SEED}. "
             + f"Config: {json.dumps({**cfg.train_config().model_dump(), **best, 'epochs': cfg.max_epochs})}"
         )
-        version = register_challenger(client, spec, best_res.model_uri, desc, {"parent_run_id": parent, "devel_f1": f"{best_f1:.4f}"})
+        version = register_challenger(client, spec, chosen.model_uri, desc,
+                                      {"parent_run_id": parent, "devel_f1": f"{best_f1:.4f}"})
         client.set_tag(parent, runs.REGISTERED_VERSION, version)
+        client.set_tag(parent, REGISTERED_SEED, str(seed))
+        client.set_tag(parent, SELECTION_RULE, FIRST_SEED)
         seconds["register"] = time.perf_counter() - t0
     return TuneOutcome(parent, best, best_f1, scores, version, [r.metrics for _, r in results], seconds)

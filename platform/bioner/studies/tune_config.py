@@ -56,7 +56,8 @@ class TuneConfig(TrainConfig):
     grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial can be stopped")
     refit_seeds: int = Field(3, ge=1, description="seeds of the train+devel refit of the best configuration")
     search: SearchSpace = Field(default_factory=SearchSpace, description="the search space")
-    register: bool = Field(True, description="register the best refit model as bioner-<dataset> with alias challenger")
+    register: bool = Field(True, description="register the first seed's refit as bioner-<dataset> with alias challenger "
+                          "(chosen without reading a test score)")
 
     def trial_config(self, params: dict) -> TrainConfig:
         """A trial trains on train and scores devel after every epoch: test is never looked at."""
