@@ -82,18 +82,22 @@ def blocks(steps: list[tuple[int, int, int, float]], skip: int, per_block: int, 
 class StepRecorder:
     """Per-step wall time and token counts inside the training loop (bench mode)."""
 
-    def __init__(self, positions: Callable[[Sequence[int]], tuple[int, int]], budget: StepBudget):
-        self.positions, self.budget = positions, budget  # positions(idx): (real, padded) tokens the step encodes
+    def __init__(self, positions: Callable[[Sequence[int]], tuple[int, int]], budget: StepBudget,
+                 sentence_of_window: Sequence[int] | None = None):
+        self.positions, self.budget = positions, budget  # positions(window_ids): (real, padded) tokens the step encodes
+        self.sentence_of_window = sentence_of_window  # a sentence longer than max_length is several windows
         self.steps: list[tuple[int, int, int, float]] = []
 
     @property
     def total(self) -> int:
         return self.budget.total
 
-    def add(self, idx, seconds: float) -> bool:
-        """Record one step; True once every measured step is recorded."""
-        real, padded = self.positions(idx)
-        self.steps.append((len(idx), real, padded, seconds))
+    def add(self, window_ids, seconds: float) -> bool:
+        """Record one step (its sentences, tokens and time); True once every measured step is recorded."""
+        real, padded = self.positions(window_ids)
+        sow = self.sentence_of_window
+        sentences = len({sow[i] for i in window_ids}) if sow is not None else len(window_ids)
+        self.steps.append((sentences, real, padded, seconds))
         return len(self.steps) >= self.total
 
     def write(self, path: str, device, n_params: int, precision: str) -> None:

@@ -43,16 +43,16 @@ class BenchJob:
 def bench_loop_per_worker(bench: BenchJob) -> None:
     """The training loop's own setup and optimizer steps, timed: no scoring, checkpoints or logging."""
     w = setup_worker(bench.job)
-    rec = StepRecorder(w.step.positions, bench.budget)
+    rec = StepRecorder(w.step.positions, bench.budget, w.enc.sentence)
     n_params = sum(p.numel() for p in w.net.parameters())
     w.model.train()
     for epoch in range(math.ceil(rec.total / max(1, len(w.sampler)))):
         w.sampler.set_epoch(epoch)
         w.step.set_epoch(epoch)
-        for idx in w.sampler:
+        for window_ids in w.sampler:
             t0 = time.perf_counter()
-            w.step(idx)  # returns the losses with .item(): the step has finished, on GPU too
-            if rec.add(idx, time.perf_counter() - t0):
+            w.step(window_ids)  # returns the losses with .item(): the step has finished, on GPU too
+            if rec.add(window_ids, time.perf_counter() - t0):
                 return rec.write(bench.out, w.device, n_params, w.step.precision)
     rec.write(bench.out, w.device, n_params, w.step.precision)
 

@@ -61,10 +61,10 @@ class LiveMetrics:
         self._t_step = self._t_flush = time.perf_counter()
 
     def update(self, sums, n_sent: int) -> None:
-        """After each step, with the epoch's running loss sums (total, NER, MRC) and sentence count."""
+        """After each step, with the epoch's running loss sums (total, NER, MRC) and the count of
+        distinct sentences its windows came from so far (a step of windows of sentences already
+        counted adds none)."""
         now = time.perf_counter()
-        if n_sent <= self._prev_n:  # a new epoch restarted the running sums
-            self._prev_sums, self._prev_n = np.zeros(3), 0
         sums = np.asarray(sums, dtype=float)
         self._win_sums += sums - self._prev_sums
         self._win_n += n_sent - self._prev_n
@@ -89,6 +89,7 @@ class LiveMetrics:
     def epoch(self, metrics: dict) -> None:
         """After each epoch: the epoch count, and the eval F1 where this rank scored one."""
         self.flush()
+        self._prev_sums, self._prev_n = np.zeros(3), 0  # the next epoch's running sums start again from 0
         self.epoch_g.set(float(metrics.get("epoch", 0)))
         for k, v in metrics.items():
             if k.endswith("_f1") and k.count("_") == 1:

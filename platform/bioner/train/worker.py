@@ -131,28 +131,49 @@ def train_loop_per_worker(job: WorkerJob) -> None:
         w.sampler.set_epoch(epoch)
         w.step.set_epoch(epoch)
         w.model.train()
-        sums, n_sent = np.zeros(3), 0
+        sums, count = np.zeros(3), Throughput(w.enc.sentence)
         t0 = time.perf_counter()
-        for idx in w.sampler:
-            sums += w.step(idx)
-            n_sent += len(idx)
-            live.update(sums, n_sent)
+        for window_ids in w.sampler:
+            sums += w.step(window_ids)
+            count.add(window_ids)
+            live.update(sums, count.sentences)
             if bar is not None:
                 bar.update(1)
         elapsed = time.perf_counter() - t0
-        loss_m, ner_m, mrc_m = _mean_across_workers((sums / max(1, len(w.sampler))).tolist(), w.device)
+        losses = (sums / max(1, len(w.sampler))).tolist()
+        loss_m, ner_m, mrc_m, sent_m, win_m = _mean_across_workers([*losses, count.sentences, count.windows], w.device)
         metrics = {
             "epoch": epoch + 1,
             "train_loss": loss_m,
             "train_loss_ner": ner_m,
             "train_loss_mrc": mrc_m,
-            "sentences_per_s": n_sent * w.world / elapsed,
+            "sentences_per_s": sent_m * w.world / elapsed,  # the workers' mean count times their number: their sum
+            "windows_per_s": win_m * w.world / elapsed,
             "lr": w.sched.get_last_lr()[0],
         }
         _end_epoch(w, epoch, metrics)
         live.epoch(metrics)
     if bar is not None:
         bar.close()
+
+
+class Throughput:
+    """What one worker trained on in an epoch: encoder windows, and the distinct sentences they
+    come from (a sentence longer than max_length is several windows, counted once). Summed over
+    workers, a sentence whose windows went to two workers counts on each: no worker sees the others'."""
+
+    def __init__(self, sentence_of_window: list[int]):
+        self.sentence_of_window = sentence_of_window
+        self.windows = 0
+        self._seen: set[int] = set()
+
+    def add(self, window_ids: list[int]) -> None:
+        self.windows += len(window_ids)
+        self._seen.update(self.sentence_of_window[i] for i in window_ids)
+
+    @property
+    def sentences(self) -> int:
+        return len(self._seen)
 
 
 def _mean_across_workers(values: list[float], device) -> list[float]:
