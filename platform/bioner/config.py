@@ -15,6 +15,7 @@ QuerySource = Literal["none", "wikipedia", "annotation", "dictionary", "random"]
 QUERY_SOURCES: tuple[str, ...] = get_args(QuerySource)
 SplitName = Literal["train", "devel", "test"]
 SPLITS: tuple[str, ...] = get_args(SplitName)
+ALL_TYPES = "all"  # mrc_types_per_sentence: every type a sentence's corpus annotates (stored as None)
 
 
 # $MLFLOW_TRACKING_URI as the process started. Read once, at import: mlflow.set_tracking_uri()
@@ -71,7 +72,8 @@ class TrainConfig(BaseModel):
     )
     mrc_types_per_sentence: int | None = Field(
         None, ge=1, description="MRC: entity types asked per sentence and epoch, drawn (seeded) from those its corpus annotates, "
-        "the loss weighted so its expectation is the full loss; default: every type (the paper). 1 keeps the MRC cost of a one-type corpus"
+        "the loss weighted so its expectation is the full loss; 'all' (the default, the paper): every type. "
+        "1 keeps the MRC cost of a one-type corpus"
     )
     mrc_eval_rows: int = Field(
         6000, ge=0, description="scoring the MRC head (mrc_<split>_f1) asks every annotated type about each sentence: at most this many "
@@ -101,6 +103,17 @@ class TrainConfig(BaseModel):
         # a folder name can either.
         if v is not None and (any(c in v for c in "/\\") or v.strip(".") == "" or any(ord(c) < 32 for c in v)):
             raise ValueError(f"{v!r}: no '/', '\\', control characters, and not '.' or '..' (it names a folder under output_dir)")
+        return v
+
+    @field_validator("mrc_types_per_sentence", mode="before")
+    @classmethod
+    def _types_per_sentence(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # YAML's true/false: pydantic would read true as 1
+            raise ValueError(f"{str(v).lower()} is not a number of types: give a whole number >= 1, or all")
+        if isinstance(v, str) and v.strip().lower() == ALL_TYPES:
+            return None  # every type, the default
+        if isinstance(v, str) and not v.strip().isdigit():
+            raise ValueError(f"{v!r}: give a whole number >= 1, or all")
         return v
 
     @model_validator(mode="after")
@@ -233,6 +246,16 @@ def resolve_folder_path(folder: Any, config_path: str | os.PathLike | None) -> A
     return folder
 
 
+def _set_without_effect(cfg: BaseModel) -> str | None:
+    """A key the user set that the rest of the config makes do nothing. Only a plain training config:
+    a study's beta is set per trial or cell, where a config-wide rule would be wrong."""
+    if (type(cfg) is TrainConfig and cfg.beta == 0 and cfg.mrc_types_per_sentence is not None
+            and "mrc_types_per_sentence" in cfg.model_fields_set):
+        return ("mrc_types_per_sentence has no effect with beta=0 (the single task asks no MRC queries): "
+                "drop it, or set beta > 0")
+    return None
+
+
 def load_config(model: type[BaseModel], path: str | os.PathLike | None, overrides: list[str] | None = None, ignore: set[str] = frozenset()):
     """YAML + `--set` overrides validated as `model`; keys in `ignore` (another command's) are dropped."""
     raw = read_yaml(path) if path else {}
@@ -244,11 +267,13 @@ def load_config(model: type[BaseModel], path: str | os.PathLike | None, override
             raw[key] = resolve_folder_path(raw[key], path)
     for k in ignore:
         raw.pop(k, None)
+    src = f"{path}: " if path else ""
     try:
         cfg = model(**raw)
     except ValidationError as e:
-        src = f"{path}: " if path else ""
         raise ConfigError(f"{src}{format_validation_error(e)}") from None
+    if no_effect := _set_without_effect(cfg):
+        raise ConfigError(f"{src}{no_effect}")
     out = getattr(cfg, "output_dir", None)
     if isinstance(out, str) and not Path(out).expanduser().is_absolute():
         # fixed now: a job's later steps (a study's refits, a Ray job that leaves its folder) see one folder

@@ -18,7 +18,7 @@ import yaml
 from ..config import TrainConfig, load_config
 from ..data.specs import Spec, load_spec
 from ..errors import BionerError
-from ..model import read_meta
+from ..model import check_model_folder
 from ..tracking.models import resolve_model
 from ..tracking.registry import register_challenger
 from ..tracking.store import prepare_output_dir
@@ -70,7 +70,9 @@ def run_extend(model_uri: str, add: str, overrides: list[str] | None = None, nam
     from mlflow import MlflowClient  # lazy: mlflow takes 2 s to import, `bioner --help` none
 
     folder = resolve_model(model_uri)
-    meta = read_meta(folder)
+    # The checks `bioner predict` runs, here in the driver: a missing file or truncated weights is one
+    # line before Ray starts or a run opens, not a worker's traceback.
+    meta, _, _ = check_model_folder(folder)
     added_spec = load_spec(add)
     added = [t for t in added_spec.types if t not in meta["types"]]
     if not added:

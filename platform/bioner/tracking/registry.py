@@ -53,6 +53,7 @@ class Decision:
     champion_f1: float | None
     p_value: float | None
     reason: str
+    changed: bool = True  # False: the challenger already was the champion, and nothing was written
 
 
 def _version(client, name: str, alias: str):
@@ -84,7 +85,8 @@ def _check_corpus(spec: Spec, version, role: str, force: bool) -> None:
 def promote(dataset: Spec | str, threshold: float = 0.05, resamples: int = 1000, seed: int = 0, force: bool = False,
             reason: str | None = None, tracking_uri: str | None = None, progress: bool = True) -> Decision:
     """Move `champion` to `challenger` only if it is better on test with paired-bootstrap p <= threshold,
-    both scored on the test split of `dataset`, which must be the corpus they were registered with."""
+    both scored on the test split of `dataset`, which must be the corpus they were registered with.
+    A challenger that already is the champion changes nothing and keeps its decision tags."""
     import mlflow  # lazy: start-up time
 
     if not 0 < threshold < 1:  # nan fails this too
@@ -104,7 +106,11 @@ def promote(dataset: Spec | str, threshold: float = 0.05, resamples: int = 1000,
     _check_corpus(spec, chal, CHALLENGER, force)
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
-    if champ is None or champ.version == chal.version:
+    if champ is not None and champ.version == chal.version:
+        # Its decision tags say how it became champion: a second look at the same version keeps them.
+        why = f"nothing changed: version {chal.version} is both challenger and champion already"
+        return Decision(True, chal.version, champ.version, None, None, None, why, changed=False)
+    if champ is None:
         d = Decision(True, chal.version, None, None, None, None, "no champion yet")
     else:
         _check_corpus(spec, champ, CHAMPION, force)
