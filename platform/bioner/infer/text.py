@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 
+from ..data.sentences import WORD_RE, split_words
 from ..errors import BionerError
 
-# Corpus-style word split: runs of letters/digits, or any single other visible character.
-# The three corpora split punctuation off words the same way. Control and invisible format
-# characters (C0/C1 controls, zero-width and bidi marks, BOM) and lone surrogates are never
-# words: the tokenizer drops them, and a surrogate cannot even be encoded for it.
-_INVISIBLE = "\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ud800-\udfff"
-WORD_RE = re.compile(rf"\w+|[^\w\s{_INVISIBLE}]", re.UNICODE)
-
-
-def split_words(text: str) -> list[tuple[str, int, int]]:
-    """(word, start, end) with character offsets into `text`."""
-    return [(m.group(), m.start(), m.end()) for m in WORD_RE.finditer(text)]
+# Words are split as the corpora split them (data.sentences, shared with documents' sentences).
+__all__ = ["WORD_RE", "split_words", "check_text", "check_length", "max_text_chars", "max_texts", "env_limit"]
 
 
 def check_text(text: str, where: str) -> str:
