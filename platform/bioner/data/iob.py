@@ -103,14 +103,27 @@ class Split:
 
 
 def read_split(spec: Spec, split: str) -> Split:
-    """One split of every corpus of the dataset (a composite's members one after the other)."""
-    return merge([_read_one(m, split) for m in spec.members], split)
+    """One split of every corpus of the dataset (a composite's members one after the other; a member
+    without this split contributes nothing, and a dataset with no member that has it is an error)."""
+    members = [m for m in spec.members if m.has_split(split)]
+    if not members:
+        spec.members[0].split_file(split)  # raises, naming the missing key
+    return merge([_read_one(m, split) for m in members], split)
+
+
+def spec_sentences(spec: DatasetSpec, split: str, conv=None) -> Iterator[tuple[list[str], list[str]]]:
+    """(words, tags) of one corpus's split, streamed: IOB lines as they are, documents split into sentences."""
+    if spec.documents:
+        from .doc_corpus import document_sentences  # lazy: the format readers import bioc and lxml
+
+        return document_sentences(spec, split, conv)
+    return iter_sentences(spec.split_file(split), spec.types)
 
 
 def _read_one(spec: DatasetSpec, split: str) -> Split:
     path = spec.split_file(split)
     toks, tags = [], []
-    for s_tok, s_tag in iter_sentences(path, spec.types):
+    for s_tok, s_tag in spec_sentences(spec, split):
         toks.append(s_tok)
         tags.append(s_tag)
     if not toks:
@@ -161,11 +174,12 @@ def split_stats(split: Split) -> dict:
     return _stats(zip(split.tokens, split.tags))
 
 
-def scan_split(spec: DatasetSpec, split: str) -> dict:
+def scan_split(spec: DatasetSpec, split: str, conv=None) -> dict:
     """Validate every line of one corpus's split and count it, streaming: memory does not grow with
-    the file (a composite's members are scanned one by one)."""
+    the file (a composite's members are scanned one by one). A corpus of documents records what its
+    conversion to sentences decided in `conv` (a doc_corpus.Conversion)."""
     path = spec.split_file(split)
-    st = _stats(iter_sentences(path, spec.types))
+    st = _stats(spec_sentences(spec, split, conv))
     if not st["sentences"]:
         raise CorpusError(path, 1, "empty split: no sentences")
     return st

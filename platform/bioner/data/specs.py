@@ -12,11 +12,12 @@ import os
 import re
 import string
 from pathlib import Path
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..config import here
+from ..config import SplitName, here
 from ..errors import BionerError, ConfigError, format_validation_error
 
 TYPE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -75,14 +76,44 @@ class _Labelled:
         return ["O"] + [f"{p}-{t}" for t in self.types for p in ("B", "I")]
 
 
+CorpusFormat = Literal["iob", "pubtator", "bioc", "bioc-json", "brat"]
+
+
 class DatasetSpec(_Labelled, BaseModel):
-    """One dataset: its corpus folder and its entity types with their queries."""
+    """One dataset: its corpus (IOB sentences or documents) and its entity types with their queries."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="short name, used in registry names")
-    corpus: str = Field(description="folder with train.tsv, devel.tsv, test.tsv, relative to the spec file")
+    corpus: str | None = Field(None, description="folder with train.tsv, devel.tsv, test.tsv, relative to the spec file "
+                                                 "(IOB corpora; or give `files`)")
+    format: CorpusFormat = Field("iob", description="iob: two-column TSV sentences; pubtator, bioc (XML), bioc-json, brat "
+                                                    "(a folder of .txt/.ann pairs): documents, split into sentences to train")
+    files: dict[SplitName, str] | None = Field(None, description="split -> file (or brat folder), relative to the spec file; "
+                                                                 "a split may be missing")
+    type_map: dict[str, str | None] = Field(default_factory=dict, description="corpus class -> spec type, or null to ignore "
+                                            "the class; a class neither mapped nor a spec type is an error")
     entity_types: dict[str, TypeQueries] = Field(min_length=1, description="type name -> query texts")
     path: Path | None = Field(None, exclude=True, description="the spec file (set on load)")
+
+    @model_validator(mode="after")
+    def _where(self) -> "DatasetSpec":
+        if (self.corpus is None) == (self.files is None):
+            raise ValueError("give either corpus (a folder of train/devel/test.tsv) or files (split -> file)")
+        if self.format != "iob" and self.files is None:
+            raise ValueError(f"format {self.format}: give files (split -> file), e.g. files: {{train: train.{self.format}}}")
+        if self.files is not None and not self.files:
+            raise ValueError("files: name at least one split")
+        if self.type_map and self.format == "iob":
+            raise ValueError("type_map: applies to document formats (an IOB corpus's tags name the spec's types)")
+        for cls, target in self.type_map.items():
+            if target is not None and target not in self.entity_types:
+                raise ValueError(f"type_map.{cls}: {target!r} is not one of entity_types ({', '.join(self.entity_types)})")
+        return self
+
+    @property
+    def documents(self) -> bool:
+        """Whether the corpus is documents (split into sentences here) rather than IOB sentences."""
+        return self.format != "iob"
 
     @field_validator("entity_types")
     @classmethod
@@ -97,12 +128,23 @@ class DatasetSpec(_Labelled, BaseModel):
         return v
 
     @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else here()
+
+    @property
     def corpus_dir(self) -> Path:
-        base = self.path.parent if self.path else here()
-        return (base / self.corpus).resolve()
+        return (self.base_dir / (self.corpus or ".")).resolve()
+
+    def has_split(self, split: str) -> bool:
+        return self.files is None or split in self.files
 
     def split_file(self, split: str) -> Path:
-        return self.corpus_dir / f"{split}.tsv"
+        if self.files is None:
+            return self.corpus_dir / f"{split}.tsv"
+        if split not in self.files:
+            where = f"{self.path}: " if self.path else ""
+            raise BionerError(f"{where}files.{split}: not given (this spec has {', '.join(self.files)})")
+        return (self.base_dir / self.files[split]).resolve()
 
     @property
     def members(self) -> list["DatasetSpec"]:
@@ -247,6 +289,12 @@ def content_hashes(spec: Spec, splits=("train", "devel", "test")) -> dict[str, s
         return out
     for split in splits:
         f = spec.split_file(split)
+        if f.is_dir():  # a brat folder: its files in name order
+            h = hashlib.sha256()
+            for part in sorted(x for x in f.iterdir() if x.is_file()):
+                h.update(part.name.encode() + b"\0" + _sha256(part).encode())
+            out[split] = h.hexdigest()
+            continue
         if not f.is_file():
             raise BionerError(f"{f}: file not found")
         out[split] = _sha256(f)
