@@ -12,10 +12,10 @@ import typer
 from rich.table import Table
 
 from ..config import SPLITS
-from ..data.iob import read_split
+from ..data.iob import read_split, scan_split
 from ..data.specs import load_spec
 from ..errors import BionerError
-from ..infer.evaluate import evaluate_split, write_predictions
+from ..infer.evaluate import corpus_counts, evaluate_split, flat_metrics, scores_report, write_predictions
 from ..infer.tagger import Tagger
 from ..infer.text import MAX_TEXT_CHARS_ENV, check_length, check_text, max_text_chars
 from ..studies.runs import KIND, RUN_NAME, STOP_REASON, Kind
@@ -23,7 +23,8 @@ from ..tracking.models import resolve_model
 from ..tracking.registry import model_name
 from ..tracking.registry import promote as do_promote
 from ..tracking.store import open_store
-from .common import MODEL_HELP, PRECISION_HELP, TRACKING_HELP, out, print_scores, store_uri
+from .common import MODEL_HELP, PRECISION_HELP, TRACKING_HELP, err, out, print_scores, store_uri
+from .documents import FORMAT_HELP, check_output, count_documents, document_format, is_regular, predict_documents
 from .text_input import chunks, open_input
 
 runs_app = typer.Typer(help="Look at MLflow runs.", no_args_is_help=True)
@@ -36,19 +37,40 @@ def evaluate(
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write token/gold/predicted TSV here."),
     batch_size: int = typer.Option(64, help="Sentences per inference batch."),
     precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP + " Default fp32: the model as trained and logged."),
+    as_json: bool = typer.Option(False, "--json", help='Print the scores as one JSON object for scripts: {"precision", "recall", '
+                                 '"f1", "per_type": {TYPE: {"precision", "recall", "f1", "tp", "fp", "fn"}}, "per_corpus": {...}}, '
+                                 "fractions in 0..1."),
 ):
-    """Score a model on a dataset split: entity-level P/R/F1 (strict IOB2), per type (and per corpus for a composite), MRC F1 (fp32).
+    """Score a model on a dataset split: entity-level P/R/F1, per type (and per corpus for a composite), MRC F1 (fp32).
 
-    Any dataset works, also one the model was not trained on (cross-corpus): each corpus is scored on the
-    types it annotates; predictions of other types are ignored there."""
+    An IOB corpus is scored by strict IOB2 spans per sentence (as seqeval); a corpus of documents by exact
+    character span and type per document (as the BioCreative evaluators). Any dataset works, also one the
+    model was not trained on (cross-corpus): each corpus is scored on the types it annotates; predictions of
+    other types are ignored there."""
     if split not in SPLITS:
         raise BionerError(f"--split {split!r}: expected train, devel or test")
     spec = load_spec(dataset)
-    data = read_split(spec, split)
+    documents = any(m.documents for m in spec.members)
+    if documents and predictions:
+        raise BionerError("--predictions writes IOB sentences; for documents use bioner predict --format ... --output FILE")
+    data = None if documents or as_json else read_split(spec, split)  # checks the files before the model loads
+    if data is None:
+        for m in spec.members:
+            if m.has_split(split):
+                scan_split(m, split)
     tagger = Tagger.load(resolve_model(model), batch_size=batch_size, precision=precision)
     unknown = [t for t in spec.types if t not in tagger.types]
     if not set(spec.types) & set(tagger.types):
         raise BionerError(f"--dataset {dataset}: none of its types ({', '.join(spec.types)}) is known to the model ({', '.join(tagger.types)})")
+    if data is None:
+        report = scores_report(corpus_counts(tagger, spec, split, progress=not as_json))
+        if as_json:
+            sys.stdout.write(json.dumps(report) + "\n")
+            return
+        print_scores(flat_metrics(report, split))
+        if unknown:
+            out.print(f"types of {spec.name} the model does not know (scored, never predicted): {', '.join(unknown)}")
+        return
     metrics, pred = evaluate_split(tagger, data, spec.types, with_mrc=True)
     print_scores(metrics)
     if unknown:  # a cross-corpus evaluation: the model cannot find what it was never taught
@@ -69,9 +91,20 @@ def predict(
     batch_size: int = typer.Option(64, help="Texts per inference batch."),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     types: Optional[str] = typer.Option(None, "--types", help="Comma-separated entity types to return (default: every type the model knows)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
+    output: Optional[Path] = typer.Option(None, "--output", help="With documents: the file (a folder for brat) to write them to, "
+                                          "with the model's mentions; default stdout."),
+    keep: bool = typer.Option(False, "--keep-annotations", help="With documents: keep the mentions they already have beside the "
+                              "model's (default: replace them)."),
 ):
-    """Tag raw text: one JSON line per text, {"text", "entities": [{"text", "start", "end", "type"}]}."""
+    """Tag raw text: one JSON line per text, {"text", "entities": [{"text", "start", "end", "type", "score"}]}; or documents
+    (--format, or an --input whose extension names one) written back in their format with the model's mentions."""
     limit = max_text_chars()
+    doc_fmt = document_format(input_, fmt)
+    if doc_fmt is not None:
+        return _predict_documents(model, input_, doc_fmt, output, keep, text, batch_size, precision, types, limit)
+    if output is not None or keep:
+        raise BionerError("--output and --keep-annotations go with documents (--format)")
     # Undecodable bytes in an argument arrive as lone surrogates, which cannot be written out.
     texts = [check_length(check_text(t, f"TEXT argument {i}"), f"TEXT argument {i}", limit) for i, t in enumerate(text or [], 1)]
     lines, empty = open_input(input_, limit) if input_ is not None else (iter(()), None)
@@ -85,6 +118,19 @@ def predict(
         for t, ents in zip(group, tagger.entities(group, types=wanted)):
             sys.stdout.write(json_line({"text": t, "entities": ents}))
         sys.stdout.flush()
+
+
+def _predict_documents(model, input_, fmt, output, keep, text, batch_size, precision, types, limit) -> None:
+    if text:
+        raise BionerError("give either TEXT arguments or documents (--input with --format), not both")
+    check_output(output, fmt)
+    total = count_documents(input_, fmt, limit) if is_regular(input_) else None
+    tagger = Tagger.load(resolve_model(model), batch_size=batch_size, precision=precision)
+    wanted = [t.strip() for t in types.split(",") if t.strip()] if types is not None else None
+    tagger.check_types(wanted)
+    n = predict_documents(tagger, input_, fmt, output, wanted, keep, limit, total)
+    if output is not None:
+        err.print(f"{n:,} documents tagged: {output}", markup=False, highlight=False)
 
 
 # Characters that JSON leaves as they are but that line splitters (Python's str.splitlines, some JSON
@@ -114,7 +160,7 @@ def promote(
     uri = store_uri(tracking_uri)
     spec = load_spec(dataset)
     d = do_promote(spec, threshold, resamples, seed, force, reason, uri)
-    verdict = "[green]promoted[/]" if d.promoted else "[yellow]refused[/]"
+    verdict = "[green]promoted[/]" if d.promoted and d.changed else "unchanged" if d.promoted else "[yellow]refused[/]"
     out.print(f"{verdict}: {model_name(spec.name)} version {d.challenger_version} -> champion? {d.promoted}. {d.reason}")
     if not d.promoted:
         raise typer.Exit(1)

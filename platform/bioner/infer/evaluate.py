@@ -11,8 +11,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from ..data.iob import Split
-from .metrics import score
+from ..data.doc_corpus import gold_documents
+from ..data.iob import Split, read_split
+from ..data.specs import Spec
+from .documents import MentionCounts, annotate, count_mentions
+from .metrics import score, sentence_counts
 from .tagger import Tagger
 
 
@@ -65,3 +68,44 @@ def write_predictions(path: Path, split: Split, pred: list[list[str]]) -> Path:
                 f.write("\t".join(row) + f"\t{c}\n")
             f.write("\n")
     return path
+
+
+def corpus_counts(tagger: Tagger, spec: Spec, split: str, progress: bool = True) -> dict[str, MentionCounts]:
+    """Mention counts per member corpus of a dataset, each scored on the types it annotates: an IOB
+    corpus by strict IOB2 spans per sentence, a corpus of documents by exact character span per document."""
+    out: dict[str, MentionCounts] = {}
+    for m in spec.members:
+        if not m.has_split(split):
+            continue
+        if m.documents:
+            gold = list(gold_documents(m, split))
+            pred = annotate(tagger, [d.without_mentions() for d in gold], progress=progress)
+            out[m.name] = count_mentions(gold, pred, m.types)
+            continue
+        data = read_split(m, split)
+        pred = restrict(tagger.tag(data.tokens, progress=progress), data.annotated)
+        c = sentence_counts(data.tags, pred, m.types).sum(axis=0)
+        counts = MentionCounts()
+        for k, t in enumerate(m.types):
+            counts.add(t, *(int(x) for x in c[k]))
+        out[m.name] = counts
+    return out
+
+
+def scores_report(per_corpus: dict[str, MentionCounts]) -> dict:
+    """The scores of `bioner evaluate --json`: overall (micro over corpora), per type, and per corpus."""
+    total = MentionCounts()
+    for c in per_corpus.values():
+        total.merge(c)
+    return total.scores() | {"per_corpus": {name: c.scores() for name, c in per_corpus.items()}}
+
+
+def flat_metrics(report: dict, split: str) -> dict[str, float]:
+    """The report as the metric names training logs (`test_f1`, `test_f1_<type>`, `test_<corpus>_f1`)."""
+    out = {f"{split}_{k}": report[k] for k in ("precision", "recall", "f1")}
+    out |= {f"{split}_f1_{t}": s["f1"] for t, s in report["per_type"].items()}
+    if len(report["per_corpus"]) > 1:
+        for name, r in report["per_corpus"].items():
+            out |= {f"{split}_{name}_{k}": r[k] for k in ("precision", "recall", "f1")}
+            out |= {f"{split}_{name}_f1_{t}": s["f1"] for t, s in r["per_type"].items()}
+    return out

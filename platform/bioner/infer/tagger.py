@@ -79,22 +79,34 @@ class Tagger:
 
     def tag(self, sentences: Sequence[Sequence[str]], progress: bool = False) -> list[list[str]]:
         """One BIO tag per word for every sentence (long sentences are windowed)."""
+        return self.tag_scored(sentences, progress)[0]
+
+    def tag_scored(self, sentences: Sequence[Sequence[str]], progress: bool = False
+                   ) -> tuple[list[list[str]], list[list[float]]]:
+        """One BIO tag per word, and the model's probability of that tag (at the word's first piece)."""
         enc = self.encode(sentences)
         pad_id = self.tok.pad_token_id
+
+        def best(b):
+            p, ids = self.ner_logits(b).float().softmax(-1).max(-1)
+            return torch.stack([ids.float(), p], -1).cpu()
+
         pred = self._run(
             enc.ner_ids,
             lambda idx: {k: v for k, v in ner_batch(enc, idx, pad_id).items() if k != "labels"},
-            lambda b: self.ner_logits(b).argmax(-1).cpu(),
+            best,
             progress,
             "tagging",
         )
-        out = [["O"] * len(s) for s in sentences]
+        tags = [["O"] * len(s) for s in sentences]
+        probs = [[1.0] * len(s) for s in sentences]
         for k, sid in enumerate(enc.sentence):
             w = enc.window[k]
-            ids = pred[k]
+            res = pred[k]
             for j in range(w.own_start, w.own_end):
-                out[sid][j] = self.labels[int(ids[enc.first_pos[k][j - w.start]])]
-        return out
+                label, p = res[enc.first_pos[k][j - w.start]].tolist()
+                tags[sid][j], probs[sid][j] = self.labels[int(label)], p
+        return tags, probs
 
     def mrc_tags(self, sentences: Sequence[Sequence[str]], progress: bool = False,
                  annotated: Sequence[tuple[str, ...]] | None = None) -> list[list[str]]:
@@ -143,19 +155,26 @@ class Tagger:
         return wanted
 
     def entities(self, texts: Iterable[str], progress: bool = False, types: Iterable[str] | None = None) -> list[list[dict]]:
-        """Raw text -> [{"text", "start", "end", "type"}] per text; `text[start:end]` is the entity.
+        """Raw text -> [{"text", "start", "end", "type", "score"}] per text; `text[start:end]` is the entity.
         Every type the model knows, or only `types`."""
         wanted = self.check_types(types)
         texts = ["" if t is None else str(t) for t in texts]
         words = [split_words(t) for t in texts]
         non_empty = [i for i, w in enumerate(words) if w]
-        tags = self.tag([[w[0] for w in words[i]] for i in non_empty], progress) if non_empty else []
+        tags, probs = self.tag_scored([[w[0] for w in words[i]] for i in non_empty], progress) if non_empty else ([], [])
         out: list[list[dict]] = [[] for _ in texts]
-        for i, t in zip(non_empty, tags):
-            ws = words[i]
-            for typ, a, b in spans(t):
-                if wanted is not None and typ not in wanted:
-                    continue
-                s, e = ws[a][1], ws[b - 1][2]
-                out[i].append({"text": texts[i][s:e], "start": s, "end": e, "type": typ})
+        for i, t, p in zip(non_empty, tags, probs):
+            for typ, s, e, score in word_spans(words[i], t, p):
+                if wanted is None or typ in wanted:
+                    out[i].append({"text": texts[i][s:e], "start": s, "end": e, "type": typ, "score": score})
         return out
+
+
+def word_spans(words: Sequence[tuple[str, int, int]], tags: Sequence[str], probs: Sequence[float]
+               ) -> list[tuple[str, int, int, float]]:
+    """(type, start, end, score) of the entities in one sentence's tags, with the words' character offsets;
+    the score is the mean probability of the entity's word tags."""
+    out = []
+    for typ, a, b in spans(tags):
+        out.append((typ, words[a][1], words[b - 1][2], round(sum(probs[a:b]) / (b - a), 4)))
+    return out
