@@ -296,3 +296,39 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def _post_documents(url, body):
+    req = urllib.request.Request(url + "/documents", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read()), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), e.headers
+
+
+def _bioc(doc_id, *passages):
+    return {"id": doc_id, "infons": {}, "relations": [],
+            "passages": [{"offset": o, "infons": {"type": t}, "text": x, "annotations": [], "relations": []} for o, t, x in passages]}
+
+
+def test_documents_come_back_annotated_at_document_offsets_sentence_by_sentence(api_url):
+    body = {"source": "test", "date": "", "key": "", "infons": {},
+            "documents": [_bioc("1", (0, "title", "Gout. Measles."), (15, "abstract", "Flu.")), _bioc("2", (7, "x", "Asthma"))]}
+    status, answer, headers = _post_documents(api_url, body)
+    assert status == 200 and headers.get(VERSION_HEADER) == "7" and answer["source"] == "test"
+    got = [[(a["locations"][0]["offset"], a["text"], a["infons"]["type"]) for p in d["passages"] for a in p["annotations"]]
+           for d in answer["documents"]]
+    # the stand-in tags the first three characters of every text it is sent: here every sentence
+    assert got == [[(0, "Gou", "Disease"), (6, "Mea", "Disease"), (15, "Flu", "Disease")], [(7, "Ast", "Disease")]]
+
+
+@pytest.mark.parametrize("documents,status,field", [
+    ([_bioc(str(i), (0, "t", "a")) for i in range(4)], 413, "documents: 4 documents, at most 3"),
+    ([_bioc("1", (0, "t", "x" * 15), (16, "a", "y" * 10))], 413, "documents.0: 25 characters, at most 20"),
+    ([{"id": "1"}], 422, "documents.0: "),
+    ([_bioc("1", (0, "t", ""))], 422, "documents.0: "),
+])
+def test_a_bad_documents_request_is_one_line_naming_the_document(api_url, documents, status, field):
+    got, answer, _ = _post_documents(api_url, {"documents": documents})
+    assert got == status and set(answer) == {"error"} and answer["error"].startswith(field), answer

@@ -1,4 +1,4 @@
-"""The HTTP routes of a replica: POST /predict, GET /health, GET /model, and the OpenAPI docs.
+"""The HTTP routes of a replica: POST /predict, POST /documents (BioC JSON), GET /health, GET /model, the OpenAPI docs.
 
 A client's mistake is never a 500: too many texts, too long a text or too large a body is 413, a
 body that is not JSON or not `{"texts": [str, ...]}` is 422; both are one line of JSON,
@@ -8,15 +8,20 @@ body that is not JSON or not `{"texts": [str, ...]}` is 422; both are one line o
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import BionerError
+from ..data.documents import Document, Mention
+from ..data.formats.bioc_model import from_document, to_document
+from ..data.sentences import sentences_of
+from ..errors import BionerError, CorpusError, first_line
 from ..infer.text import check_text
 from .config import NAME_HEADER, VERSION_HEADER, ServeConfig
 from .follow import Loaded
 
+REQUEST = Path("request")  # where a document of a request is said to come from, in messages
 EXAMPLE = "Germline mutations in BRCA1 cause hereditary breast cancer ."
 
 
@@ -32,6 +37,17 @@ class Entity(BaseModel):
     start: int = Field(..., description="character offset of its first character")
     end: int = Field(..., description="character offset after its last character")
     type: str = Field(..., description="entity type, one of the model's types")
+    score: float = Field(..., description="the model's confidence: the mean probability of the entity's word tags")
+
+
+class DocumentsRequest(BaseModel):
+    """A BioC JSON collection: its documents are answered annotated, the rest of it as it came."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{"documents": [
+        {"id": "1", "passages": [{"offset": 0, "infons": {"type": "title"}, "text": EXAMPLE}]}]}]})
+
+    documents: list[dict] = Field(..., description="BioC JSON documents (id, passages with offset and text), at most "
+                                                   "--max-texts, each at most --max-chars characters in all")
 
 
 class Tagging(Protocol):
@@ -79,6 +95,38 @@ def text_problem(texts: list[str]) -> str | None:
     return None
 
 
+def read_documents(objs: list[dict], cfg: ServeConfig) -> tuple[list[Document], tuple[int, str] | None]:
+    """The request's BioC JSON documents as Documents, or (HTTP status, one-line reason naming the field)."""
+    if len(objs) > cfg.max_texts:
+        return [], (413, f"documents: {len(objs)} documents, at most {cfg.max_texts} per request")
+    docs = []
+    for i, obj in enumerate(objs):
+        try:
+            doc = to_document(obj, REQUEST, 0, None)
+        except CorpusError as e:  # the request is no file: its reason alone
+            return [], (422, f"documents.{i}: {e.what}")
+        except (BionerError, ValueError, TypeError, KeyError) as e:
+            return [], (422, f"documents.{i}: {first_line(e)}")
+        size = sum(len(p.text) for p in doc.passages)
+        if size > cfg.max_chars:
+            return [], (413, f"documents.{i}: {size} characters, at most {cfg.max_chars} per document")
+        problem = text_problem([p.text for p in doc.passages])
+        if problem:
+            return [], (422, f"documents.{i}.passages.{problem.removeprefix('texts.')}")
+        docs.append(doc)
+    return docs, None
+
+
+async def tag_in_batches(server: Tagging, texts: list[str], batch: int) -> tuple[list[list[dict]], Loaded | None]:
+    """Entities of many texts, sent in groups that each fit one batch of the replica."""
+    entities: list[list[dict]] = []
+    model = None
+    for i in range(0, max(len(texts), 1), batch):
+        ents, model = await server.predict(texts[i : i + batch])
+        entities += ents
+    return entities, model
+
+
 def version_headers(model: Loaded) -> dict[str, str]:
     return {VERSION_HEADER: str(model.version or ""), NAME_HEADER: model.name}
 
@@ -86,16 +134,17 @@ def version_headers(model: Loaded) -> dict[str, str]:
 class BodyLimit:
     """413 for a request whose declared Content-Length exceeds what the limits allow, before it is read."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, max_documents_bytes: int):
+        self.app, self.max_bytes, self.max_documents_bytes = app, max_bytes, max_documents_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
             size = dict(scope.get("headers") or []).get(b"content-length", b"")
-            if size.isdigit() and int(size) > self.max_bytes:
+            limit = self.max_documents_bytes if scope.get("path") == "/documents" else self.max_bytes
+            if size.isdigit() and int(size) > limit:
                 from starlette.responses import JSONResponse  # lazy: only replicas import the web stack
 
-                msg = f"body: {int(size)} bytes, at most {self.max_bytes} (--max-texts x --max-chars)"
+                msg = f"body: {int(size)} bytes, at most {limit} (--max-texts x --max-chars)"
                 await JSONResponse({"error": msg}, status_code=413)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -110,7 +159,7 @@ def build_api(server: Tagging):
         description="Biomedical named entities in raw text, from the model the registry alias names. Every answer of "
                     f"/predict names the model version that produced it in the `{VERSION_HEADER}` header.",
     )
-    api.add_middleware(BodyLimit, max_bytes=server.cfg.max_body_bytes)
+    api.add_middleware(BodyLimit, max_bytes=server.cfg.max_body_bytes, max_documents_bytes=server.cfg.max_documents_body_bytes)
     _error_handlers(api)
     _routes(api, server)
     return api
@@ -132,7 +181,8 @@ def _error_handlers(api) -> None:
 
 
 _ERRORS = {413: {"description": "too many texts, too long a text, or too large a body: {\"error\": \"...\"}"},
-           422: {"description": "not JSON, or not {\"texts\": [str, ...]}: {\"error\": \"<field>: ...\"}"}}
+           422: {"description": "not JSON, or not {\"texts\": [str, ...]} (/documents: not a BioC JSON collection): "
+                        "{\"error\": \"<field>: ...\"}"}}
 
 
 def _routes(api, server: Tagging) -> None:
@@ -157,6 +207,27 @@ def _routes(api, server: Tagging) -> None:
                                               f"(it knows {', '.join(model.tagger.types)})"}, status_code=422)
             entities = [[e for e in ents if e["type"] in body.types] for ents in entities]
         return JSONResponse(entities, headers=version_headers(model))
+
+    @api.post("/documents", responses=_ERRORS, summary="Annotate BioC JSON documents: each passage split into sentences, "
+              "the model's mentions added as annotations at document offsets (existing ones replaced)")
+    async def documents(body: DocumentsRequest):
+        docs, problem = read_documents(body.documents, cfg)
+        if problem is not None:
+            return JSONResponse({"error": problem[1]}, status_code=problem[0])
+        sentences = [(d, s) for d in docs for s in sentences_of(d)]
+        texts = [d.passages[s.passage].text[s.start - d.passages[s.passage].offset : s.end - d.passages[s.passage].offset]
+                 for d, s in sentences]
+        entities, model = await tag_in_batches(server, texts, cfg.max_batch_texts)
+        for d in docs:
+            for p in d.passages:
+                p.mentions = []
+        for (d, s), ents in zip(sentences, entities):
+            d.passages[s.passage].mentions += [Mention(s.start + e["start"], s.start + e["end"], e["text"], e["type"],
+                                                       score=e.get("score")) for e in ents]
+        from bioc.biocjson import toJSON  # lazy: only replicas that answer documents need bioc
+
+        answer = body.model_dump() | {"documents": [toJSON(from_document(d, xml=False)) for d in docs]}
+        return JSONResponse(answer, headers=version_headers(model))
 
     @api.get("/health", summary="200 while this replica has a model loaded")
     async def health():

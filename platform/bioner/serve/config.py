@@ -47,6 +47,12 @@ class ServeConfig(BaseModel):
         is at most 6 bytes of JSON (\\uXXXX), plus quotes, commas and the envelope."""
         return self.max_texts * (6 * self.max_chars + 8) + 1024
 
+    @property
+    def max_documents_body_bytes(self) -> int:
+        """The same bound for POST /documents: a BioC document carries its text once more in the
+        annotations it may already have, and its ids, offsets and infons (4 KiB of envelope each)."""
+        return self.max_texts * (2 * 6 * self.max_chars + 4096) + 1024
+
 
 def serve_config(**values) -> ServeConfig:
     """A ServeConfig, or one line naming the bad option."""
