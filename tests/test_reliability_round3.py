@@ -134,3 +134,252 @@ def test_a_study_that_tries_beta_0_keeps_its_mrc_types_per_sentence():
     cfg = load_config(TuneConfig, None, ["mrc_types_per_sentence=1"])
     trial = cfg.trial_config({"alpha": 1.0, "beta": 0.0, "learning_rate": 3e-5, "query_source": "none"})
     assert trial.beta == 0 and trial.mrc_types_per_sentence == 1
+
+
+# --------------------------------------------------------------------------- a spec found by name, in a study's trials
+
+
+class _AnyClient:
+    """An MLflow client that accepts every call and has no history (the trial functions' bookkeeping)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def get_metric_history(self, *args):
+        return []
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+@pytest.fixture
+def spec_by_name_here(tmp_path, monkeypatch):
+    """A spec that only the working folder's experiments/datasets has, and a second folder to move to (where a
+    trial or cell runs)."""
+    from helpers import synthetic_corpus, write_spec
+
+    work = tmp_path / "work"
+    synthetic_corpus(work / "experiments" / "corpora" / "mine", sizes=(16, 8, 8))
+    write_spec(work / "experiments" / "datasets" / "my-spec.yaml", "../corpora/mine", name="my-spec")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.delenv("BIONER_DATASETS", raising=False)
+    monkeypatch.chdir(work)
+    return work, elsewhere
+
+
+@pytest.fixture
+def captured_jobs(monkeypatch):
+    """fit() records the WorkerJob it is handed and trains nothing; no Ray is started for it."""
+    import mlflow
+    import ray.tune.integration.ray_train
+
+    from bioner.studies import sweep, tune
+    from bioner.train import driver
+
+    jobs = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_fit(job, *args, **kwargs):
+        jobs.append(job)
+        raise Stop
+
+    monkeypatch.setattr(driver, "ensure_ray", lambda: None)
+    monkeypatch.setattr(driver, "default_cpus_per_worker", lambda *args: 1.0)
+    monkeypatch.setattr(tune, "fit", fake_fit)
+    monkeypatch.setattr(sweep, "fit", fake_fit)
+    monkeypatch.setattr(mlflow, "MlflowClient", _AnyClient)
+    monkeypatch.setattr(tune.runs, "open_child", lambda *args, **kwargs: ("run", None))
+    monkeypatch.setattr(ray.tune, "get_context", lambda: type("Ctx", (), {"get_trial_id": lambda self: "t1"})())
+    monkeypatch.setattr(ray.tune.integration.ray_train, "TuneReportCallback", lambda: None)
+    monkeypatch.setattr(sweep.runs, "open_child", lambda *args, **kwargs: ("run", None))
+    return jobs, Stop
+
+
+def _workers_read(job):
+    from bioner.data.job import load_job_data
+
+    return load_job_data(job.config, job.spec)
+
+
+def test_a_tune_trial_hands_its_workers_the_spec_the_driver_found(spec_by_name_here, captured_jobs, tiny_bert,
+                                                                  monkeypatch, tmp_path):
+    from bioner.data.specs import load_spec
+    from bioner.studies.tune import Study, tune_trial
+    from bioner.studies.tune_config import TuneConfig
+
+    work, elsewhere = spec_by_name_here
+    jobs, Stop = captured_jobs
+    cfg = load_config(TuneConfig, None, ["dataset=my-spec", f"encoder={tiny_bert}", "max_length=64"])
+    study = Study(cfg, "my-spec", "sqlite:///unused.db", "0", "parent", tmp_path / "run", load_spec(cfg.dataset))
+    monkeypatch.chdir(elsewhere)  # where the trial runs: the working folder's specs are not found from here
+    with pytest.raises(Stop):
+        tune_trial({"alpha": 1.0, "beta": 0.0, "learning_rate": 3e-5, "query_source": "none"}, study)
+    (job,) = jobs
+    assert job.spec.path == (work / "experiments" / "datasets" / "my-spec.yaml").resolve()
+    assert len(_workers_read(job).train) == 16
+
+
+def test_a_sweep_cell_hands_its_workers_the_spec_the_driver_found(spec_by_name_here, captured_jobs, tiny_bert,
+                                                                  monkeypatch, tmp_path):
+    from bioner.studies import sweep
+    from bioner.studies.sweep_config import SweepConfig, grid
+
+    work, elsewhere = spec_by_name_here
+    jobs, Stop = captured_jobs
+    cfg = load_config(SweepConfig, None, ["dataset=my-spec", f"encoder={tiny_bert}", "max_length=64", "seeds=1",
+                                          "variants={single: {beta: 0}}"])
+    cells = grid(cfg)
+    specs = sweep._preflight(cfg, cells)  # in the driver, in the working folder
+    state = sweep.Sweep({c.key: c for c in cells}, "sqlite:///unused.db", "0", "parent", tmp_path / "run",
+                        tmp_path / "predictions", specs)
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(Stop):
+        sweep.sweep_cell({"cell": cells[0].key}, state)
+    (job,) = jobs
+    assert job.spec.path == (work / "experiments" / "datasets" / "my-spec.yaml").resolve()
+    assert len(_workers_read(job).train) == 16 + 8  # a cell trains on train+devel
+
+
+def test_the_driver_finds_the_spec_of_a_training_job_and_hands_it_on(spec_by_name_here, monkeypatch):
+    import pickle
+
+    from bioner.train import driver
+
+    work, elsewhere = spec_by_name_here
+    monkeypatch.setattr(driver, "ensure_ray", lambda: None)
+    monkeypatch.setattr(driver, "default_cpus_per_worker", lambda *args: 1.0)
+    job = driver.worker_job(TrainConfig(dataset="my-spec", train_fraction=1.0, train_splits=["train"]))
+    monkeypatch.chdir(elsewhere)
+    job = pickle.loads(pickle.dumps(job))  # as Ray hands it to a worker
+    assert job.spec.name == "my-spec" and len(_workers_read(job).train) == 16
+
+
+# --------------------------------------------------------------------------- specs: type case, cycles, member names
+
+
+def _typed_spec(folder, name: str, *types: str):
+    from helpers import write_corpus, write_spec
+
+    tags = "".join(f"x{i}\tB-{t}\n" for i, t in enumerate(types))
+    write_corpus(folder / f"{name}-corpus", {s: tags for s in ("train", "devel", "test")})
+    return write_spec(folder / f"{name}.yaml", f"{name}-corpus", types=types, name=name)
+
+
+def test_type_names_that_differ_only_in_case_are_refused_in_a_spec(tmp_path):
+    from bioner.data.specs import load_spec
+
+    spec = _typed_spec(tmp_path, "both", "Disease", "disease")
+    with pytest.raises(ConfigError, match=r"'Disease' and 'disease' differ only in case") as e:
+        load_spec(spec)
+    assert str(e.value).startswith(f"{spec}: ") and len(str(e.value).splitlines()) == 1
+
+
+def test_type_names_that_differ_only_in_case_are_refused_across_a_composite(tmp_path):
+    from bioner.data.specs import load_spec
+
+    _typed_spec(tmp_path, "upper", "Disease")
+    _typed_spec(tmp_path, "lower", "disease", "Chemical")
+    both = tmp_path / "both.yaml"
+    both.write_text("name: both\ncorpora: [upper.yaml, lower.yaml]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"type 'Disease' of upper and 'disease' of lower differ only in case"):
+        load_spec(both)
+
+
+def test_a_cycle_of_composite_specs_is_named_link_by_link(tmp_path):
+    from bioner.data.specs import load_spec
+
+    _typed_spec(tmp_path, "dis", "Disease")
+    (tmp_path / "a.yaml").write_text("name: a\ncorpora: [dis.yaml, b.yaml]\n", encoding="utf-8")
+    (tmp_path / "b.yaml").write_text("name: b\ncorpora: [c.yaml]\n", encoding="utf-8")
+    (tmp_path / "c.yaml").write_text("name: c\ncorpora: [a.yaml]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"cycle of composite specs: a\.yaml -> b\.yaml -> c\.yaml -> a\.yaml$"):
+        load_spec(tmp_path / "a.yaml")
+    with pytest.raises(ConfigError, match=r"cycle of composite specs: b\.yaml -> c\.yaml -> a\.yaml -> b\.yaml$"):
+        load_spec(tmp_path / "b.yaml")
+
+
+def test_two_members_of_one_name_are_refused(tmp_path):
+    from bioner.data.specs import load_spec
+
+    first = _typed_spec(tmp_path / "one", "dis", "Disease")
+    second = _typed_spec(tmp_path / "two", "dis", "Disease")
+    both = tmp_path / "both.yaml"
+    both.write_text(f"name: both\ncorpora: [{first}, {second}]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"two members are named 'dis'") as e:
+        load_spec(both)
+    assert str(first) in str(e.value) and str(second) in str(e.value)
+    # one spec named twice (directly, or through a nested composite) is still one member
+    (tmp_path / "inner.yaml").write_text(f"name: inner\ncorpora: [{first}]\n", encoding="utf-8")
+    (tmp_path / "again.yaml").write_text(f"name: again\ncorpora: [{first}, inner.yaml, {first}]\n", encoding="utf-8")
+    assert [m.name for m in load_spec(tmp_path / "again.yaml").members] == ["dis"]
+
+
+def test_extend_refuses_an_added_type_that_differs_only_in_case(model_folder, tmp_path, monkeypatch):
+    from bioner.studies import extend
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(extend, "run_training", not_reached)
+    add = _typed_spec(tmp_path, "lower", "disease", "Chemical")
+    out = tmp_path / "out"
+    with pytest.raises(BionerError) as e:
+        extend.run_extend(str(model_folder), str(add), [f"output_dir={out}"], progress=False)
+    msg = str(e.value)
+    assert msg.startswith(f"--add {add}: ") and "'disease'" in msg and "'Disease'" in msg and len(msg.splitlines()) == 1
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- predict --input: a byte-order mark
+
+
+def test_a_byte_order_mark_is_dropped_from_the_first_line_only(tmp_path):
+    import io
+
+    from bioner.cli.text_input import lines, open_input
+
+    got = list(lines(io.BytesIO(b"\xef\xbb\xbfflu here\r\n\xef\xbb\xbfsecond\n"), "x", 100))
+    assert got == ["flu here", "\ufeffsecond"]  # a mark inside the text is the text's
+    f = tmp_path / "in.txt"
+    f.write_bytes(b"\xef\xbb\xbfgout\n")
+    it, empty = open_input(f, 100)
+    assert empty is None and list(it) == ["gout"]
+
+
+# --------------------------------------------------------------------------- int8: no warnings on normal use
+
+
+def test_building_the_int8_model_warns_nothing(model_folder, tmp_path, capfd):
+    """torch's ONNX exporter warns of advanced indexing with negative indices (ours are aranges) and of its
+    own deprecation (the TorchScript exporter is chosen on purpose): nothing a user can act on."""
+    import warnings
+
+    from bioner.infer.int8 import build_int8
+    from bioner.model import load_model
+
+    model, _, _ = load_model(model_folder)
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        build_int8(model, tmp_path / "ner.int8.onnx")
+    assert [f"{w.category.__name__}: {w.message}" for w in seen] == []
+    assert capfd.readouterr().err == ""
+    assert (tmp_path / "ner.int8.onnx").stat().st_size > 0
+
+
+def test_a_spec_named_from_the_starting_folder_is_found_after_the_process_leaves_it(spec_by_name_here):
+    """A Ray job's driver leaves its folder once Ray starts (train.local_ray.leave_job_folder); what runs after
+    the training (the sample prediction, the registered name) finds the spec by name again."""
+    import subprocess
+    import sys
+
+    work, elsewhere = spec_by_name_here
+    code = ("import os, sys\nfrom bioner.data.specs import load_spec\nos.chdir(sys.argv[1])\n"
+            "print(load_spec('my-spec').path)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(elsewhere)], cwd=work, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == str((work / "experiments" / "datasets" / "my-spec.yaml").resolve())

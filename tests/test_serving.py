@@ -332,3 +332,98 @@ def test_documents_come_back_annotated_at_document_offsets_sentence_by_sentence(
 def test_a_bad_documents_request_is_one_line_naming_the_document(api_url, documents, status, field):
     got, answer, _ = _post_documents(api_url, {"documents": documents})
     assert got == status and set(answer) == {"error"} and answer["error"].startswith(field), answer
+
+
+# --------------------------------------------------------------------------- chunked bodies, types, content types
+
+
+def _chunked(url: str, path: str, chunks: list[bytes], finish: bool, content_type: str = "application/json"):
+    """POST a chunked body (no Content-Length) over a raw socket; `finish=False` leaves the body open, so an
+    answer can only come from a server that stopped reading at its limit."""
+    import http.client
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    with socket.create_connection((where.hostname, where.port), timeout=10) as s:
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: {where.netloc}\r\nContent-Type: {content_type}\r\n"
+                  "Transfer-Encoding: chunked\r\n\r\n".encode())
+        for c in chunks:
+            s.sendall(b"%x\r\n%s\r\n" % (len(c), c))
+        if finish:
+            s.sendall(b"0\r\n\r\n")
+        r = http.client.HTTPResponse(s)
+        r.begin()
+        return r.status, json.loads(r.read())
+
+
+@pytest.mark.parametrize("path, chunk, chunks", [("/predict", b"x" * 500, 4), ("/documents", b"x" * 4000, 5)])
+def test_a_chunked_body_over_the_limit_is_refused_while_it_streams(api_url, path, chunk, chunks):
+    """A body without Content-Length is bounded as it arrives: the answer comes before the client has sent it all."""
+    status, answer = _chunked(api_url, path, [b'{"texts": ["'] + [chunk] * chunks, finish=False)
+    assert status == 413 and answer["error"].startswith("body: more than ") and "\n" not in answer["error"], answer
+
+
+def test_a_chunked_body_within_the_limit_is_answered(api_url):
+    body = json.dumps({"texts": ["measles here"]}).encode()
+    status, answer = _chunked(api_url, "/predict", [body[:5], body[5:]], finish=True)
+    assert status == 200 and answer == [[{"text": "mea", "start": 0, "end": 3, "type": "Disease"}]]
+
+
+def test_types_that_name_no_type_are_a_422_naming_the_field(api_url):
+    """`"types": []` names no type: an answer with no entities would look like a model that found none."""
+    status, answer, _ = _post(api_url, json.dumps({"texts": ["measles here"], "types": []}).encode())
+    assert status == 422 and answer["error"].startswith("types: names no type"), answer
+
+
+@pytest.mark.parametrize("content_type, said", [
+    ("text/plain", "Content-Type 'text/plain'"),
+    ("application/x-www-form-urlencoded", "'application/x-www-form-urlencoded'"),  # curl -d without -H
+    (None, "no Content-Type"),
+])
+def test_a_body_sent_without_a_json_content_type_is_a_422_that_says_so(api_url, content_type, said):
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(api_url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+    conn.request("POST", "/predict", body=json.dumps({"texts": ["measles"]}).encode(),
+                 headers={"Content-Type": content_type} if content_type else {})
+    r = conn.getresponse()
+    answer = json.loads(r.read())
+    conn.close()
+    assert r.status == 422 and answer["error"].startswith("body: ") and said in answer["error"], answer
+    assert "application/json" in answer["error"] and "\n" not in answer["error"]
+    # JSON with its charset, or a +json type, is JSON
+    assert _post(api_url, json.dumps({"texts": ["a"]}).encode(), "application/json; charset=utf-8")[0] == 200
+
+
+@pytest.fixture(scope="module")
+def roomy_api_url():
+    """The routes with the default limits (a body of megabytes)."""
+    import uvicorn
+
+    server = StandIn(ServeConfig(model="m"))
+    port = free_port()
+    uv = uvicorn.Server(uvicorn.Config(build_api(server), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    uv.should_exit = True
+    thread.join(10)
+
+
+@pytest.mark.parametrize("path", ["/predict", "/documents"])
+def test_json_nested_too_deeply_is_a_one_line_422(roomy_api_url, path):
+    """JSON nested past what the parser takes is the client's mistake, said as such (FastAPI's own is a vague 400)."""
+    depth = 100_000
+    body = b'{"texts": ' + b"[" * depth + b"]" * depth + b"}"
+    req = urllib.request.Request(roomy_api_url + path, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            status, answer = r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        status, answer = e.code, json.loads(e.read())
+    assert status == 422 and answer == {"error": "body: JSON nested too deeply to read"}, answer

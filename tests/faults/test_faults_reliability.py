@@ -313,3 +313,122 @@ def test_the_corpus_hashes_are_recorded_on_the_version(registry):
     tags = MlflowClient(uri).get_model_version("bioner-promo", v).tags
     hashes = content_hashes(load_spec(spec))
     assert {k: tags[f"corpus.{k}_sha256"] for k in hashes} == hashes and set(hashes) == {"spec", "train", "devel", "test"}
+
+
+# --- a spec by name, predict and evaluate arguments, serve --model, runs compare ------------------------------------
+
+
+def test_a_spec_found_by_name_in_the_working_folder_reaches_the_ray_worker(tmp_path, monkeypatch, ray_local, tiny_bert):
+    """`--set dataset=NAME` for a spec in ./experiments/datasets of the working folder: Ray Train runs
+    each worker in a folder of its own, so the driver hands the workers the spec it found."""
+    work = tmp_path / "work"
+    synthetic_corpus(work / "experiments" / "corpora" / "mine", sizes=(16, 8, 8))
+    write_spec(work / "experiments" / "datasets" / "my-spec.yaml", "../corpora/mine", name="my-spec")
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("BIONER_DATASETS", raising=False)
+    o = bioner("train", str(EXPERIMENTS / "quickstart.yaml"), "--quiet", "--set", "dataset=my-spec",
+               "--set", f"encoder={tiny_bert}", "--set", f"output_dir={tmp_path / 'out'}", "--set", "epochs=1",
+               "--set", "beta=0", "--set", "max_length=64", "--set", "batch_size=8", "--set", "train_fraction=1",
+               "--set", "experiment=by-name")
+    assert o.code == 0, (o.stdout + o.stderr)[-3000:]
+    assert "MLflow run:" in o.stdout and "Traceback" not in o.stderr
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """The model must not load: each case here is refused by its arguments alone."""
+    from bioner.infer.tagger import Tagger
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(Tagger, "load", not_reached)
+
+
+@pytest.fixture
+def documents_input(tmp_path) -> Path:
+    f = tmp_path / "docs.txt"
+    f.write_text("Flu and gout were seen.\n", encoding="utf-8")
+    return f
+
+
+@pytest.mark.parametrize("types", ["", ",", " , "])
+def test_predict_types_that_name_no_type_are_refused(model, no_model_load, documents_input, types):
+    """`--types ""` names no type: an answer with no entities would look like a model that found none."""
+    assert_refused(bioner("predict", "--model", str(model), "--types", types, "flu"), f"--types {types!r}",
+                   "names no type")
+    assert_refused(bioner("predict", "--model", str(model), "--types", types, "--format", "text", "--input",
+                          str(documents_input)), "--types", "names no type")
+
+
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_a_batch_size_below_1_is_refused_by_predict_and_evaluate(model, no_model_load, make_dataset, n):
+    assert_refused(bioner("predict", "--model", str(model), "--batch-size", n, "flu"), f"--batch-size {n}",
+                   "at least 1")
+    assert_refused(bioner("evaluate", "--model", str(model), "--dataset", str(make_dataset("bs")), "--batch-size", n),
+                   f"--batch-size {n}", "at least 1")
+
+
+def test_argument_errors_come_before_the_model_loads(model, no_model_load, make_dataset, documents_input):
+    """Arguments that need no model are refused before it loads (an int8 model is built first); the types
+    come from the folder's bioner.json alone."""
+    assert_refused(bioner("predict", "--model", str(model), "--precision", "bf16", "flu"), "--precision 'bf16'", "int8")
+    assert_refused(bioner("evaluate", "--model", str(model), "--dataset", str(make_dataset("prec")), "--precision",
+                          "bf16"), "--precision 'bf16'")
+    assert_refused(bioner("predict", "--model", str(model), "--types", "Disease,Gene", "flu"),
+                   "--types Gene", "not known to this model", "Disease")
+    assert_refused(bioner("predict", "--model", str(model), "--types", "Gene", "--format", "text", "--input",
+                          str(documents_input)), "--types Gene", "not known to this model")
+    chem = make_dataset("chem-only", types=("Chemical",))
+    assert_refused(bioner("evaluate", "--model", str(model), "--dataset", str(chem)), "none of its types (Chemical)")
+
+
+def test_a_byte_order_mark_before_the_first_line_is_not_text(tmp_path, model):
+    """An editor's UTF-8 BOM is not text: left in, it would move every offset of the first line by one."""
+    f = tmp_path / "in.txt"
+    f.write_bytes(b"\xef\xbb\xbfflu and gout were seen\r\nmeasles\n")
+    recs = _records(bioner("predict", "--model", str(model), "--input", str(f), "--precision", "fp32"))
+    assert [r["text"] for r in recs] == ["flu and gout were seen", "measles"]
+    assert all(r["text"][e["start"]:e["end"]] == e["text"] for r in recs for e in r["entities"])
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json missing"),
+    (_truncate, "model.safetensors: truncated"),
+    (_edit_meta(max_length=1024), "max_length 1024 is more than the encoder's 512 positions"),
+], ids=["no-tokenizer-json", "truncated-weights", "max-length"])
+def test_serve_refuses_a_broken_model_folder_before_ray_starts(tmp_path, model, damage, needle, monkeypatch):
+    """`serve --model` checks a folder as predict does: one line, not replicas that fail to start."""
+    from bioner.serve import deploy
+
+    def not_reached():
+        raise AssertionError("Ray started for a broken model folder")
+
+    monkeypatch.setattr(deploy, "ensure_ray", not_reached)
+    d = _broken_copy(model, tmp_path / "m", damage)
+    assert_refused(bioner("serve", "--model", str(d), "--port", "8765"), str(d), needle)
+
+
+def test_runs_compare_shows_run_names_whole_on_an_80_column_terminal(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+    from rich.console import Console
+
+    from bioner.cli import models
+    from bioner.studies.runs import KIND, Kind
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("cmp", artifact_location=str(tmp_path / "artifacts"))
+    names = [f"trial-{k}-" + "abcdefghij" * 8 + f"-{k}" for k in range(2)]
+    for k, name in enumerate(names):
+        run = client.create_run(exp, run_name=name, tags={KIND: Kind.TRIAL})
+        for p, v in {"alpha": 1.0, "beta": 0.5, "learning_rate": 3e-5, "query_source": "annotation"}.items():
+            client.log_param(run.info.run_id, p, v)
+        client.log_metric(run.info.run_id, "devel_f1", 0.5 + k / 10)
+        client.set_terminated(run.info.run_id, "FINISHED")
+    monkeypatch.setattr(models, "out", Console(width=80))
+    o = bioner("runs", "compare", "--experiment", "cmp", "--tracking-uri", uri)
+    assert o.code == 0, o.stderr
+    for name in names:
+        assert name in o.stdout, o.stdout
+    assert o.stdout.index(names[1]) < o.stdout.index(names[0])  # best devel F1 first

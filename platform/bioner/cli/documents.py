@@ -37,6 +37,8 @@ def document_format(input_: Path | None, fmt: str | None) -> str | None:
         return fmt
     if input_ is None or str(input_) == "-":
         return None
+    if input_.is_dir() and not any(input_.glob("*.ann")):
+        return None  # not a brat folder: the text path says what it is
     return guess_format(input_)
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from ..config import SPLITS
@@ -16,8 +18,10 @@ from ..data.iob import read_split, scan_split
 from ..data.specs import load_spec
 from ..errors import BionerError
 from ..infer.evaluate import corpus_counts, evaluate_split, flat_metrics, scores_report, write_predictions
+from ..infer.int8 import PRECISIONS
 from ..infer.tagger import Tagger
 from ..infer.text import MAX_TEXT_CHARS_ENV, check_length, check_text, max_text_chars
+from ..model import read_meta
 from ..studies.runs import KIND, RUN_NAME, STOP_REASON, Kind
 from ..tracking.models import resolve_model
 from ..tracking.registry import model_name
@@ -49,6 +53,7 @@ def evaluate(
     other types are ignored there."""
     if split not in SPLITS:
         raise BionerError(f"--split {split!r}: expected train, devel or test")
+    check_arguments(batch_size, precision)
     spec = load_spec(dataset)
     documents = any(m.documents for m in spec.members)
     if documents and predictions:
@@ -58,10 +63,13 @@ def evaluate(
         for m in spec.members:
             if m.has_split(split):
                 scan_split(m, split)
-    tagger = Tagger.load(resolve_model(model), batch_size=batch_size, precision=precision)
-    unknown = [t for t in spec.types if t not in tagger.types]
-    if not set(spec.types) & set(tagger.types):
-        raise BionerError(f"--dataset {dataset}: none of its types ({', '.join(spec.types)}) is known to the model ({', '.join(tagger.types)})")
+    folder = resolve_model(model)
+    known = read_meta(folder)["types"]  # the model's types without loading it
+    unknown = [t for t in spec.types if t not in known]
+    if not set(spec.types) & set(known):
+        raise BionerError(f"--dataset {dataset}: none of its types ({', '.join(spec.types)}) is known to the model "
+                          f"({', '.join(known)})")
+    tagger = Tagger.load(folder, batch_size=batch_size, precision=precision)
     if data is None:
         report = scores_report(corpus_counts(tagger, spec, split, progress=not as_json))
         if as_json:
@@ -100,9 +108,11 @@ def predict(
     """Tag raw text: one JSON line per text, {"text", "entities": [{"text", "start", "end", "type", "score"}]}; or documents
     (--format, or an --input whose extension names one) written back in their format with the model's mentions."""
     limit = max_text_chars()
+    check_arguments(batch_size, precision)
+    wanted = wanted_types(types)
     doc_fmt = document_format(input_, fmt)
     if doc_fmt is not None:
-        return _predict_documents(model, input_, doc_fmt, output, keep, text, batch_size, precision, types, limit)
+        return _predict_documents(model, input_, doc_fmt, output, keep, text, batch_size, precision, wanted, limit)
     if output is not None or keep:
         raise BionerError("--output and --keep-annotations go with documents (--format)")
     # Undecodable bytes in an argument arrive as lone surrogates, which cannot be written out.
@@ -111,26 +121,52 @@ def predict(
     if not texts and (input_ is None or empty):
         raise BionerError(f"nothing to tag: --input {input_} is {empty}" if input_ is not None else
                           "nothing to tag: give TEXT arguments or --input FILE")
-    tagger = Tagger.load(resolve_model(model), batch_size=batch_size, precision=precision)
-    wanted = [t.strip() for t in types.split(",") if t.strip()] if types is not None else None
-    tagger.check_types(wanted)
+    tagger = Tagger.load(model_folder(model, wanted), batch_size=batch_size, precision=precision)
     for group in chunks(itertools.chain(texts, lines)):
         for t, ents in zip(group, tagger.entities(group, types=wanted)):
             sys.stdout.write(json_line({"text": t, "entities": ents}))
         sys.stdout.flush()
 
 
-def _predict_documents(model, input_, fmt, output, keep, text, batch_size, precision, types, limit) -> None:
+def _predict_documents(model, input_, fmt, output, keep, text, batch_size, precision, wanted, limit) -> None:
     if text:
         raise BionerError("give either TEXT arguments or documents (--input with --format), not both")
     check_output(output, fmt)
     total = count_documents(input_, fmt, limit) if is_regular(input_) else None
-    tagger = Tagger.load(resolve_model(model), batch_size=batch_size, precision=precision)
-    wanted = [t.strip() for t in types.split(",") if t.strip()] if types is not None else None
-    tagger.check_types(wanted)
+    tagger = Tagger.load(model_folder(model, wanted), batch_size=batch_size, precision=precision)
     n = predict_documents(tagger, input_, fmt, output, wanted, keep, limit, total)
     if output is not None:
         err.print(f"{n:,} documents tagged: {output}", markup=False, highlight=False)
+
+
+def check_arguments(batch_size: int, precision: str) -> None:
+    """The options that need no model, checked before one loads (an int8 model takes seconds to build)."""
+    if batch_size < 1:
+        raise BionerError(f"--batch-size {batch_size}: at least 1")
+    if precision not in PRECISIONS:
+        raise BionerError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+
+
+def wanted_types(types: str | None) -> list[str] | None:
+    """--types as a list (None: every type the model knows); naming no type is a mistake, not an empty answer."""
+    if types is None:
+        return None
+    wanted = [t.strip() for t in types.split(",") if t.strip()]
+    if not wanted:
+        raise BionerError(f"--types {types!r}: names no type; give comma-separated types (e.g. --types Disease), "
+                          "or leave --types out for every type")
+    return wanted
+
+
+def model_folder(model: str, wanted: list[str] | None) -> Path:
+    """--model as a local folder, with --types checked against the types in its bioner.json, before the model loads."""
+    folder = resolve_model(model)
+    if wanted is not None:
+        known = read_meta(folder)["types"]
+        unknown = sorted(set(wanted) - set(known))
+        if unknown:
+            raise BionerError(f"--types {', '.join(unknown)}: not known to this model (it knows {', '.join(known)})")
+    return folder
 
 
 # Characters that JSON leaves as they are but that line splitters (Python's str.splitlines, some JSON
@@ -185,18 +221,26 @@ def runs_compare(
                             max_results=limit)
     if df.empty:
         raise BionerError(f"--experiment {experiment}: no tuning trials found")
+    names = [str(r.get(f"tags.{RUN_NAME}", r["run_id"])) for _, r in df.iterrows()]
     t = Table(title=f"trials of {experiment}, best first")
-    for c in ("run", "devel F1", "alpha", "beta", "learning_rate", "query_source", "status", "stop reason"):
+    # A run name is copied whole into other commands: never cut or folded.
+    t.add_column("run", no_wrap=True, min_width=max(len(n) for n in names))
+    for c in ("devel F1", "alpha", "beta", "learning_rate", "query_source", "status", "stop reason"):
         t.add_column(c)
-    for _, r in df.iterrows():
+    for name, (_, r) in zip(names, df.iterrows()):
         f1 = r.get("metrics.devel_f1")
         t.add_row(
-            str(r.get(f"tags.{RUN_NAME}", r["run_id"])),
+            name,
             "-" if f1 is None or f1 != f1 else f"{f1:.4f}",
             f"{float(r['params.alpha']):.3f}", f"{float(r['params.beta']):.3f}", f"{float(r['params.learning_rate']):.2e}",
             str(r["params.query_source"]), str(r["status"]), str(r.get(f"tags.{STOP_REASON}") or ""),
         )
-    out.print(t)
+    # A terminal too narrow for the table gets it at its natural width, not cut: its soft wrap keeps a long run name
+    # one piece to copy, where an ellipsis or a fold would not. Console.print cannot widen; a console of that width can.
+    fit = Measurement.get(out, out.options.update(width=100_000), t)
+    wide = out if fit.minimum <= out.width else Console(file=out.file, width=fit.maximum, color_system=out.color_system,
+                                                        force_terminal=out.is_terminal)
+    wide.print(t)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,7 @@ bounded whatever the input's size.
 
 from __future__ import annotations
 
+import codecs
 import os
 import stat
 import sys
@@ -34,7 +35,8 @@ def _what(mode: int) -> str:
 
 def lines(f: BinaryIO, where: str, max_chars: int) -> Iterator[str]:
     """The lines of a binary stream as text, split at `\n` only, each checked: UTF-8, at most
-    `max_chars` characters. A line is never read whole beyond that bound."""
+    `max_chars` characters. A line is never read whole beyond that bound. A UTF-8 byte-order mark
+    that starts the stream is dropped."""
     cap = 4 * max_chars + 2  # UTF-8 takes at most 4 bytes a character, plus \r\n
     lineno = 0
     while True:
@@ -45,6 +47,8 @@ def lines(f: BinaryIO, where: str, max_chars: int) -> Iterator[str]:
         if not raw.endswith(b"\n") and len(raw) >= cap:
             raise BionerError(f"--input {where}:{lineno}: more than the limit of {max_chars:,} characters per text (${MAX_TEXT_CHARS_ENV})")
         line = raw[:-1] if raw.endswith(b"\n") else raw
+        if lineno == 1 and line.startswith(codecs.BOM_UTF8):  # an editor's mark, not text: offsets start after it
+            line = line[len(codecs.BOM_UTF8):]
         if line.endswith(b"\r"):
             line = line[:-1]
         try:

@@ -11,19 +11,20 @@ from dataclasses import dataclass
 from ..config import TrainConfig
 from .iob import Split, merge, read_split, subsample
 from .queries import Queries
-from .specs import DatasetSpec, load_spec
+from .specs import Spec, load_spec
 
 
 @dataclass
 class JobData:
-    spec: DatasetSpec
+    spec: Spec
     train: Split
     eval: Split
     queries: Queries | None  # None for the single-task baseline (beta = 0)
 
 
-def load_job_data(cfg: TrainConfig, spec: DatasetSpec | None = None) -> JobData:
-    spec = spec or load_spec(cfg.dataset)
+def load_job_data(cfg: TrainConfig, spec: Spec | None = None) -> JobData:
+    """`spec`: the dataset spec already found (a worker is handed the driver's); else `cfg.dataset` is found here."""
+    spec = spec if spec is not None else load_spec(cfg.dataset)
     train = merge([read_split(spec, s) for s in cfg.train_splits])
     train = subsample(train, cfg.train_fraction, cfg.seed)
     ev = read_split(spec, cfg.eval_split)

@@ -28,6 +28,18 @@ MAX_TYPE_NAME = 64
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
+def _started_in() -> Path | None:
+    try:
+        return here()
+    except OSError:  # a process whose folder is gone: nothing to remember
+        return None
+
+
+# The folder the command started in, searched too: a Ray job's driver leaves it once Ray starts
+# (train.local_ray.leave_job_folder), and a spec it named from there must still be found after.
+STARTED_IN = _started_in()
+
+
 class TypeQueries(BaseModel):
     """Query texts of one entity type, one per knowledge source (METHOD.md, Table 1)."""
 
@@ -61,6 +73,16 @@ def check_template(v: str) -> str:
     except (ValueError, KeyError, IndexError, AttributeError, TypeError) as e:  # e.g. a format spec naming another field
         raise ValueError(f"the dictionary template cannot be filled ({type(e).__name__}: {e})") from None
     return v
+
+
+def check_type_case(types) -> None:
+    """Refuse two type names that differ only in case: they would be two types, each with part of the mentions."""
+    seen: dict[str, str] = {}
+    for t in types:
+        first = seen.setdefault(t.casefold(), t)
+        if first != t:
+            raise ValueError(f"entity types {first!r} and {t!r} differ only in case: they would be two types; "
+                             "spell the type the same everywhere")
 
 
 class _Labelled:
@@ -119,6 +141,7 @@ class DatasetSpec(_Labelled, BaseModel):
     @classmethod
     def _type_names(cls, v: dict) -> dict:
         # Type names become label and MLflow metric names (test_f1_<type>): keep them plain.
+        check_type_case(v)
         for name in v:
             if not TYPE_NAME_RE.fullmatch(name):
                 raise ValueError(f"entity type name {name!r}: use letters, digits, '_' and '-' (starting with a letter or digit)")
@@ -180,9 +203,11 @@ Spec = DatasetSpec | CompositeSpec
 
 
 def spec_search_path() -> list[Path]:
-    """Folders searched for `<name>.yaml`: $BIONER_DATASETS, ./experiments/datasets, the repo's."""
+    """Folders searched for `<name>.yaml`: $BIONER_DATASETS, ./experiments/datasets (of the current folder, then
+    of the one the command started in), the repo's."""
     dirs = [Path(p) for p in os.environ.get("BIONER_DATASETS", "").split(os.pathsep) if p]
-    dirs += [here() / "experiments" / "datasets", REPO_ROOT / "experiments" / "datasets"]
+    dirs += [here() / "experiments" / "datasets"] + ([STARTED_IN / "experiments" / "datasets"] if STARTED_IN else [])
+    dirs += [REPO_ROOT / "experiments" / "datasets"]
     seen, out = set(), []
     for d in dirs:
         r = d.resolve()
@@ -254,6 +279,7 @@ def load_spec(name_or_path: str | os.PathLike, _within: tuple[Path, ...] = ()) -
     spec.path = path
     if isinstance(spec, CompositeSpec):
         spec.members = _members(spec, path, _within + (path,))
+        _check_member_types(spec, path)
     return spec
 
 
@@ -263,11 +289,30 @@ def _members(spec: CompositeSpec, path: Path, within: tuple[Path, ...]) -> list[
     for ref in spec.corpora:
         local = path.parent / ref
         target = local if ref.endswith((".yaml", ".yml")) and local.is_file() else ref
-        if find_spec(target) in within:
+        found = find_spec(target)
+        if found == path:
             raise ConfigError(f"{path}: corpora: {ref!r} includes the spec itself")
+        if found in within:
+            chain = " -> ".join(p.name for p in within[within.index(found):] + (found,))
+            raise ConfigError(f"{path}: corpora: {ref!r} closes a cycle of composite specs: {chain}")
         for m in load_spec(target, within).members:
+            twin = next((o for o in out.values() if o.name == m.name and o.path != m.path), None)
+            if twin is not None:  # per-corpus scores and sweep tags are keyed by member name
+                raise ConfigError(f"{path}: corpora: two members are named {m.name!r} ({twin.path} and {m.path}); "
+                                  "their per-corpus scores would merge: rename one")
             out.setdefault(m.path, m)
     return list(out.values())
+
+
+def _check_member_types(spec: CompositeSpec, path: Path) -> None:
+    """Members that name one type in two spellings (Disease, disease) would train two types."""
+    seen: dict[str, tuple[str, str]] = {}  # casefolded type -> (its first spelling, the member that has it)
+    for m in spec.members:
+        for t in m.types:
+            first, where = seen.setdefault(t.casefold(), (t, m.name))
+            if first != t:
+                raise ConfigError(f"{path}: corpora: type {first!r} of {where} and {t!r} of {m.name} differ only in "
+                                  "case: they would be two types; spell the type the same in every member")
 
 
 def _sha256(path: Path) -> str:

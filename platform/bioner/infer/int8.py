@@ -81,6 +81,14 @@ def build_int8(model: BioNERModel, path: Path) -> Path:
             # The tracer notes that transformers' mask helpers compare shapes in Python: constant for
             # our inputs (the attention mask always spans the sequence), so nothing a user can act on.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # Negative indices would break the exported aten::index; the mask helpers index by aranges (never negative).
+            warnings.filterwarnings("ignore", message="Exporting aten::index operator of advanced indexing",
+                                    category=UserWarning)
+            # The TorchScript exporter is chosen on purpose (dynamo=False): its deprecation notes are for
+            # the code that calls it, nothing a user of bioner can act on.
+            warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export",
+                                    category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
             _export(model, ids, fp32)
         part = Path(tmp) / "ner.int8.onnx"
         root = logging.getLogger()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..data.documents import Document, Mention
 from ..data.formats.bioc_model import from_document, to_document
@@ -30,6 +30,13 @@ class PredictRequest(BaseModel):
 
     texts: list[str] = Field(..., description="Raw texts to tag (at most --max-texts, each at most --max-chars characters).")
     types: list[str] | None = Field(None, description="Entity types to return (default: every type the model knows).")
+
+    @field_validator("types")
+    @classmethod
+    def _names_a_type(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:  # an empty list would silently return no entities
+            raise ValueError("names no type: give at least one, or leave types out for every type")
+        return v
 
 
 class Entity(BaseModel):
@@ -72,7 +79,18 @@ def validation_message(errors: list[dict]) -> str:
     if e.get("type") == "json_invalid":
         return f"body: not valid JSON ({(e.get('ctx') or {}).get('error', 'decode error')})"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{field_name(e.get('loc', ()))}: {e.get('msg', 'invalid')}{more}"
+    return f"{field_name(e.get('loc', ()))}: {str(e.get('msg', 'invalid')).removeprefix('Value error, ')}{more}"
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether a Content-Type names JSON (application/json, application/*+json), the only bodies read as JSON."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def content_type_message(content_type: str | None) -> str:
+    got = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+    return f"body: {got}, so the body is not read as JSON; send Content-Type: application/json"
 
 
 def limit_problem(texts: list[str], cfg: ServeConfig) -> str | None:
@@ -132,22 +150,47 @@ def version_headers(model: Loaded) -> dict[str, str]:
 
 
 class BodyLimit:
-    """413 for a request whose declared Content-Length exceeds what the limits allow, before it is read."""
+    """413 for a request body over what the limits allow: at once when its Content-Length says so, else
+    (a chunked body) as soon as the bytes read pass the limit, so that no more of it is read."""
 
     def __init__(self, app, max_bytes: int, max_documents_bytes: int):
         self.app, self.max_bytes, self.max_documents_bytes = app, max_bytes, max_documents_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            size = dict(scope.get("headers") or []).get(b"content-length", b"")
-            limit = self.max_documents_bytes if scope.get("path") == "/documents" else self.max_bytes
-            if size.isdigit() and int(size) > limit:
-                from starlette.responses import JSONResponse  # lazy: only replicas import the web stack
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from starlette.exceptions import HTTPException  # lazy: only replicas import the web stack
+        from starlette.responses import JSONResponse
 
-                msg = f"body: {int(size)} bytes, at most {limit} (--max-texts x --max-chars)"
-                await JSONResponse({"error": msg}, status_code=413)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        size = dict(scope.get("headers") or []).get(b"content-length", b"")
+        limit = self.max_documents_bytes if scope.get("path") == "/documents" else self.max_bytes
+        if size.isdigit() and int(size) > limit:
+            msg = f"body: {int(size)} bytes, at most {limit} (--max-texts x --max-chars)"
+            await JSONResponse({"error": msg}, status_code=413)(scope, receive, send)
+            return
+        read, started = 0, False
+
+        async def bounded_receive():
+            nonlocal read
+            message = await receive()
+            if message["type"] == "http.request":
+                read += len(message.get("body", b""))
+                if read > limit:  # an HTTPException: FastAPI hands it on to the app's handler, not as a generic 400
+                    raise HTTPException(413, f"body: more than {limit} bytes (--max-texts x --max-chars)")
+            return message
+
+        async def watched_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, bounded_receive, watched_send)
+        except HTTPException as e:  # raised where no handler answers it (the app's handler usually does)
+            if started or e.status_code != 413:
+                raise
+            await JSONResponse({"error": str(e.detail)}, status_code=413)(scope, receive, send)
 
 
 def build_api(server: Tagging):
@@ -170,10 +213,15 @@ def _error_handlers(api) -> None:
     from starlette.exceptions import HTTPException
     from starlette.responses import JSONResponse
 
-    async def invalid(_request, exc: RequestValidationError):
+    async def invalid(request, exc: RequestValidationError):
+        content_type = request.headers.get("content-type")
+        if not is_json(content_type):  # FastAPI read the body as bytes: the model's complaint would not say why
+            return JSONResponse({"error": content_type_message(content_type)}, status_code=422)
         return JSONResponse({"error": validation_message(list(exc.errors()))}, status_code=422)
 
     async def http_error(_request, exc: HTTPException):
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):  # FastAPI's "error parsing the body"
+            return JSONResponse({"error": "body: JSON nested too deeply to read"}, status_code=422)
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     api.add_exception_handler(RequestValidationError, invalid)

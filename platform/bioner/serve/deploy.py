@@ -13,6 +13,7 @@ import time
 
 from ..config import absolute_sqlite_uri
 from ..errors import BionerError, first_line
+from ..model import load_model
 from ..tracking.models import resolve_model
 from ..train.local_ray import ensure_ray
 from .config import ServeConfig
@@ -29,7 +30,11 @@ def check_model(cfg: ServeConfig) -> str:
     if ref.name is None:
         if "://" in ref.uri or ref.uri.startswith("runs:/"):
             return ref.uri  # a run's model: the replicas download it, and fail to start if it is not there
-        return str(resolve_model(ref.uri))  # a folder: one line if it is not a model
+        folder = resolve_model(ref.uri)  # a folder: one line if it is not a model
+        # What `bioner predict` checks (files, weights, tokenizer, lengths), so that a broken folder is one line here
+        # rather than replicas that fail to start; the copy loaded for it is dropped at once.
+        load_model(folder)
+        return str(folder)
     from mlflow import MlflowClient  # lazy: start-up time
     from mlflow.exceptions import MlflowException
 

@@ -74,6 +74,11 @@ def run_extend(model_uri: str, add: str, overrides: list[str] | None = None, nam
     # line before Ray starts or a run opens, not a worker's traceback.
     meta, _, _ = check_model_folder(folder)
     added_spec = load_spec(add)
+    known = {t.casefold(): t for t in meta["types"]}
+    for t in added_spec.types:
+        if t not in meta["types"] and t.casefold() in known:  # two spellings would become two types
+            raise BionerError(f"--add {add}: type {t!r} differs only in case from the model's {known[t.casefold()]!r}: "
+                              "they would be two types; spell it as the model does")
     added = [t for t in added_spec.types if t not in meta["types"]]
     if not added:
         raise BionerError(f"--add {add}: the model knows every type of it already ({', '.join(added_spec.types)}); nothing to add")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..data.job import load_job_data
 from ..data.queries import Queries
-from ..data.specs import load_spec
+from ..data.specs import Spec
 from ..errors import ConfigError
 from ..infer.evaluate import evaluate_split, write_predictions
 from ..infer.tagger import Tagger
@@ -46,6 +46,9 @@ class Sweep:
     parent_run_id: str
     run_dir: Path
     predictions: Path
+    # dataset name -> its spec, found by the driver: a cell runs in a folder of its own, where a spec named
+    # from the working folder is not found
+    specs: dict[str, Spec]
 
 
 RESUMED = "cell_resumed"  # in a cell's Tune result (never in MLflow): it finished before this `--resume`
@@ -76,7 +79,7 @@ def _cell_run(client, sweep: Sweep, cell: Cell, trial_id: str):
         runs.SWEEP_FRACTION: f"{cell.train_fraction:g}", runs.DATASET: cell.dataset, runs.ENCODER: cfg.encoder,
         runs.TASK: runs.task(cfg), runs.TRIAL_ID: trial_id,
     }
-    members = load_spec(cfg.dataset).members
+    members = sweep.specs[cell.dataset].members
     if len(members) > 1:
         tags[runs.SWEEP_CORPORA] = ",".join(m.name for m in members)
 
@@ -93,11 +96,12 @@ def _train_and_score(cfg, client, run_id: str, sweep: Sweep, cell: Cell) -> dict
     storage = sweep.run_dir / "cells"
     name = "cell-" + cell.key.replace(":", "_")
     t0 = time.perf_counter()
-    result = fit(worker_job(cfg, run_id, sweep.tracking_uri, progress=False), name, storage)
+    spec = sweep.specs[cell.dataset]
+    result = fit(worker_job(cfg, run_id, sweep.tracking_uri, progress=False, spec=spec), name, storage)
     if result.error:
         raise result.error
     train_s = time.perf_counter() - t0
-    data = load_job_data(cfg)
+    data = load_job_data(cfg, spec)
     with result.checkpoint.as_directory() as d:
         tagger = Tagger.load(Path(d) / MODEL_SUBDIR, batch_size=cfg.eval_batch_size)
         metrics, pred = evaluate_split(tagger, data.eval, data.spec.types, with_mrc=False, progress=False)
@@ -132,7 +136,7 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
     from mlflow import MlflowClient  # lazy: start-up time
 
     cells = grid(cfg)
-    _preflight(cfg, cells)
+    specs = _preflight(cfg, cells)
     out_dir = prepare_output_dir(cfg.output_dir)
     uri = cfg.resolved_tracking_uri()
     check_reachable(uri)
@@ -146,7 +150,8 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
     with runs.ends_on_error(client, parent, passthrough=(SweepInterrupted,)):
         ensure_ray()
         cells, conc = _place(cfg, cells)
-        sweep = Sweep({c.key: c for c in cells}, uri, exp_id, parent, Path(state["run_dir"]), out_dir / "predictions")
+        sweep = Sweep({c.key: c for c in cells}, uri, exp_id, parent, Path(state["run_dir"]), out_dir / "predictions",
+                      specs)
         results = _fit_grid(sweep, conc, progress)
         done = sum(1 for r in results if r.error is None and r.metrics and f"{cfg.eval_split}_f1" in r.metrics)
         runs.end_if_interrupted(client, parent, results, len(cells), SweepInterrupted(
@@ -156,16 +161,20 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
         return SweepOutcome(parent, exp_id, uri, len(cells), done)
 
 
-def _preflight(cfg: SweepConfig, cells: list[Cell]) -> None:
-    """Corpus, spec, encoder and max_length of every kind of cell, before any run exists."""
+def _preflight(cfg: SweepConfig, cells: list[Cell]) -> dict[str, Spec]:
+    """Corpus, spec, encoder and max_length of every kind of cell, before any run exists; returns the
+    spec of each dataset by its name in the grid."""
+    specs = {}
     for ds in cfg.dataset_list():
         mine = [c.config for c in cells if c.dataset == dataset_name(ds)]
         data = load_job_data(mine[0])
+        specs[dataset_name(ds)] = data.spec
         kinds = {(c.encoder, c.max_length, c.trust_remote_code): c for c in mine}
         for c in kinds.values():
             sources = sorted({x.query_source for x in mine if x.multitask and (x.encoder, x.max_length) == (c.encoder, c.max_length)})
             queries = [Queries.build(data.spec, s, data.train, c.seed, c.dictionary_examples) for s in sources if s != "none"]
             check_job(c, data.spec, queries or [None])
+    return specs
 
 
 def _new_parent(client, exp_id: str, cfg: SweepConfig, cells: list[Cell], state_file: Path) -> dict:

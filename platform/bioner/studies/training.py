@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..config import TrainConfig
 from ..data.job import load_job_data
+from ..data.specs import Spec
 from ..errors import BionerError
 from ..infer.evaluate import evaluate_split, write_predictions
 from ..infer.tagger import Tagger
@@ -96,16 +97,18 @@ def check_checkpoints(cfg: TrainConfig, run_id: str, storage: Path) -> None:
 
 
 def run_training(
-    cfg: TrainConfig, progress: bool = True, parent_run_id: str | None = None, tags: dict | None = None, resume: bool = False
+    cfg: TrainConfig, progress: bool = True, parent_run_id: str | None = None, tags: dict | None = None,
+    resume: bool = False, spec: Spec | None = None,
 ) -> TrainResult:
     """The whole job: validate, open an MLflow run, train on Ray Train, score, log the model.
 
     Before any run opens or Ray starts: the corpus, the encoder (config and tokenizer loaded here),
     max_length, the output folder and, with `resume`, the job to continue and its checkpoints.
     `resume`: reopen that job's MLflow run and continue its Ray Train run (same name and storage),
-    which restarts from its newest good checkpoint.
+    which restarts from its newest good checkpoint. `spec`: the dataset spec a study found already
+    (else `cfg.dataset` is found here); the workers are handed it, as they run in folders of their own.
     """
-    data = load_job_data(cfg)  # corpus and spec errors surface here, before any run exists
+    data = load_job_data(cfg, spec)  # corpus and spec errors surface here, before any run exists
     check_job(cfg, data.spec, [data.queries])
     out_dir = prepare_output_dir(cfg.output_dir)
     uri = cfg.resolved_tracking_uri()
@@ -123,7 +126,7 @@ def run_training(
             state_file = jobs_dir(out_dir, COMMAND, cfg.experiment) / f"{run_id}.json"
             stack.enter_context(holding_job_lock(state_file))
             write_job_state(state_file, run_id, {"config": cfg.model_dump()})
-        result = fit(worker_job(cfg, run_id, uri, progress), run_id, storage, keep=KEEP_CHECKPOINTS)
+        result = fit(worker_job(cfg, run_id, uri, progress, data.spec), run_id, storage, keep=KEEP_CHECKPOINTS)
         if result.error:
             raise result.error
         model_dir = out_dir / "models" / run_id

@@ -52,6 +52,7 @@ class Study:
     experiment_id: str
     parent_run_id: str
     run_dir: Path
+    spec: Spec  # the driver's: a trial runs in a folder of its own, where a spec named from the working folder is lost
 
     @property
     def name(self) -> str:
@@ -79,8 +80,8 @@ def tune_trial(config: dict, study: Study) -> None:
     # Tune stops a trial's actor when ASHA cuts it and when it has reported its last epoch, which
     # can break off `fit` with an error of Ray's: only the training's own error fails the run here;
     # close_trial_runs ends the others by what they logged.
-    result = fit(worker_job(cfg, run_id, study.tracking_uri, progress=False), f"trial-{trial_id}", study.run_dir / "trials",
-                 callbacks=[TuneReportCallback()])
+    job = worker_job(cfg, run_id, study.tracking_uri, progress=False, spec=study.spec)
+    result = fit(job, f"trial-{trial_id}", study.run_dir / "trials", callbacks=[TuneReportCallback()])
     if result.error:
         runs.finish(client, run_id, "FAILED", f"error: {first_line(result.error, 200)}")
         raise result.error
@@ -133,7 +134,7 @@ def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True) -> Tu
         ensure_ray()
         if cfg.cpus_per_worker is None:
             cfg = cfg.model_copy(update={"cpus_per_worker": default_cpus_per_worker(cfg, cfg.max_concurrent_trials, TRIAL_CPU)})
-        study = Study(cfg, data.spec.name, uri, exp_id, parent, Path(state["run_dir"]))
+        study = Study(cfg, data.spec.name, uri, exp_id, parent, Path(state["run_dir"]), data.spec)
         t0 = time.perf_counter()
         results = _fit_tuner(study, out_dir, resume)
         search_s = time.perf_counter() - t0
@@ -286,7 +287,7 @@ def _refit_and_register(cfg: TuneConfig, client, parent: str, best: dict, best_f
     for k in range(cfg.refit_seeds):
         seed = cfg.seed + k
         res = run_training(cfg.refit_config(best, seed), progress=progress, parent_run_id=parent,
-                           tags={KIND: Kind.REFIT})
+                           tags={KIND: Kind.REFIT}, spec=spec)
         results.append((seed, res))
     scores = [r.metrics["test_f1"] for _, r in results]
     mean, sd = _log_test_scores(client, parent, {seed: r.metrics["test_f1"] for seed, r in results})

@@ -7,15 +7,21 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import TrainConfig
+from ..data.specs import Spec, load_spec
 from .contract import WorkerJob
 from .local_ray import default_cpus_per_worker, ensure_ray
 from .worker import train_loop_per_worker
 
 
-def worker_job(cfg: TrainConfig, mlflow_run_id: str | None = None, tracking_uri: str | None = None, progress: bool = True) -> WorkerJob:
-    """The job as the workers see it; joins or starts Ray to share out the cluster's CPUs."""
+def worker_job(cfg: TrainConfig, mlflow_run_id: str | None = None, tracking_uri: str | None = None,
+               progress: bool = True, spec: Spec | None = None) -> WorkerJob:
+    """The job as the workers see it; joins or starts Ray to share out the cluster's CPUs.
+
+    `spec`: the job's dataset spec, found by the caller; else found here, in the driver's working
+    folder, which the workers do not share."""
+    spec = spec if spec is not None else load_spec(cfg.dataset)
     ensure_ray()
-    return WorkerJob(cfg, default_cpus_per_worker(cfg), mlflow_run_id, tracking_uri, progress)
+    return WorkerJob(cfg, default_cpus_per_worker(cfg), mlflow_run_id, tracking_uri, progress, spec)
 
 
 def fit(job: WorkerJob, name: str, storage: Path, callbacks=(), loop: Callable[[], None] | None = None, keep: int = 1):
