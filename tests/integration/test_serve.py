@@ -126,6 +126,33 @@ def test_answers_equal_bioner_predict(server, registry):
     assert get(server["url"], "/health")["status"] == "ok"
 
 
+def test_documents_answer_as_bioner_predict_format_bioc_json(server, registry, tmp_path):
+    texts = registry["texts"]
+    docs = [{"id": f"d{i}", "infons": {}, "relations": [],
+             "passages": [{"offset": 0, "infons": {"type": "title"}, "text": texts[i], "annotations": [], "relations": []},
+                          {"offset": len(texts[i]) + 1, "infons": {"type": "abstract"}, "annotations": [], "relations": [],
+                           "text": f"{texts[i + 1]} . {texts[i + 2]} ."}]} for i in range(0, 12, 3)]
+    collection = {"source": "test", "date": "", "key": "", "infons": {}, "documents": docs}
+    src = tmp_path / "docs.json"
+    src.write_text(json.dumps(collection), encoding="utf-8")
+    r = CliRunner().invoke(app, ["predict", "--model", f"models:/bioner-{DS}@champion", "--input", str(src),
+                                 "--output", str(tmp_path / "out.json")])
+    assert r.exit_code == 0, r.output
+    req = urllib.request.Request(server["url"] + "/documents", data=json.dumps(collection).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as answer:
+        assert answer.headers.get(VERSION_HEADER) == registry["v1"]
+        served = json.loads(answer.read())
+
+    def mentions(c):
+        return [[(a["locations"][0]["offset"], a["locations"][0]["length"], a["text"], a["infons"]["type"])
+                 for p in d["passages"] for a in p["annotations"]] for d in c["documents"]]
+
+    expected = mentions(json.loads((tmp_path / "out.json").read_text(encoding="utf-8")))
+    assert any(expected) and mentions(served) == expected
+    assert served["source"] == "test" and [d["id"] for d in served["documents"]] == [d["id"] for d in docs]
+
+
 @pytest.mark.parametrize("body,status,field", [
     ({"texts": ["flu"] * 9}, 413, "texts: 9 texts"),
     ({"texts": ["flu " * 200]}, 413, "texts.0: 800 characters"),
