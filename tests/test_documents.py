@@ -104,14 +104,14 @@ def test_document_scoring_is_exact_span_and_type_counted_once():
 
 @pytest.fixture(scope="module")
 def tagger(tiny_bert, minilm_tokenizer, tmp_path_factory):
-    from bioner.model import build_model, save_model
+    from bioner.model import ModelMeta, build_model, save_model
 
     torch.manual_seed(3)
     m = build_model(tiny_bert, 3)
     with torch.no_grad():  # decisive random heads: plenty of entities, at arbitrary words
         m.ner_head.weight.mul_(50)
-    meta = {"labels": ["O", "B-Disease", "I-Disease"], "types": ["Disease"], "max_length": 32, "multitask": False,
-            "queries": None, "dataset": "toy", "encoder": tiny_bert}
+    meta = ModelMeta(labels=["O", "B-Disease", "I-Disease"], types=["Disease"], max_length=32, dataset="toy",
+                     encoder=tiny_bert)
     return Tagger.load(save_model(m, minilm_tokenizer, tmp_path_factory.mktemp("docs") / "model", meta))
 
 
@@ -149,3 +149,26 @@ def test_a_document_is_tagged_as_its_sentences(tagger):
         expected |= {(s.start + e["start"], s.start + e["end"]) for e in tagger.entities([text])[0]}
     got = {(m.start, m.end) for m in annotate(tagger, [doc])[0].mentions}
     assert got == expected and got
+
+
+def test_a_composite_mixes_iob_and_documents_and_scores_each_its_own_way(tmp_path, make_dataset, tagger):
+    from bioner.infer.evaluate import corpus_counts, scores_report
+
+    iob = make_dataset("mix-iob", sizes=(8, 4, 6))
+    docs = spec_file(tmp_path, f"format: pubtator\nfiles: {{test: {NCBI_DOCS / 'test.pubtator'}}}\n"
+                               "type_map: {SpecificDisease: Disease, DiseaseClass: Disease, Modifier: Disease, "
+                               "CompositeMention: Disease}\n", name="mix-docs")
+    composite = tmp_path / "mix.yaml"
+    composite.write_text(f"name: mix\ncorpora: [{iob}, {docs}]\n", encoding="utf-8")
+    spec = load_spec(composite)
+    split = read_split(spec, "test")
+    assert split.corpora == ["mix-iob", "mix-docs"] and split.corpus.count("mix-iob") == 6
+    report = scores_report(corpus_counts(tagger, spec, "test", progress=False))
+    per = report["per_corpus"]
+    assert set(per) == {"mix-iob", "mix-docs"}
+    assert per["mix-docs"]["per_type"]["Disease"]["tp"] + per["mix-docs"]["per_type"]["Disease"]["fn"] == \
+        mention_lines(NCBI_DOCS / "test.pubtator")
+    total = [sum(per[c]["per_type"]["Disease"][k] for c in per) for k in ("tp", "fp", "fn")]
+    assert total == [report["per_type"]["Disease"][k] for k in ("tp", "fp", "fn")]  # micro over the corpora
+    with pytest.raises(BionerError, match="files.train: not given"):
+        load_spec(docs).split_file("train")

@@ -16,7 +16,8 @@ def test_ner_labels_sit_on_first_pieces(minilm_tokenizer):
     words = ["adenomatous", "polyposis", "of", "BRCA1"]
     tags = ["B-Disease", "I-Disease", "O", "B-Gene"]
     enc = fb.encode([words], [tags])
-    ids, labels, first = enc.ner_ids[0], enc.ner_labels[0], enc.first_pos[0]
+    window = enc.windows[0]
+    ids, labels, first = window.input_ids, window.labels, window.first_pos
     assert ids[0] == minilm_tokenizer.cls_token_id and ids[-1] == minilm_tokenizer.sep_token_id
     assert [labels[p] for p in first] == [1, 2, 0, 3]
     assert sum(l != IGNORE for l in labels) == 4  # continuation pieces and specials ignored
@@ -29,38 +30,39 @@ def test_mrc_input_targets_and_masks(minilm_tokenizer):
     words = ["the", "adenomatous", "polyposis", "coli", "and", "BRCA1"]
     tags = ["O", "B-Disease", "I-Disease", "I-Disease", "O", "B-Gene"]
     enc = fb.encode([words], [tags], mrc=True)
-    assert len(enc.mrc_ids) == 2 and enc.mrc_of == [[0, 1]] and enc.mrc_entity_type == [0, 1]
+    assert len(enc.mrc) == 2 and enc.windows[0].mrc_rows == [0, 1] and [m.entity_type for m in enc.mrc] == [0, 1]
     cls, sep = minilm_tokenizer.cls_token_id, minilm_tokenizer.sep_token_id
     qids = minilm_tokenizer("disease query", add_special_tokens=False)["input_ids"]
-    d = 0  # row of (window 0, Disease)
-    assert enc.mrc_ids[d][: len(qids) + 2] == [cls] + qids + [sep] and enc.mrc_ids[d][-1] == sep
-    off = enc.mrc_offset[d]
-    pos = [p - 1 + off for p in enc.first_pos[0]]  # first pieces of words in the MRC input
-    assert [enc.mrc_start[d][p] for p in pos] == [0, 1, 0, 0, 0, 0]
-    assert [enc.mrc_end[d][p] for p in pos] == [0, 0, 0, 1, 0, 0]
-    g = 1  # Gene row
-    assert [enc.mrc_start[g][p] for p in pos] == [0, 0, 0, 0, 0, 1]
-    assert [enc.mrc_end[g][p] for p in pos] == [0, 0, 0, 0, 0, 1]
-    mask = enc.mrc_mask[d]
+    d = enc.mrc[0]  # window 0 asked about Disease
+    assert d.input_ids[: len(qids) + 2] == [cls] + qids + [sep] and d.input_ids[-1] == sep
+    off = d.offset
+    pos = [p - 1 + off for p in enc.windows[0].first_pos]  # first pieces of words in the MRC input
+    assert [d.start[p] for p in pos] == [0, 1, 0, 0, 0, 0]
+    assert [d.end[p] for p in pos] == [0, 0, 0, 1, 0, 0]
+    g = enc.mrc[1]  # Gene
+    assert [g.start[p] for p in pos] == [0, 0, 0, 0, 0, 1]
+    assert [g.end[p] for p in pos] == [0, 0, 0, 0, 0, 1]
+    mask = d.label_mask
     assert sum(mask) == len(words) and all(mask[i] == 0 for i in range(off))  # query and [CLS] masked
     assert mask[-1] == 0  # final [SEP]
-    assert enc.mrc_token_types[d][:off] == [0] * off and set(enc.mrc_token_types[d][off:]) == {1}
+    assert d.token_type_ids[:off] == [0] * off and set(d.token_type_ids[off:]) == {1}
 
 
 def test_none_source_builds_cls_passage_sep(minilm_tokenizer):
     fb = FeatureBuilder(minilm_tokenizer, LABELS, 64, Queries(TEXTS, "none"), ["Disease"])
     enc = fb.encode([["flu"]], [["B-Disease"]], mrc=True)
-    assert enc.mrc_ids[0] == enc.ner_ids[0] and enc.mrc_offset[0] == 1
+    assert enc.mrc[0].input_ids == enc.windows[0].input_ids and enc.mrc[0].offset == 1
 
 
 def test_windows_cover_every_word_once():
     for n_pieces, budget in ([[1] * 40, 10], [[3, 1, 7, 2, 2, 9, 1, 1, 4] * 5, 12], [[20, 1, 1], 8]):
-        ws = make_windows(n_pieces, budget)
-        owned = [j for w in ws for j in range(w.own_start, w.own_end)]
+        windows = make_windows(n_pieces, budget)
+        owned = [j for window in windows for j in range(window.own_start, window.own_end)]
         assert owned == list(range(len(n_pieces)))
-        for w in ws:
-            assert w.start <= w.own_start <= w.own_end <= w.end
-            assert sum(min(k, budget) for k in n_pieces[w.start : w.end]) <= budget or w.end - w.start == 1
+        for window in windows:
+            assert window.start <= window.own_start <= window.own_end <= window.end
+            fits = sum(min(k, budget) for k in n_pieces[window.start : window.end]) <= budget
+            assert fits or window.end - window.start == 1
     assert make_windows([1] * 5, 10) == [make_windows([1] * 5, 10)[0]] and make_windows([1] * 5, 10)[0].end == 5
 
 
@@ -69,18 +71,47 @@ def test_long_sentence_is_windowed_with_labels_kept(minilm_tokenizer):
     words = [f"w{i}" for i in range(40)]
     tags = ["B-Disease" if i % 7 == 0 else "O" for i in range(40)]
     enc = fb.encode([words], [tags])
-    assert len(enc) > 1 and all(len(x) <= 16 for x in enc.ner_ids)
+    assert len(enc) > 1 and all(len(window.input_ids) <= 16 for window in enc.windows)
+    assert {window.sentence for window in enc.windows} == {0}
     seen = {}
-    for k, w in enumerate(enc.window):
-        for j in range(w.own_start, w.own_end):
-            seen[j] = enc.ner_labels[k][enc.first_pos[k][j - w.start]]
+    for window in enc.windows:
+        span = window.span
+        for j in range(span.own_start, span.own_end):
+            seen[j] = window.labels[window.first_pos[j - span.start]]
     assert [seen[j] for j in range(40)] == [1 if i % 7 == 0 else 0 for i in range(40)]
+
+
+def test_a_sentence_longer_than_the_encoder_is_windowed_without_a_warning():
+    """transformers warns "Token indices sequence length is longer than the specified maximum" for a
+    sentence of more pieces than the model takes; it does not apply here (the sentence is windowed
+    before any model sees it), so normal use must not print it."""
+    import logging
+
+    from bioner.model import load_tokenizer
+
+    tok = load_tokenizer("minilm")  # a fresh tokenizer: it gives that warning once in its life
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    hf_logger = logging.getLogger("transformers")  # it does not propagate to the root logger
+    level = hf_logger.level
+    hf_logger.addHandler(handler)
+    hf_logger.setLevel(logging.WARNING)  # as a user's process has it, whatever an earlier test set
+    try:
+        words = ["adenomatous", "polyposis"] * 400  # about 2,000 pieces, beyond MiniLM's 512
+        enc = FeatureBuilder(tok, LABELS, 64).encode([words], [["O"] * len(words)])
+        assert len(enc) > 1 and not [m for m in seen if "Token indices sequence length" in m]
+        tok([words], is_split_into_words=True, add_special_tokens=False)  # the tokenizer as called before
+        assert [m for m in seen if "Token indices sequence length" in m]  # the warning this test looks for
+    finally:
+        hf_logger.removeHandler(handler)
+        hf_logger.setLevel(level)
 
 
 def test_dropped_characters_still_get_a_position(minilm_tokenizer):
     fb = FeatureBuilder(minilm_tokenizer, LABELS, 32)
     enc = fb.encode([["a", "\u200b", "b"]], [["O", "O", "O"]])
-    assert len(enc.first_pos[0]) == 3
+    assert len(enc.windows[0].first_pos) == 3
 
 
 def test_batches_pad_to_the_longest_in_batch_not_max_length(minilm_tokenizer):
@@ -90,7 +121,7 @@ def test_batches_pad_to_the_longest_in_batch_not_max_length(minilm_tokenizer):
     nb = ner_batch(enc, [0, 1], 0)
     assert nb["input_ids"].shape == (2, 11) and nb["attention_mask"].sum() == 5 + 11
     mb = mrc_batch(enc, mrc_rows(enc, [0, 1]), 0)
-    assert mb["input_ids"].shape[0] == 4 and mb["input_ids"].shape[1] == max(len(x) for x in enc.mrc_ids)
+    assert mb["input_ids"].shape[0] == 4 and mb["input_ids"].shape[1] == max(len(m.input_ids) for m in enc.mrc)
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])

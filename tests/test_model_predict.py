@@ -8,7 +8,7 @@ from bioner.data.features import FeatureBuilder
 from bioner.data.queries import Queries
 from bioner.infer.tagger import Tagger
 from bioner.infer.text import split_words
-from bioner.model import build_model, load_model, mrc_loss, ner_loss, save_model
+from bioner.model import ModelMeta, build_model, load_model, mrc_loss, ner_loss, read_meta, save_model
 
 LABELS = ["O", "B-Disease", "I-Disease"]
 TEXTS = {"Disease": {"wikipedia": "w", "annotation": "a disease entity", "dictionary": "d"}}
@@ -22,8 +22,8 @@ def model_dir(tiny_bert, minilm_tokenizer, tmp_path_factory):
         m.ner_head.weight.mul_(50)
         m.start_head.weight.mul_(50)
         m.end_head.weight.mul_(50)
-    meta = {"labels": LABELS, "types": ["Disease"], "max_length": 24, "multitask": True,
-            "queries": Queries(TEXTS, "annotation").to_dict(), "dataset": "toy", "encoder": tiny_bert}
+    meta = ModelMeta(labels=LABELS, types=["Disease"], max_length=24, multitask=True,
+                     queries=Queries(TEXTS, "annotation").to_dict(), dataset="toy", encoder=tiny_bert)
     return save_model(m, minilm_tokenizer, tmp_path_factory.mktemp("m") / "model", meta)
 
 
@@ -35,10 +35,73 @@ def test_saved_model_is_safetensors_and_json_and_reloads_identically(model_dir, 
     m2, _, _ = load_model(model_dir)
     fb = FeatureBuilder(tok, LABELS, 24)
     enc = fb.encode([["fever", "and", "cough"]])
-    b = {k: v for k, v in ner_batch(enc, [0], tok.pad_token_id).items() if k != "labels"}
+    b = ner_batch(enc, [0], tok.pad_token_id)
+    del b["labels"]
     with torch.no_grad():
         assert torch.equal(m1.ner_logits(b), m2.ner_logits(b))
     assert json.loads((model_dir / "bioner.json").read_text())["labels"] == LABELS
+
+
+def test_bioner_json_is_model_meta_with_its_version_and_reads_back(model_dir):
+    raw = json.loads((model_dir / "bioner.json").read_text())
+    # the keys, in the order models have always been saved with, every one written
+    assert list(raw) == ["format_version", "num_labels", "labels", "types", "dataset", "encoder", "max_length",
+                         "dropout", "multitask", "queries", "corpora"]
+    assert raw["format_version"] == 2 and raw["num_labels"] == 3 and raw["corpora"] == []
+    meta = read_meta(model_dir)
+    assert meta == ModelMeta.from_json(raw) and meta.to_json() == raw
+    assert (meta.labels, meta.max_length, meta.multitask, meta.dropout) == (LABELS, 24, True, 0.1)
+    assert meta.corpus_names == ["toy"] and meta["labels"] == LABELS  # key access: readers not yet on attributes
+
+
+@pytest.mark.parametrize("old", [
+    # as models were saved before ModelMeta: format_version 1, no corpora (models from before composite datasets)
+    {"format_version": 1, "num_labels": 3, "labels": LABELS, "types": ["Disease"], "dataset": "toy",
+     "encoder": "minilm", "max_length": 24, "dropout": 0.1, "multitask": True,
+     "queries": Queries(TEXTS, "annotation").to_dict()},
+    # a hand-written one: no version, only the required keys, and a key this version does not know
+    {"num_labels": 3, "labels": LABELS, "types": ["Disease"], "max_length": 24, "note": "kept by hand"},
+], ids=["format-1", "no-version"])
+def test_a_model_saved_in_the_old_dict_shape_still_loads_and_tags_the_same(model_dir, tmp_path, old):
+    import shutil
+
+    folder = shutil.copytree(model_dir, tmp_path / "old")
+    (folder / "bioner.json").write_text(json.dumps(old, indent=2))
+    _, _, meta = load_model(folder)
+    assert (meta.labels, meta.types, meta.max_length, meta.num_labels) == (LABELS, ["Disease"], 24, 3)
+    assert meta.corpora == [] and meta.dropout == 0.1
+    if "format_version" in old:
+        assert meta.corpus_names == ["toy"] and meta.encoder == "minilm" and meta.queries == old["queries"]
+    else:  # the optional keys take their defaults
+        assert (meta.dataset, meta.encoder, meta.multitask, meta.queries) == (None, None, False, None)
+        assert meta.corpus_names == []
+    sentences = [["Familial", "breast", "cancer", "."], [f"w{i}" for i in range(40)]]
+    old_tagger, new_tagger = Tagger.load(folder), Tagger.load(model_dir)
+    assert old_tagger.tag(sentences) == new_tagger.tag(sentences)
+    assert old_tagger.has_mrc == ("format_version" in old)
+    model, tok, _ = load_model(folder)  # saved again, it is written in the current format
+    resaved = save_model(model, tok, tmp_path / "resaved", meta)
+    assert read_meta(resaved) == meta and json.loads((resaved / "bioner.json").read_text())["format_version"] == 2
+
+
+def test_a_model_folder_without_config_json_names_the_file_not_the_encoder(model_dir, tmp_path):
+    """Trained on (`encoder=`) or loaded, a folder that lost its config.json says so in one line; it was
+    reported as an encoder that cannot load ("should have a `model_type` key")."""
+    import shutil
+
+    from bioner.errors import BionerError
+    from bioner.model import check_encoder
+
+    folder = shutil.copytree(model_dir, tmp_path / "no-config")
+    (folder / "config.json").unlink()
+    with pytest.raises(BionerError) as e:
+        check_encoder(str(folder))
+    assert str(e.value) == (f"encoder {str(folder)!r}: {folder / 'config.json'} missing (an encoder folder holds the "
+                            "encoder's config.json and its tokenizer files)")
+    with pytest.raises(BionerError) as e:
+        load_model(folder)
+    assert str(e.value) == (f"{folder}: config.json missing: a model folder holds the encoder's config.json and "
+                            "its tokenizer")  # and no word of [UNK]: the tokenizer is there
 
 
 def test_single_task_loss_is_alpha_times_ce_and_freezes_mrc_heads(tiny_bert, minilm_tokenizer):
@@ -87,7 +150,8 @@ def test_entities_have_character_offsets_into_the_input(model_dir):
 
 def test_split_words_offsets():
     text = "IL-2 (human) αβ"
-    assert [(w, text[a:b]) for w, a, b in split_words(text)] == [(w, w) for w in ["IL", "-", "2", "(", "human", ")", "αβ"]]
+    words = ["IL", "-", "2", "(", "human", ")", "αβ"]
+    assert [(word, text[a:b]) for word, a, b in split_words(text)] == [(word, word) for word in words]
 
 
 def test_exported_token_classifier_has_our_logits(model_dir, tmp_path):
@@ -98,7 +162,7 @@ def test_exported_token_classifier_has_our_logits(model_dir, tmp_path):
 
     ours, tok, meta = load_model(model_dir)
     hf = AutoModelForTokenClassification.from_pretrained(export_token_classifier(model_dir, tmp_path / "hf")).eval()
-    assert hf.config.id2label == dict(enumerate(meta["labels"]))
+    assert hf.config.id2label == dict(enumerate(meta.labels))
     batch = tok(["Germline mutations in BRCA1 cause breast cancer .", "Ataxia"], padding=True, return_tensors="pt")
     with torch.inference_mode():
         a = ours.ner_logits(dict(batch))

@@ -8,21 +8,24 @@ import random
 import pytest
 import torch
 
-from bioner.data.features import IGNORE, Encoded
+from bioner.data.features import IGNORE, Encoded, NerWindow, Window
 from bioner.data.packing import balanced_chunks, first_fit, pack_columns, packed_ner_batch, segment_mask
 
 
 def sentences(n: int, seed: int = 0) -> Encoded:
+    """`n` one-window sentences of random pieces and labels (one piece a word)."""
     rng = random.Random(seed)
     lengths = [rng.randint(3, 30) for _ in range(n)]
-    return Encoded(ner_ids=[[101] + [rng.randint(1000, 5000) for _ in range(k - 2)] + [102] for k in lengths],
-                   ner_labels=[[IGNORE] + [rng.randint(0, 2) for _ in range(k - 2)] + [IGNORE] for k in lengths],
-                   o_allowed=[(0,)] * n, n_labels=3)
+    ids = [[101] + [rng.randint(1000, 5000) for _ in range(k - 2)] + [102] for k in lengths]
+    labels = [[IGNORE] + [rng.randint(0, 2) for _ in range(k - 2)] + [IGNORE] for k in lengths]
+    windows = [NerWindow(i, Window(0, k - 2, 0, k - 2), ids[i], labels[i], list(range(1, k - 1)), (0,))
+               for i, k in enumerate(lengths)]
+    return Encoded(windows=windows, n_labels=3)
 
 
 def test_first_fit_places_each_row_once_and_fills_rows():
     enc = sentences(200)
-    lengths = [len(x) for x in enc.ner_ids]
+    lengths = [len(window.input_ids) for window in enc.windows]
     stream = list(range(200))
     rows, left = first_fit(stream, lengths, 64, rows=6)
     placed = [s for r in rows for s in r]
@@ -44,38 +47,45 @@ def test_packed_columns_lay_rows_end_to_end_with_their_own_positions_and_segment
     ids = [[1, 2, 3], [4, 5], [6], [7, 8, 9, 10]]
     scores = [[0.5, 0.25, 1.0], [2.0, 3.0], [4.0], [5.0, 6.0, 7.0, 8.0]]
     packed = [[3, 2], [0, 1], []]  # an empty packed row is all padding
-    out, source = pack_columns(packed, 6, {"input_ids": (ids, 0, torch.long), "score": (scores, -1.0, torch.float)})
+    order = [s for row in packed for s in row]  # a column holds its values in the order `packed` lists them
+    out, source = pack_columns(packed, 6, {"input_ids": ([ids[s] for s in order], 0, torch.long),
+                                           "score": ([scores[s] for s in order], -1.0, torch.float)})
     assert out["input_ids"].tolist() == [[7, 8, 9, 10, 6, 0], [1, 2, 3, 4, 5, 0], [0] * 6]
     assert out["score"].dtype == torch.float and out["score"][1].tolist() == [0.5, 0.25, 1.0, 2.0, 3.0, -1.0]
     assert out["position_ids"].tolist() == [[0, 1, 2, 3, 0, 0], [0, 1, 2, 0, 1, 0], [0] * 6]
-    assert out["segments"].tolist() == [[0, 0, 0, 0, 1, 2], [0, 0, 0, 1, 1, 2], [0] * 6]  # padding: a segment of its own
+    # the padding tail: a segment of its own
+    assert out["segments"].tolist() == [[0, 0, 0, 0, 1, 2], [0, 0, 0, 1, 1, 2], [0] * 6]
     assert source.tolist() == [[0, 0, 0, 0, 1, -1], [2, 2, 2, 3, 3, -1], [-1] * 6]
     with pytest.raises(ValueError, match="packed row 0 holds 7 positions, more than 6"):
-        pack_columns([[3, 0]], 6, {"input_ids": (ids, 0, torch.long)})
+        pack_columns([[3, 0]], 6, {"input_ids": ([ids[3], ids[0]], 0, torch.long)})
     with pytest.raises(ValueError, match="column 'score' has rows of other lengths"):
-        pack_columns([[0]], 6, {"input_ids": (ids, 0, torch.long), "score": ([[1.0]], 0.0, torch.float)})
+        pack_columns([[0]], 6, {"input_ids": ([ids[0]], 0, torch.long), "score": ([[1.0]], 0.0, torch.float)})
+    with pytest.raises(ValueError, match="column 'input_ids' has 4 rows, `packed` places 1"):
+        pack_columns([[0]], 6, {"input_ids": (ids, 0, torch.long)})
 
 
 def test_a_packed_forward_equals_each_row_alone():
     from transformers import BertConfig, BertForTokenClassification
 
     enc = sentences(40)
-    lengths = [len(x) for x in enc.ner_ids]
+    lengths = [len(window.input_ids) for window in enc.windows]
     rows, _ = first_fit(list(range(40)), lengths, 64, rows=4)
     b = packed_ner_batch(enc, rows, 64, pad_id=0)
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=6000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, num_labels=3)
+    cfg = BertConfig(vocab_size=6000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                     num_labels=3)
     cfg._attn_implementation = "sdpa"
     model = BertForTokenClassification(cfg).eval()
     with torch.no_grad():
-        packed = model(input_ids=b["input_ids"], attention_mask=segment_mask(b["segments"]), position_ids=b["position_ids"]).logits
+        packed = model(input_ids=b["input_ids"], attention_mask=segment_mask(b["segments"]),
+                       position_ids=b["position_ids"]).logits
         worst = 0.0
         for r, row in enumerate(rows):
             at = 0
             for s in row:
-                alone = model(input_ids=torch.tensor([enc.ner_ids[s]])).logits[0]
+                alone = model(input_ids=torch.tensor([enc.windows[s].input_ids])).logits[0]
                 worst = max(worst, (alone - packed[r, at : at + lengths[s]]).abs().max().item())
-                assert b["labels"][r, at : at + lengths[s]].tolist() == enc.ner_labels[s]
+                assert b["labels"][r, at : at + lengths[s]].tolist() == enc.windows[s].labels
                 assert b["position_ids"][r, at : at + lengths[s]].tolist() == list(range(lengths[s]))
                 at += lengths[s]
             assert (b["labels"][r, at:] == IGNORE).all()  # the padding tail has no loss
@@ -99,23 +109,29 @@ def test_a_packed_step_has_the_unpacked_steps_loss_and_gradient(tmp_path, minilm
     write_spec(tmp_path / "ab.yaml", "ab", types=("A", "B"), name="ab")
     write_spec(tmp_path / "c.yaml", "c", types=("C",), name="c")
     (tmp_path / "both.yaml").write_text("name: both\ncorpora: [ab.yaml, c.yaml]\n")
-    cfg = TrainConfig(dataset=str(tmp_path / "both.yaml"), encoder=tiny_bert, query_source="annotation", mrc_types_per_sentence=1,
-                      seed=5, micro_batch_tokens=96, bf16=False)  # fp32 both ways (an AMX CPU packs in bf16 by default)
+    cfg = TrainConfig(dataset=str(tmp_path / "both.yaml"), encoder=tiny_bert, query_source="annotation",
+                      mrc_types_per_sentence=1, seed=5, micro_batch_tokens=96,
+                      bf16=False)  # fp32 both ways (an AMX CPU packs in bf16 by default)
     data = load_job_data(cfg)
     enc = FeatureBuilder(minilm_tokenizer, data.spec.labels, 64, data.queries, data.spec.types).encode(
         data.train.tokens, data.train.tags, mrc=True, annotated=data.train.annotated)
     torch.manual_seed(0)
-    model = build_model(tiny_bert, len(data.spec.labels), dropout=0.0).eval()  # no dropout: both ways compute one function
+    # no dropout: both ways compute one function
+    model = build_model(tiny_bert, len(data.spec.labels), dropout=0.0).eval()
     params = [p for p in model.parameters()]
-    idx = list(range(len(enc.ner_ids)))
+    window_ids = list(range(len(enc)))
     out = {}
     for packing in (False, True):
-        step = Step(model, params, None, None, cfg.train_config(packing=packing), torch.device("cpu"), enc, minilm_tokenizer.pad_token_id)
+        step = Step(model, params, None, None, cfg.train_config(packing=packing), torch.device("cpu"), enc,
+                    minilm_tokenizer.pad_token_id)
         assert step.packing is packing
         model.zero_grad(set_to_none=True)
-        out[packing] = (step.backward(idx).tolist(), [p.grad.clone() for p in params], step.parts(idx), step.positions(idx))
+        out[packing] = (step.backward(window_ids).tolist(), [p.grad.clone() for p in params], step.parts(window_ids),
+                        step.positions(window_ids))
     (loss, grads, _, (real, _)), (p_loss, p_grads, p_parts, (p_real, _)) = out[False], out[True]
-    assert any(len(o) > 1 for o in enc.o_allowed) and any(len(r) > 1 for r in enc.mrc_of)  # partial annotation, sampled types
+    # partial annotation, sampled types
+    assert any(len(window.o_allowed) > 1 for window in enc.windows)
+    assert any(len(window.mrc_rows) > 1 for window in enc.windows)
     assert len(p_parts) >= 2 and all(n is None or len(n) * step.row_len <= 96 for n, _ in p_parts)
     assert p_real == real  # the same inputs, laid out differently
     assert p_loss == pytest.approx(loss, rel=1e-5)

@@ -96,12 +96,15 @@ def test_features_ask_a_sentence_only_about_its_corpus_types(two_corpora, minilm
 
     fb = FeatureBuilder(minilm_tokenizer, spec.labels, 64, load_job_data(data_cfg).queries, spec.types)
     enc = fb.encode(train.tokens, train.tags, mrc=True, annotated=train.annotated)
-    assert [len(rows) for rows in enc.mrc_of] == [1, 1, 1]
-    assert [spec.types[enc.mrc_entity_type[r]] for r in mrc_rows(enc, [0, 1, 2])] == ["Disease", "Disease", "Chemical"]
-    assert enc.o_allowed[0] == (0, 3, 4) and enc.o_allowed[2] == (0, 1, 2) and enc.partial
-    assert ner_batch(enc, [0, 2], 0)["o_allowed"].tolist() == [[True, False, False, True, True], [True, True, True, False, False]]
+    assert [len(window.mrc_rows) for window in enc.windows] == [1, 1, 1]
+    types = [spec.types[enc.mrc[r].entity_type] for r in mrc_rows(enc, [0, 1, 2])]
+    assert types == ["Disease", "Disease", "Chemical"]
+    assert enc.windows[0].o_allowed == (0, 3, 4) and enc.windows[2].o_allowed == (0, 1, 2) and enc.partial
+    allowed = ner_batch(enc, [0, 2], 0)["o_allowed"].tolist()
+    assert allowed == [[True, False, False, True, True], [True, True, True, False, False]]
     single = fb.encode(train.tokens, train.tags, mrc=True)
-    assert [len(rows) for rows in single.mrc_of] == [2, 2, 2] and not single.partial and "o_allowed" not in ner_batch(single, [0], 0)
+    assert [len(window.mrc_rows) for window in single.windows] == [2, 2, 2] and not single.partial
+    assert "o_allowed" not in ner_batch(single, [0], 0)
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ def test_bf16_training_follows_fp32_training(one_type, tiny_bert):
         opt = torch.optim.AdamW(params, lr=3e-3)
         step = Step(model, params, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0), cfg, torch.device("cpu"), enc, 0)
         step.bf16 = bf16  # forced: the GPU's autocast path, run on the CPU
-        curves[bf16] = [step(range(len(enc.ner_ids))) for _ in range(40)]  # (loss, NER loss, MRC loss) per step
+        curves[bf16] = [step(range(len(enc))) for _ in range(40)]  # (loss, NER loss, MRC loss) per step
         assert all(p.dtype == torch.float32 for p in params)  # the weights stay fp32
     assert curves[True][0] == pytest.approx(curves[False][0], rel=2e-2)
     assert curves[True][0] != curves[False][0]  # bf16 did run: not bit-identical

@@ -100,7 +100,7 @@ def test_sentences_per_s_counts_sentences_and_windows_per_s_windows(minilm_token
     n_sentences, n_windows = len(tokens), len(enc)
     assert n_windows > n_sentences + 2
     # batches of 3 windows in random order: a sentence's windows are spread over several steps
-    sampler = LengthGroupedBatches([len(x) for x in enc.ner_ids], 3, seed=0, group=0)
+    sampler = LengthGroupedBatches([len(w.input_ids) for w in enc.windows], 3, seed=0, group=0)
     fake = SimpleNamespace(
         rank=0, world=1, device=SimpleNamespace(type="cpu"), start_epoch=0, enc=enc, step=_Step(), sampler=sampler,
         cfg=SimpleNamespace(epochs=2), data=SimpleNamespace(spec=SimpleNamespace(name="toy")),

@@ -80,12 +80,12 @@ def test_models_logged_before_the_layered_package_still_load(tmp_path, tiny_bert
     """Their entry file imports `bioner.pyfunc.BioNERPyfunc`, which must keep working."""
     import mlflow.pyfunc
 
-    from bioner.model import build_model, load_tokenizer, save_model
+    from bioner.model import ModelMeta, build_model, load_tokenizer, save_model
     from bioner.tracking.models import pip_requirements
 
     folder = tmp_path / "folder"
-    meta = {"labels": ["O", "B-Disease", "I-Disease"], "types": ["Disease"], "dataset": "toy", "encoder": tiny_bert,
-            "max_length": 64, "dropout": 0.1, "multitask": False, "queries": None}
+    meta = ModelMeta(labels=["O", "B-Disease", "I-Disease"], types=["Disease"], dataset="toy", encoder=tiny_bert,
+                     max_length=64)
     save_model(build_model(tiny_bert, 3), load_tokenizer(tiny_bert), folder, meta)
     old_entry = tmp_path / "mlflow_model.py"
     old_entry.write_text("import mlflow.models\n\nfrom bioner.pyfunc import BioNERPyfunc\n\nmlflow.models.set_model(BioNERPyfunc())\n")

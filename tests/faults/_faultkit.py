@@ -65,11 +65,11 @@ def finished_runs(tracking_uri: str) -> list:
 
 def save_random_model(folder: Path, encoder: str, max_length: int = 128) -> Path:
     """An untrained model folder (random heads on the tiny encoder): inference needs no training."""
-    from bioner.model import build_model, load_tokenizer, save_model
+    from bioner.model import ModelMeta, build_model, load_tokenizer, save_model
 
-    meta = {"labels": ["O", "B-Disease", "I-Disease"], "types": ["Disease"], "dataset": "toy", "encoder": encoder,
-            "max_length": max_length, "dropout": 0.1, "multitask": False, "queries": None}
-    save_model(build_model(encoder, len(meta["labels"])), load_tokenizer(encoder), folder, meta)
+    meta = ModelMeta(labels=["O", "B-Disease", "I-Disease"], types=["Disease"], dataset="toy", encoder=encoder,
+                     max_length=max_length)
+    save_model(build_model(encoder, meta.num_labels), load_tokenizer(encoder), folder, meta)
     return folder
 
 

@@ -24,14 +24,14 @@ def first_documents(dst, n: int):
 def model(tmp_path_factory, tiny_bert):
     import torch
 
-    from bioner.model import build_model, load_tokenizer, save_model
+    from bioner.model import ModelMeta, build_model, load_tokenizer, save_model
 
     torch.manual_seed(5)
     m = build_model(tiny_bert, 3)
     with torch.no_grad():  # decisive random heads: entities at arbitrary words
         m.ner_head.weight.mul_(50)
-    meta = {"labels": ["O", "B-Disease", "I-Disease"], "types": ["Disease"], "max_length": 64, "multitask": False,
-            "queries": None, "dataset": "toy", "encoder": tiny_bert}
+    meta = ModelMeta(labels=["O", "B-Disease", "I-Disease"], types=["Disease"], max_length=64, dataset="toy",
+                     encoder=tiny_bert)
     return str(save_model(m, load_tokenizer(tiny_bert), tmp_path_factory.mktemp("docs") / "model", meta))
 
 

@@ -95,6 +95,15 @@ def get(url: str, path: str) -> dict:
         return json.loads(r.read())
 
 
+def same_entities(got, expected) -> bool:
+    """Equal entities; scores within int8's rounding (activations are quantised per batch, and batches differ)."""
+    def strip(lists):
+        return [[{k: v for k, v in e.items() if k != "score"} for e in es] for es in lists]
+
+    scores = [(a["score"], b["score"]) for ga, eb in zip(got, expected) for a, b in zip(ga, eb)]
+    return strip(got) == strip(expected) and all(abs(a - b) < 0.05 for a, b in scores)
+
+
 def test_answers_equal_bioner_predict(server, registry):
     texts = registry["texts"][:6] + ["", "no entities at all here", "the patient was seen with lyme disease and flu"]
     r = CliRunner().invoke(app, ["predict", "--model", f"models:/bioner-{DS}@champion", *[t for t in texts if t]])
@@ -105,7 +114,7 @@ def test_answers_equal_bioner_predict(server, registry):
 
     status, got, version = post(server["url"], {"texts": texts[:8]})
     assert status == 200 and version == registry["v1"]
-    assert got == [expected[t] for t in texts[:8]]
+    assert same_entities(got, [expected[t] for t in texts[:8]])
     # one text per request, from several clients at once: batched together on the replicas, same answers
     answers = {}
     threads = [threading.Thread(target=lambda t=t: answers.__setitem__(t, post(server["url"], {"texts": [t]}))) for t in texts]
@@ -113,10 +122,10 @@ def test_answers_equal_bioner_predict(server, registry):
         th.start()
     for th in threads:
         th.join()
-    assert {t: a[1][0] for t, a in answers.items()} == expected
+    assert same_entities([answers[t][1][0] for t in texts], [expected[t] for t in texts])
 
     status, only, _ = post(server["url"], {"texts": texts[:8], "types": ["Disease"]})
-    assert status == 200 and only == [expected[t] for t in texts[:8]]  # the model's one type: nothing filtered out
+    assert status == 200 and same_entities(only, [expected[t] for t in texts[:8]])  # the model's one type: nothing filtered out
     status, answer, _ = post(server["url"], {"texts": texts[:2], "types": ["Gene"]})
     assert status == 422 and answer["error"].startswith("types: Gene not known")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -23,35 +24,45 @@ from ..model import load_model, resolve_encoder
 from ..train.step import precision_name
 from .measure import StepBudget, blocks, peak_rss_mib, summarise, totals
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
-def tokenize(tok, tokens, tags, label2id, max_length):
+# Texts in, (type, start, end) character spans per text out: what the prediction benchmark times.
+Runner = Callable[[Sequence[str]], list[list[tuple[str, int, int]]]]
+
+
+def tokenize(tok: PreTrainedTokenizerBase, tokens: Sequence[Sequence[str]], tags: Sequence[Sequence[str]] | None,
+             label2id: dict[str, int], max_length: int) -> tuple[list[dict[str, list[int]]], list[list[int | None]]]:
     """Trainer rows (labels on first pieces, as the HF example) and each row's word ids."""
     enc = tok(tokens, is_split_into_words=True, truncation=True, max_length=max_length)
     labels = []
     for i in range(len(tokens)):
         prev, row = None, []
-        for w in enc.word_ids(i):
-            row.append(-100 if w is None or w == prev else label2id[tags[i][w]] if tags else 0)
-            prev = w
+        for word in enc.word_ids(i):
+            row.append(-100 if word is None or word == prev else label2id[tags[i][word]] if tags else 0)
+            prev = word
         labels.append(row)
-    rows = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": labels[i]} for i in range(len(tokens))]
+    rows = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": labels[i]}
+            for i in range(len(tokens))]
     return rows, [enc.word_ids(i) for i in range(len(tokens))]
 
 
-def to_word_tags(pred_ids, enc_word_ids, n_words, id2label):
+def to_word_tags(pred_ids: np.ndarray, enc_word_ids: list[list[int | None]], n_words: list[int],
+                 id2label: dict[int, str]) -> list[list[str]]:
+    """Each word's tag: the prediction at its first piece."""
     out = []
     for i, n in enumerate(n_words):
         tags = ["O"] * n  # words cut off by truncation get no prediction: O
         prev = None
-        for pos, w in enumerate(enc_word_ids[i]):
-            if w is not None and w != prev:
-                tags[w] = id2label[int(pred_ids[i][pos])]
-            prev = w
+        for pos, word in enumerate(enc_word_ids[i]):
+            if word is not None and word != prev:
+                tags[word] = id2label[int(pred_ids[i][pos])]
+            prev = word
         out.append(tags)
     return out
 
 
-def train_and_score(cfg: TrainConfig, workdir: Path) -> dict:
+def train_and_score(cfg: TrainConfig, workdir: Path) -> dict[str, float]:
     """Train the HF recipe with cfg's encoder and settings; score cfg.eval_split like bioner does."""
     from transformers import (  # lazy: transformers takes 1.5 s to import, `bioner --help` none
         AutoModelForTokenClassification,
@@ -87,7 +98,8 @@ def train_and_score(cfg: TrainConfig, workdir: Path) -> dict:
         use_cpu=not cfg.use_gpu,
         disable_tqdm=False,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=train_rows, data_collator=DataCollatorForTokenClassification(tok))
+    collator = DataCollatorForTokenClassification(tok)
+    trainer = Trainer(model=model, args=args, train_dataset=train_rows, data_collator=collator)
     t0 = time.perf_counter()
     trainer.train()
     train_s = time.perf_counter() - t0
@@ -98,7 +110,8 @@ def train_and_score(cfg: TrainConfig, workdir: Path) -> dict:
     return {f"{data.eval.name}_{k}": v for k, v in s.items()} | {"train_seconds": train_s}
 
 
-def train_throughput(cfg_dict: dict, budget: StepBudget, threads: int, workdir: str, bf16: bool = False) -> dict:
+def train_throughput(cfg_dict: dict[str, Any], budget: StepBudget, threads: int, workdir: str,
+                     bf16: bool = False) -> dict[str, Any]:
     """In a fresh process: the HF recipe a user would write (with `bf16`: its bf16 autocast), timed by a callback."""
     import torch
     from transformers import (  # lazy: start-up time
@@ -117,7 +130,8 @@ def train_throughput(cfg_dict: dict, budget: StepBudget, threads: int, workdir: 
     path = resolve_encoder(cfg.encoder)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(labels))
-    rows, _ = tokenize(tok, data.train.tokens, data.train.tags, {lab: i for i, lab in enumerate(labels)}, cfg.max_length)
+    label2id = {lab: i for i, lab in enumerate(labels)}
+    rows, _ = tokenize(tok, data.train.tokens, data.train.tags, label2id, cfg.max_length)
     collate = DataCollatorForTokenClassification(tok)
     shapes: list[tuple[int, int, int]] = []
 
@@ -137,7 +151,8 @@ def train_throughput(cfg_dict: dict, budget: StepBudget, threads: int, workdir: 
 
     args = TrainingArguments(
         output_dir=workdir, per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-        num_train_epochs=1, seed=cfg.seed, save_strategy="no", report_to=[], use_cpu=not cfg.use_gpu, disable_tqdm=True, bf16=bf16,
+        num_train_epochs=1, seed=cfg.seed, save_strategy="no", report_to=[], use_cpu=not cfg.use_gpu, disable_tqdm=True,
+        bf16=bf16,
     )
     Trainer(model=model, args=args, train_dataset=rows, data_collator=counting_collator, callbacks=[Timer()]).train()
     steps = [(*shape, t) for shape, t in zip(shapes, times)]
@@ -151,9 +166,9 @@ def export_token_classifier(model_dir: Path, out_dir: Path) -> Path:
 
     model, tok, meta = load_model(model_dir)
     config = AutoConfig.from_pretrained(model_dir)
-    config.num_labels = len(meta["labels"])
-    config.id2label = dict(enumerate(meta["labels"]))
-    config.label2id = {lab: i for i, lab in enumerate(meta["labels"])}
+    config.num_labels = len(meta.labels)
+    config.id2label = dict(enumerate(meta.labels))
+    config.label2id = {lab: i for i, lab in enumerate(meta.labels)}
     hf = AutoModelForTokenClassification.from_config(config)
     prefix = hf.base_model_prefix
     state = {f"{prefix}.{k}": v for k, v in model.encoder.state_dict().items()}
@@ -166,20 +181,21 @@ def export_token_classifier(model_dir: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def spans_of(words_per_text, word_tags) -> list[list[tuple]]:
+def spans_of(words_per_text: list[list[tuple[str, int, int]]], word_tags: list[list[str]]
+             ) -> list[list[tuple[str, int, int]]]:
     """(type, start, end) character spans per text, from word tags."""
     return [[(typ, ws[a][1], ws[b - 1][2]) for typ, a, b in spans(tags)] for ws, tags in zip(words_per_text, word_tags)]
 
 
-def pipeline_runner(hf_dir: str):
+def pipeline_runner(hf_dir: str) -> Runner:
     from transformers import pipeline  # lazy: start-up time
 
     pipe = pipeline("token-classification", model=hf_dir, device="cpu")
 
-    def run(xs):
+    def run(xs: Sequence[str]) -> list[list[tuple[str, int, int]]]:
         words, tags = [split_words(x) for x in xs], []
         for ws, toks in zip(words, pipe(list(xs))):
-            first = {w[1]: i for i, w in enumerate(ws)}
+            first = {word[1]: i for i, word in enumerate(ws)}
             t = ["O"] * len(ws)
             for tk in toks:  # a word's label is its first piece's (the pipeline leaves out "O" pieces)
                 if tk["start"] in first and not tk["word"].startswith("##"):
@@ -190,7 +206,7 @@ def pipeline_runner(hf_dir: str):
     return run
 
 
-def trainer_predict_runner(hf_dir: str, words, workdir: str):
+def trainer_predict_runner(hf_dir: str, words: list[list[tuple[str, int, int]]], workdir: str) -> tuple[Runner, int]:
     from transformers import (  # lazy: start-up time
         AutoModelForTokenClassification,
         AutoTokenizer,
@@ -205,9 +221,9 @@ def trainer_predict_runner(hf_dir: str, words, workdir: str):
     trainer = Trainer(model=model, args=args, data_collator=DataCollatorForTokenClassification(tok))
     id2label = model.config.id2label
 
-    def run(xs):
+    def run(xs: Sequence[str]) -> list[list[tuple[str, int, int]]]:
         ws = [split_words(x) for x in xs]
-        toks = [[w[0] for w in w_] for w_ in ws]
+        toks = [[word[0] for word in text_words] for text_words in ws]
         rows, word_ids = tokenize(tok, toks, None, {}, tok.model_max_length if tok.model_max_length < 10**6 else 512)
         pred = trainer.predict(rows)
         tags = to_word_tags(np.argmax(pred.predictions, -1), word_ids, [len(t) for t in toks], id2label)

@@ -4,14 +4,19 @@ SDPA's 4D boolean mask computes them and masks them out."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
 
-def flex_mask(segments: torch.Tensor):
+
+def flex_mask(segments: torch.Tensor) -> BlockMask:
     """A BlockMask: position q attends to k when both are in the same segment of their row."""
     from torch.nn.attention.flex_attention import create_block_mask  # lazy: only the flex systems need it
 
-    def same_segment(b, h, q, k):
+    def same_segment(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return segments[b, q] == segments[b, k]
 
     n, length = segments.shape

@@ -17,7 +17,7 @@ from ..data.iob import read_split
 from ..data.specs import load_spec
 from ..infer.tagger import Tagger
 from ..infer.text import split_words
-from ..model import build_model, load_tokenizer, save_model
+from ..model import ModelMeta, build_model, load_tokenizer, save_model
 from ..tracking.models import resolve_model
 from .config import BenchConfig
 from .hf import export_token_classifier, pipeline_runner, trainer_predict_runner
@@ -32,8 +32,8 @@ def random_head_model(cfg: BenchConfig, out_dir: Path) -> Path:
     spec = load_spec(cfg.dataset)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.encoder, len(spec.labels), cfg.dropout, cfg.trust_remote_code)
-    meta = {"labels": spec.labels, "types": spec.types, "dataset": spec.name, "encoder": cfg.encoder,
-            "max_length": cfg.max_length, "dropout": cfg.dropout, "multitask": False, "queries": None}
+    meta = ModelMeta(labels=spec.labels, types=spec.types, dataset=spec.name, encoder=cfg.encoder,
+                     max_length=cfg.max_length, dropout=cfg.dropout)
     return save_model(model, load_tokenizer(cfg.encoder, cfg.trust_remote_code), out_dir, meta)
 
 
@@ -53,7 +53,7 @@ def predict_throughput(system: str, model_dir: str, hf_dir: str, texts: list[str
     torch.set_num_threads(threads)
     words = [split_words(t) for t in texts]
     tagger = Tagger.load(model_dir, batch_size=batch_size, precision=OURS.get(system, "fp32"))
-    lengths = [len(x) for x in tagger.encode([[w[0] for w in ws] for ws in words]).ner_ids]
+    lengths = [len(window.input_ids) for window in tagger.encode([[w[0] for w in ws] for ws in words]).windows]
     tokens = sum(lengths)
     if system in OURS:
         padded = sum(len(b) * max(lengths[i] for i in b) for b in sorted_batches(lengths, batch_size, tagger.max_batch_tokens))

@@ -43,7 +43,7 @@ class BenchJob:
 def bench_loop_per_worker(bench: BenchJob) -> None:
     """The training loop's own setup and optimizer steps, timed: no scoring, checkpoints or logging."""
     w = setup_worker(bench.job)
-    rec = StepRecorder(w.step.positions, bench.budget, w.enc.sentence)
+    rec = StepRecorder(w.step.positions, bench.budget, [window.sentence for window in w.enc.windows])
     n_params = sum(p.numel() for p in w.net.parameters())
     w.model.train()
     for epoch in range(math.ceil(rec.total / max(1, len(w.sampler)))):

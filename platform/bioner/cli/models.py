@@ -64,7 +64,7 @@ def evaluate(
             if m.has_split(split):
                 scan_split(m, split)
     folder = resolve_model(model)
-    known = read_meta(folder)["types"]  # the model's types without loading it
+    known = read_meta(folder).types  # the model's types without loading it
     unknown = [t for t in spec.types if t not in known]
     if not set(spec.types) & set(known):
         raise BionerError(f"--dataset {dataset}: none of its types ({', '.join(spec.types)}) is known to the model "
@@ -162,7 +162,7 @@ def model_folder(model: str, wanted: list[str] | None) -> Path:
     """--model as a local folder, with --types checked against the types in its bioner.json, before the model loads."""
     folder = resolve_model(model)
     if wanted is not None:
-        known = read_meta(folder)["types"]
+        known = read_meta(folder).types
         unknown = sorted(set(wanted) - set(known))
         if unknown:
             raise BionerError(f"--types {', '.join(unknown)}: not known to this model (it knows {', '.join(known)})")

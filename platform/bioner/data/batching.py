@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 
+from .batch_types import MrcBatch, NerBatch
 from .features import IGNORE, Encoded
 
 
-def pad(rows: Sequence[Sequence], value, dtype, multiple: int = 1) -> torch.Tensor:
+def pad(rows: Sequence[Sequence[float]], value: float, dtype: torch.dtype, multiple: int = 1) -> torch.Tensor:
     """Pad to the longest row of this batch (rounded up to `multiple`), never to max_length."""
     width = max(len(r) for r in rows)
     width = int(math.ceil(width / multiple) * multiple)
@@ -24,55 +25,59 @@ def pad(rows: Sequence[Sequence], value, dtype, multiple: int = 1) -> torch.Tens
     return out
 
 
-def ner_batch(enc: Encoded, idx: Sequence[int], pad_id: int, multiple: int = 1) -> dict[str, torch.Tensor]:
-    """NER rows `idx`; with partial annotation also `o_allowed` (rows x labels): what a gold O allows."""
-    ids = [enc.ner_ids[i] for i in idx]
-    out = {
-        "input_ids": pad(ids, pad_id, torch.long, multiple),
-        "attention_mask": pad([[1] * len(x) for x in ids], 0, torch.long, multiple),
-        "labels": pad([enc.ner_labels[i] for i in idx], IGNORE, torch.long, multiple),
-    }
-    if any(len(enc.o_allowed[i]) > 1 for i in idx):
-        allowed = torch.zeros((len(idx), enc.n_labels), dtype=torch.bool)
-        for j, i in enumerate(idx):
-            allowed[j, list(enc.o_allowed[i])] = True
+def ner_batch(enc: Encoded, window_ids: Sequence[int], pad_id: int, multiple: int = 1) -> NerBatch:
+    """NER windows `window_ids`; with partial annotation also `o_allowed` (rows x labels): what a gold O allows."""
+    windows = [enc.windows[k] for k in window_ids]
+    ids = [window.input_ids for window in windows]
+    out = NerBatch(
+        input_ids=pad(ids, pad_id, torch.long, multiple),
+        attention_mask=pad([[1] * len(x) for x in ids], 0, torch.long, multiple),
+        labels=pad([window.labels for window in windows], IGNORE, torch.long, multiple),
+    )
+    if any(len(window.o_allowed) > 1 for window in windows):
+        allowed = torch.zeros((len(windows), enc.n_labels), dtype=torch.bool)
+        for j, window in enumerate(windows):
+            allowed[j, list(window.o_allowed)] = True
         out["o_allowed"] = allowed
     return out
 
 
-def mrc_rows(enc: Encoded, idx: Sequence[int]) -> list[int]:
-    """MRC rows belonging to NER windows `idx` (every annotated type of each window)."""
-    return [r for k in idx for r in enc.mrc_of[k]]
+def mrc_rows(enc: Encoded, window_ids: Iterable[int]) -> list[int]:
+    """MRC rows belonging to NER windows `window_ids` (every annotated type of each window)."""
+    return [r for k in window_ids for r in enc.windows[k].mrc_rows]
 
 
-def mrc_batch(enc: Encoded, rows: Sequence[int], pad_id: int, multiple: int = 1, weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
+def mrc_batch(enc: Encoded, rows: Sequence[int], pad_id: int, multiple: int = 1,
+              weights: Sequence[float] | None = None) -> MrcBatch:
     """MRC rows; `weights` (one per row) scale each row's loss (sampled types: the inverse of the
     probability the row was drawn, so the loss's expectation is the full loss)."""
-    ids = [enc.mrc_ids[r] for r in rows]
-    mask = pad([[1] * len(x) for x in ids], 0, torch.long, multiple)
-    out = {
-        "input_ids": pad(ids, pad_id, torch.long, multiple),
-        "attention_mask": mask,
-        "token_type_ids": pad([enc.mrc_token_types[r] for r in rows], 0, torch.long, multiple),
-        "start_labels": pad([enc.mrc_start[r] for r in rows], 0.0, torch.float, multiple),
-        "end_labels": pad([enc.mrc_end[r] for r in rows], 0.0, torch.float, multiple),
-        "label_mask": pad([enc.mrc_mask[r] for r in rows], 0, torch.float, multiple),
-    }
+    records = [enc.mrc[r] for r in rows]
+    ids = [m.input_ids for m in records]
+    out = MrcBatch(
+        input_ids=pad(ids, pad_id, torch.long, multiple),
+        attention_mask=pad([[1] * len(x) for x in ids], 0, torch.long, multiple),
+        token_type_ids=pad([m.token_type_ids for m in records], 0, torch.long, multiple),
+        start_labels=pad([m.start for m in records], 0.0, torch.float, multiple),
+        end_labels=pad([m.end for m in records], 0.0, torch.float, multiple),
+        label_mask=pad([m.label_mask for m in records], 0, torch.float, multiple),
+    )
     if weights is not None:
         out["row_weight"] = torch.tensor(list(weights), dtype=torch.float)
     return out
 
 
 class LengthGroupedBatches:
-    """Batches of similar length, still random each epoch, sharded over DDP ranks.
+    """Batches of window ids (`lengths`: one per window) of similar length, still random each epoch,
+    sharded over DDP ranks.
 
-    Shuffle all indices, cut them into chunks of `batch_size * group` examples, sort each
-    chunk by length and cut it into batches, then shuffle the batches. Every example is in
+    Shuffle all window ids, cut them into chunks of `batch_size * group` windows, sort each
+    chunk by length and cut it into batches, then shuffle the batches. Every window is in
     exactly one batch per epoch; with several ranks, each takes every `world`-th batch, and
     ranks short of a batch repeat one from the start so all ranks take the same number of steps.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world: int = 1, group: int = 50):
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world: int = 1,
+                 group: int = 50):
         self.lengths, self.batch_size, self.seed = list(lengths), batch_size, seed
         self.rank, self.world, self.group = rank, world, group
         self.epoch = 0
@@ -82,14 +87,14 @@ class LengthGroupedBatches:
 
     def all_batches(self) -> list[list[int]]:
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
-        idx = list(range(len(self.lengths)))
-        rng.shuffle(idx)
+        window_ids = list(range(len(self.lengths)))
+        rng.shuffle(window_ids)
         if self.group <= 0:  # plain random batches
-            return [idx[b : b + self.batch_size] for b in range(0, len(idx), self.batch_size)]
+            return [window_ids[b : b + self.batch_size] for b in range(0, len(window_ids), self.batch_size)]
         chunk = self.batch_size * self.group
         batches = []
-        for c in range(0, len(idx), chunk):
-            part = sorted(idx[c : c + chunk], key=lambda i: self.lengths[i], reverse=True)
+        for c in range(0, len(window_ids), chunk):
+            part = sorted(window_ids[c : c + chunk], key=lambda k: self.lengths[k], reverse=True)
             batches += [part[b : b + self.batch_size] for b in range(0, len(part), self.batch_size)]
         rng.shuffle(batches)
         return batches
@@ -104,7 +109,8 @@ class LengthGroupedBatches:
         return math.ceil(math.ceil(len(self.lengths) / self.batch_size) / self.world)
 
 
-def micro_batches(rows: Sequence[int], lengths: Sequence[int], max_tokens: int, overhead: int = 0) -> list[list[int]]:
+def micro_batches(rows: Sequence[int], lengths: Sequence[int], max_tokens: int,
+                  overhead: int = 0) -> list[list[int]]:
     """One optimizer batch's rows as length-sorted micro-batches, longest first; every row in one.
 
     The split minimises the padded positions the encoder sees plus `overhead` positions per
@@ -138,7 +144,8 @@ def sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | No
     out: list[list[int]] = []
     cur: list[int] = []
     for i in order:
-        if cur and (len(cur) >= batch_size or (max_tokens is not None and (len(cur) + 1) * lengths[cur[0]] > max_tokens)):
+        if cur and (len(cur) >= batch_size
+                    or (max_tokens is not None and (len(cur) + 1) * lengths[cur[0]] > max_tokens)):
             out.append(cur)
             cur = []
         cur.append(i)

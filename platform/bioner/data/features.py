@@ -9,14 +9,20 @@ first piece of every word; other pieces, the query and special tokens are ignore
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Sequence
 
 from .tags import spans
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from .queries import Queries
 
 IGNORE = -100
 
 
-def word_pieces(tokenizer, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+def word_pieces(tokenizer: PreTrainedTokenizerBase, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
     """Piece ids per word per sentence, in one batched call of the fast tokenizer.
 
     A word the tokenizer drops entirely (some control or zero-width characters) becomes [UNK],
@@ -24,14 +30,16 @@ def word_pieces(tokenizer, sentences: Sequence[Sequence[str]]) -> list[list[list
     """
     if not sentences:
         return []
-    enc = tokenizer([list(s) for s in sentences], is_split_into_words=True, add_special_tokens=False)
+    # verbose=False: no "sequence length is longer than the specified maximum" warning, since a long
+    # sentence is cut into windows of at most max_length pieces before any model sees it
+    enc = tokenizer([list(s) for s in sentences], is_split_into_words=True, add_special_tokens=False, verbose=False)
     unk = tokenizer.unk_token_id
     out = []
     for i, words in enumerate(sentences):
         per_word: list[list[int]] = [[] for _ in words]
-        for pid, w in zip(enc["input_ids"][i], enc.word_ids(i)):
-            if w is not None:
-                per_word[w].append(pid)
+        for pid, word in zip(enc["input_ids"][i], enc.word_ids(i)):
+            if word is not None:
+                per_word[word].append(pid)
         out.append([p if p else [unk] for p in per_word])
     return out
 
@@ -76,42 +84,78 @@ def make_windows(n_pieces: Sequence[int], budget: int) -> list[Window]:
     return out
 
 
+@dataclass(slots=True)
+class NerWindow:
+    """One window of a sentence as the NER input `[CLS] pieces [SEP]`, and the MRC rows asking about it."""
+
+    sentence: int  # index of its sentence among those encoded together
+    span: Window  # the words it holds, and the words it owns
+    input_ids: list[int]
+    labels: list[int]  # label id on each word's first piece, IGNORE elsewhere
+    first_pos: list[int]  # position of each word's first piece, for the words span.start .. span.end - 1
+    o_allowed: tuple[int, ...]  # the labels a gold O stands for (O alone when its corpus annotates every type)
+    mrc_rows: list[int] = field(default_factory=list)  # its MRC rows (indices into Encoded.mrc), one per type asked
+
+
+@dataclass(slots=True)
+class MrcRow:
+    """One window asked about one entity type: `[CLS] query [SEP] passage [SEP]`, or `[CLS] passage [SEP]`."""
+
+    entity_type: int  # index into the builder's types
+    input_ids: list[int]
+    token_type_ids: list[int]  # 0 query, 1 passage
+    start: list[float]  # 1.0 on the first piece of each entity's first word
+    end: list[float]  # 1.0 on the first piece of each entity's last word
+    label_mask: list[int]  # 1 on the first piece of each passage word
+    offset: int  # position of the passage's first piece
+
+
 @dataclass
 class Encoded:
-    """Model inputs for a list of sentences. Row k of the NER columns is window k; `mrc_of[k]` are the
-    MRC rows of window k, one per entity type its sentence's corpus annotates (both tasks see the
-    same windows). `o_allowed[k]`: the labels a gold O stands for in window k, O and the B-/I- labels
-    of every type its corpus does not annotate (just O when the corpus annotates every type)."""
+    """Model inputs for a list of sentences: one NerWindow per window (a sentence longer than the
+    budget is several), and the MRC rows of every window, one per entity type its sentence's corpus
+    annotates (both tasks see the same windows)."""
 
-    sentence: list[int] = field(default_factory=list)  # window -> sentence index
-    window: list[Window] = field(default_factory=list)
-    first_pos: list[list[int]] = field(default_factory=list)  # window -> position of each word's first piece (NER input)
-    ner_ids: list[list[int]] = field(default_factory=list)
-    ner_labels: list[list[int]] = field(default_factory=list)
-    o_allowed: list[tuple[int, ...]] = field(default_factory=list)
-    mrc_of: list[list[int]] = field(default_factory=list)
-    mrc_ids: list[list[int]] = field(default_factory=list)
-    mrc_entity_type: list[int] = field(default_factory=list)  # MRC row -> index of its entity type
-    mrc_token_types: list[list[int]] = field(default_factory=list)  # token_type_ids: 0 query, 1 passage
-    mrc_start: list[list[float]] = field(default_factory=list)
-    mrc_end: list[list[float]] = field(default_factory=list)
-    mrc_mask: list[list[int]] = field(default_factory=list)
-    mrc_offset: list[int] = field(default_factory=list)  # MRC row -> position of the passage's first piece
+    windows: list[NerWindow] = field(default_factory=list)
+    mrc: list[MrcRow] = field(default_factory=list)
     n_labels: int = 0
 
     def __len__(self) -> int:
-        return len(self.ner_ids)
+        return len(self.windows)
 
     @property
     def partial(self) -> bool:
         """Whether some window's corpus leaves types unannotated (then the NER loss marginalises)."""
-        return any(len(a) > 1 for a in self.o_allowed)
+        return any(len(window.o_allowed) > 1 for window in self.windows)
+
+    # Whole columns, built on first use, for readers not yet moved to the records (bench.train,
+    # experiments/, tests/test_selection.py); the records above are the contract.
+    @cached_property
+    def ner_ids(self) -> list[list[int]]:
+        return [window.input_ids for window in self.windows]
+
+    @cached_property
+    def ner_labels(self) -> list[list[int]]:
+        return [window.labels for window in self.windows]
+
+    @cached_property
+    def sentence(self) -> list[int]:
+        return [window.sentence for window in self.windows]
+
+    @cached_property
+    def mrc_ids(self) -> list[list[int]]:
+        return [r.input_ids for r in self.mrc]
+
+    @cached_property
+    def mrc_of(self) -> list[list[int]]:
+        return [window.mrc_rows for window in self.windows]
 
 
 class FeatureBuilder:
     """Turns (tokens, tags) sentences into NER and MRC features for one tokenizer and label set."""
 
-    def __init__(self, tokenizer, labels: Sequence[str], max_length: int = 256, queries=None, types: Sequence[str] = ()):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, labels: Sequence[str], max_length: int = 256,
+                 queries: Queries | None = None, types: Sequence[str] = ()):
         self.tok = tokenizer
         self.labels = list(labels)
         self.label2id = {lab: i for i, lab in enumerate(self.labels)}
@@ -127,7 +171,8 @@ class FeatureBuilder:
         # [CLS] q [SEP] s [SEP] when there is a query, [CLS] s [SEP] otherwise
         self.budget = max_length - (3 + longest_q if longest_q else 2)
         if self.budget < 8:
-            raise ValueError(f"max_length {max_length} leaves {self.budget} pieces for the sentence after a {longest_q}-piece query")
+            raise ValueError(f"max_length {max_length} leaves {self.budget} pieces for the sentence "
+                             f"after a {longest_q}-piece query")
 
     def _qids(self, text: str) -> list[int]:
         if text not in self._qcache:
@@ -139,7 +184,8 @@ class FeatureBuilder:
         key = tuple(self.types) if annotated is None else annotated
         if key not in self._allowed:
             free = [t for t in self.types if t not in key]
-            self._allowed[key] = (self.label2id["O"],) + tuple(self.label2id[f"{p}-{t}"] for t in free for p in ("B", "I"))
+            unannotated = tuple(self.label2id[f"{p}-{t}"] for t in free for p in ("B", "I"))
+            self._allowed[key] = (self.label2id["O"],) + unannotated
         return self._allowed[key]
 
     def encode(self, tokens: Sequence[Sequence[str]], tags: Sequence[Sequence[str]] | None = None, mrc: bool = False,
@@ -152,15 +198,20 @@ class FeatureBuilder:
             sent_tags = tags[i] if tags is not None else None
             ents = spans(sent_tags) if (mrc and sent_tags is not None) else []
             types = annotated[i] if annotated is not None else None
-            for w in make_windows([len(p) for p in words], self.budget):
-                self._add_window(enc, i, w, words, sent_tags, types)
-                enc.mrc_of.append([self._add_mrc_row(enc, i, t, w, enc.first_pos[-1], enc.ner_ids[-1], ents)
-                                   for t, typ in enumerate(self.types) if mrc and (types is None or typ in types)])
+            for span in make_windows([len(p) for p in words], self.budget):
+                window = self._window(i, span, words, sent_tags, types)
+                if mrc:
+                    for t, typ in enumerate(self.types):
+                        if types is None or typ in types:
+                            window.mrc_rows.append(len(enc.mrc))
+                            enc.mrc.append(self._mrc_row(i, t, window, ents))
+                enc.windows.append(window)
         return enc
 
-    def _add_window(self, enc: Encoded, sid: int, w: Window, words, sent_tags, types) -> None:
+    def _window(self, sid: int, span: Window, words: list[list[int]], sent_tags: Sequence[str] | None,
+                types: tuple[str, ...] | None) -> NerWindow:
         ids, labels, first = [self.cls], [IGNORE], []
-        for j in range(w.start, w.end):
+        for j in range(span.start, span.end):
             p = words[j][: self.budget]
             first.append(len(ids))
             labels.append(self.label2id[sent_tags[j]] if sent_tags is not None else IGNORE)
@@ -168,17 +219,12 @@ class FeatureBuilder:
             ids.extend(p)
         ids.append(self.sep)
         labels.append(IGNORE)
-        enc.sentence.append(sid)
-        enc.window.append(w)
-        enc.first_pos.append(first)
-        enc.ner_ids.append(ids)
-        enc.ner_labels.append(labels)
-        enc.o_allowed.append(self.o_allowed(types))
+        return NerWindow(sid, span, ids, labels, first, self.o_allowed(types))
 
-    def _add_mrc_row(self, enc: Encoded, sid: int, t: int, w: Window, first: list[int], ner_ids: list[int], ents) -> int:
-        """Window `w` asked about type `t`: [CLS] q [SEP] passage [SEP], start/end targets on first pieces."""
-        typ = self.types[t]
-        passage = ner_ids[1:-1]
+    def _mrc_row(self, sid: int, t: int, window: NerWindow, ents: list[tuple[str, int, int]]) -> MrcRow:
+        """`window` asked about type `t`: [CLS] q [SEP] passage [SEP], start/end targets on first pieces."""
+        typ, span, first = self.types[t], window.span, window.first_pos
+        passage = window.input_ids[1:-1]
         q = self._qids(self.queries.text(typ, sid))
         head = [self.cls] + q + [self.sep] if q else [self.cls]
         off = len(head)
@@ -191,15 +237,9 @@ class FeatureBuilder:
         for et, a, b in ents:
             if et != typ:
                 continue
-            if w.start <= a < w.end:
-                start[first[a - w.start] - 1 + off] = 1.0
-            if w.start <= b - 1 < w.end:
-                end[first[b - 1 - w.start] - 1 + off] = 1.0
-        enc.mrc_ids.append(m_ids)
-        enc.mrc_entity_type.append(t)
-        enc.mrc_token_types.append([0] * off + [1] * (len(passage) + 1) if q else [0] * len(m_ids))
-        enc.mrc_start.append(start)
-        enc.mrc_end.append(end)
-        enc.mrc_mask.append(mask)
-        enc.mrc_offset.append(off)
-        return len(enc.mrc_ids) - 1
+            if span.start <= a < span.end:
+                start[first[a - span.start] - 1 + off] = 1.0
+            if span.start <= b - 1 < span.end:
+                end[first[b - 1 - span.start] - 1 + off] = 1.0
+        token_types = [0] * off + [1] * (len(passage) + 1) if q else [0] * len(m_ids)
+        return MrcRow(t, m_ids, token_types, start, end, mask, off)

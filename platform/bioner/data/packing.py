@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from .batch_types import MrcBatch, NerBatch
 from .features import IGNORE, Encoded
 
 
@@ -65,42 +66,47 @@ def balanced_chunks(rows: list[list[int]], cap: int) -> list[list[list[int]]]:
 
 
 def pack_columns(packed: Sequence[Sequence[int]], row_len: int,
-                 columns: Mapping[str, tuple[Sequence[Sequence], object, torch.dtype]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Tensors (len(packed) x row_len) of `columns` (name -> (per-row values, padding value, dtype)),
-    plus `position_ids` (restarting at each encoded row) and `segments` (which encoded row of its
-    packed row a position holds; the padding tail is one more segment). Also returns `source`: for
-    each position, the ordinal of its encoded row among all of `packed` in order, -1 on padding, to
-    spread per-row values over positions (`table[source]`, the table's last row for padding).
+                 columns: Mapping[str, tuple[Sequence[Sequence[float]], float, torch.dtype]]
+                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Tensors (len(packed) x row_len) of `columns` (name -> (values of each encoded row, in the order
+    `packed` lists them, padding value, dtype)), plus `position_ids` (restarting at each encoded row)
+    and `segments` (which encoded row of its packed row a position holds; the padding tail is one more
+    segment). Also returns `source`: for each position, the ordinal of its encoded row among all of
+    `packed` in order, -1 on padding, to spread per-row values over positions (`table[source]`, the
+    table's last row for padding).
 
-    Built with one scatter per column over flat position indices, not a slice per encoded row: a
-    GPU step of 1,024 sentences spent about 100 ms of Python here, longer than its forward."""
+    Built with one scatter per column over flat position indices, not a slice per encoded row: the
+    Python of a slice per row would cost more than the forward it feeds."""
     n = len(packed)
-    items = [s for row in packed for s in row]
     per_row = np.fromiter((len(row) for row in packed), dtype=np.int64, count=n)
+    n_items = int(per_row.sum())
     name0 = next(iter(columns))
-    lengths = np.fromiter((len(columns[name0][0][s]) for s in items), dtype=np.int64, count=len(items))
+    for name, (values, _, _) in columns.items():
+        if len(values) != n_items:
+            raise ValueError(f"packing: column {name!r} has {len(values)} rows, `packed` places {n_items}")
+    lengths = np.fromiter((len(v) for v in columns[name0][0]), dtype=np.int64, count=n_items)
     row_of = np.repeat(np.arange(n), per_row)  # packed row of each encoded row
     start = np.cumsum(lengths) - lengths  # where each encoded row starts among all positions laid end to end
-    first = np.cumsum(per_row) - per_row  # each packed row's first encoded row (len(items) for an empty last one)
+    first = np.cumsum(per_row) - per_row  # each packed row's first encoded row (n_items for an empty last one)
     row_start = np.append(start, lengths.sum())[first]  # where a packed row's positions start, end to end
     at = start - row_start[row_of]  # each encoded row's offset inside its packed row
     over = np.flatnonzero(at + lengths > row_len)
     if len(over):
         r = int(row_of[over[0]])
         raise ValueError(f"packed row {r} holds {int(lengths[row_of == r].sum())} positions, more than {row_len}")
-    ordinal = np.repeat(np.arange(len(items)), lengths)  # for each real position, its encoded row
+    ordinal = np.repeat(np.arange(n_items), lengths)  # for each real position, its encoded row
     in_item = np.arange(int(lengths.sum())) - np.repeat(start, lengths)  # its position inside that row
     dest = row_of[ordinal] * row_len + at[ordinal] + in_item  # flat index of each real position
-    d_in_row = np.arange(len(items)) - first[row_of]  # which encoded row of its packed row
+    d_in_row = np.arange(n_items) - first[row_of]  # which encoded row of its packed row
 
-    def scatter(pad, dtype: torch.dtype, values) -> torch.Tensor:
+    def scatter(pad: float, dtype: torch.dtype, values: Sequence[float] | np.ndarray) -> torch.Tensor:
         flat = np.full(n * row_len, pad, dtype=torch.empty(0, dtype=dtype).numpy().dtype)
         flat[dest] = values
         return torch.from_numpy(flat.reshape(n, row_len))
 
     out = {}
     for name, (values, pad, dtype) in columns.items():
-        flat = list(chain.from_iterable(values[s] for s in items))
+        flat = list(chain.from_iterable(values))
         if len(flat) != len(dest):
             raise ValueError(f"packing: column {name!r} has rows of other lengths than {name0!r}")
         out[name] = scatter(pad, dtype, flat)
@@ -117,31 +123,40 @@ def segment_mask(segments: torch.Tensor) -> torch.Tensor:
     return (segments[:, :, None] == segments[:, None, :])[:, None]
 
 
-def packed_ner_batch(enc: Encoded, packed: Sequence[Sequence[int]], row_len: int, pad_id: int) -> dict[str, torch.Tensor]:
-    """NER windows packed into rows; with partial annotation `o_allowed` per position (rows x L x labels)."""
-    out, source = pack_columns(packed, row_len, {"input_ids": (enc.ner_ids, pad_id, torch.long), "labels": (enc.ner_labels, IGNORE, torch.long)})
-    items = [i for row in packed for i in row]
-    if any(len(enc.o_allowed[i]) > 1 for i in items):
-        table = torch.zeros((len(items) + 1, enc.n_labels), dtype=torch.bool)  # last row: padding (never scored)
-        for k, i in enumerate(items):
-            table[k, list(enc.o_allowed[i])] = True
+def packed_ner_batch(enc: Encoded, packed: Sequence[Sequence[int]], row_len: int, pad_id: int) -> NerBatch:
+    """NER windows (ids in `packed`) packed into rows; with partial annotation `o_allowed` per position
+    (rows x L x labels)."""
+    windows = [enc.windows[k] for row in packed for k in row]
+    cols, source = pack_columns(packed, row_len, {
+        "input_ids": ([window.input_ids for window in windows], pad_id, torch.long),
+        "labels": ([window.labels for window in windows], IGNORE, torch.long),
+    })
+    out = NerBatch(input_ids=cols["input_ids"], labels=cols["labels"], position_ids=cols["position_ids"],
+                   segments=cols["segments"])
+    if any(len(window.o_allowed) > 1 for window in windows):
+        table = torch.zeros((len(windows) + 1, enc.n_labels), dtype=torch.bool)  # last row: padding (never scored)
+        for j, window in enumerate(windows):
+            table[j, list(window.o_allowed)] = True
         table[-1, 0] = True
         out["o_allowed"] = table[source]
     return out
 
 
 def packed_mrc_batch(enc: Encoded, packed: Sequence[Sequence[int]], row_len: int, pad_id: int,
-                     weights: Mapping[int, float] | None = None) -> dict[str, torch.Tensor]:
+                     weights: Mapping[int, float] | None = None) -> MrcBatch:
     """MRC rows packed into rows; `weights` (MRC row -> loss weight) become `row_weight` per position."""
-    columns = {
-        "input_ids": (enc.mrc_ids, pad_id, torch.long),
-        "token_type_ids": (enc.mrc_token_types, 0, torch.long),
-        "start_labels": (enc.mrc_start, 0.0, torch.float),
-        "end_labels": (enc.mrc_end, 0.0, torch.float),
-        "label_mask": (enc.mrc_mask, 0, torch.float),
-    }
-    out, source = pack_columns(packed, row_len, columns)
+    rows = [enc.mrc[r] for row in packed for r in row]
+    cols, source = pack_columns(packed, row_len, {
+        "input_ids": ([m.input_ids for m in rows], pad_id, torch.long),
+        "token_type_ids": ([m.token_type_ids for m in rows], 0, torch.long),
+        "start_labels": ([m.start for m in rows], 0.0, torch.float),
+        "end_labels": ([m.end for m in rows], 0.0, torch.float),
+        "label_mask": ([m.label_mask for m in rows], 0, torch.float),
+    })
+    out = MrcBatch(input_ids=cols["input_ids"], token_type_ids=cols["token_type_ids"],
+                   start_labels=cols["start_labels"], end_labels=cols["end_labels"], label_mask=cols["label_mask"],
+                   position_ids=cols["position_ids"], segments=cols["segments"])
     if weights is not None:
-        table = torch.tensor([weights[i] for row in packed for i in row] + [0.0])  # last: padding
+        table = torch.tensor([weights[r] for row in packed for r in row] + [0.0])  # last: padding
         out["row_weight"] = table[source]
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Sequence
 
 from ..data.doc_corpus import gold_documents
 from ..data.iob import Split, read_split
@@ -24,8 +25,8 @@ def restrict(tags: list[list[str]], annotated: list[tuple[str, ...]]) -> list[li
     return [[t if t == "O" or t[2:] in types else "O" for t in sent] for sent, types in zip(tags, annotated)]
 
 
-def evaluate_split(tagger: Tagger, split: Split, types, with_mrc: bool, progress: bool = True, mrc_rows: int = 6000,
-                   seed: int = 0) -> tuple[dict, list[list[str]]]:
+def evaluate_split(tagger: Tagger, split: Split, types: Sequence[str], with_mrc: bool, progress: bool = True,
+                   mrc_rows: int = 6000, seed: int = 0) -> tuple[dict[str, float], list[list[str]]]:
     """Scores of a tagger on one split, keys prefixed with the split name (per corpus as
     `<split>_<corpus>_f1` when there are several), and the predicted tags as scored."""
     pred = restrict(tagger.tag(split.tokens, progress=progress), split.annotated)
@@ -39,7 +40,8 @@ def evaluate_split(tagger: Tagger, split: Split, types, with_mrc: bool, progress
             out |= {f"{split.name}_{c}_{k}": v for k, v in s.items()}
     if with_mrc and tagger.has_mrc and mrc_rows > 0:
         sample = mrc_sample(split, mrc_rows, seed)
-        mrc = tagger.mrc_tags([split.tokens[i] for i in sample], progress=progress, annotated=[split.annotated[i] for i in sample])
+        mrc = tagger.mrc_tags([split.tokens[i] for i in sample], progress=progress,
+                              annotated=[split.annotated[i] for i in sample])
         out[f"mrc_{split.name}_f1"] = score([split.tags[i] for i in sample], mrc, types)["f1"]
         if len(sample) < len(split):
             out[f"mrc_{split.name}_sentences"] = float(len(sample))

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.batch_types import EncoderInputs
 from ..errors import BionerError
 from ..model import WEIGHTS_FILE, BioNERModel
 
@@ -128,7 +129,7 @@ class Int8Ner:
         except Exception as e:  # a damaged cache file: ONNX Runtime raises its own exception types
             raise BionerError(f"{path}: not a loadable int8 model ({str(e).splitlines()[0][:200]}); delete it to rebuild") from None
 
-    def __call__(self, batch: dict) -> torch.Tensor:
+    def __call__(self, batch: EncoderInputs) -> torch.Tensor:
         feeds = {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}
         return torch.from_numpy(np.asarray(self.session.run(None, feeds)[0]))
 

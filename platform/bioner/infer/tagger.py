@@ -3,50 +3,58 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence, TypeVar, cast
 
 import torch
 from tqdm.auto import tqdm
 
+from ..data.batch_types import EncoderInputs, MrcBatch, NerBatch
 from ..data.batching import mrc_batch, mrc_rows, ner_batch, sorted_batches
 from ..data.features import Encoded, FeatureBuilder
 from ..data.queries import Queries
 from ..data.tags import spans, spans_to_tags
 from ..errors import BionerError
-from ..model import load_model
+from ..model import BioNERModel, ModelMeta, load_model
 from .int8 import Int8Ner, resolve_precision
 from .metrics import decode_mrc
 from .text import split_words
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
-def _progress(total: int, desc: str, enabled: bool):
+Inputs = TypeVar("Inputs", bound=EncoderInputs)
+
+
+def _progress(total: int, desc: str, enabled: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="batch", disable=not enabled or total < 2, leave=False)
 
 
-# Padded positions per inference batch on a CPU. Measured with MiniLM on 2 cores over the 940
-# NCBI-disease test sentences (`bioner bench predict`): 1,024 -> 3.6 s, 2,048 -> 3.9 s, only 64
-# sentences a batch -> 4.3 s; smaller GEMMs stay in cache and the long first batches pad less.
-# On a GPU batches are bounded by `batch_size` only: there larger is faster.
+# Padded positions per inference batch on a CPU (`bioner bench predict`): smaller GEMMs stay in
+# cache and the long first batches pad less. On a GPU batches are bounded by `batch_size` only:
+# there larger is faster.
 CPU_BATCH_TOKENS = 1024
 
 
 class Tagger:
     """A trained model ready for inference on one device."""
 
-    def __init__(self, model, tokenizer, meta: dict, device: str | torch.device = "cpu", batch_size: int = 64, ner_logits=None):
+    def __init__(self, model: BioNERModel, tokenizer: PreTrainedTokenizerBase, meta: ModelMeta,
+                 device: str | torch.device = "cpu", batch_size: int = 64,
+                 ner_logits: Callable[[EncoderInputs], torch.Tensor] | None = None):
         self.model, self.tok, self.meta = model.eval(), tokenizer, meta
         self.ner_logits = ner_logits or model.ner_logits  # the fp32 network, or its int8 graph (infer.int8)
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.max_batch_tokens = CPU_BATCH_TOKENS if self.device.type == "cpu" else None
-        self.labels: list[str] = meta["labels"]
-        self.types: list[str] = meta["types"]
-        self.max_length: int = meta["max_length"]
+        self.labels: list[str] = meta.labels
+        self.types: list[str] = meta.types
+        self.max_length: int = meta.max_length
         self._ner_fb = FeatureBuilder(tokenizer, self.labels, self.max_length)
-        self.before_batch = None  # called before every forward pass (a server's deadline check raises there)
+        # called before every forward pass (a server's deadline check raises there)
+        self.before_batch: Callable[[], None] | None = None
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "cpu", batch_size: int = 64, precision: str = "fp32") -> "Tagger":
+    def load(cls, model_dir: str | Path, device: str = "cpu", batch_size: int = 64, precision: str = "fp32") -> Tagger:
         """A saved model folder ready to tag; `precision` int8 runs the NER forward in int8 (CPU), auto
         is int8 on a CPU and fp32 on a GPU. Training and promotion score fp32, the default here."""
         precision = resolve_precision(precision, torch.device(device))
@@ -56,19 +64,21 @@ class Tagger:
 
     @property
     def has_mrc(self) -> bool:
-        return bool(self.meta.get("multitask")) and self.meta.get("queries") is not None
+        return bool(self.meta.multitask) and self.meta.queries is not None
 
-    def _run(self, rows: list[list[int]], make_batch, fn, progress: bool, desc: str) -> list[torch.Tensor]:
-        """Length-sorted batched forward passes; returns per-row outputs in input order."""
-        out: list = [None] * len(rows)
-        batches = sorted_batches([len(r) for r in rows], self.batch_size, self.max_batch_tokens)
+    def _run(self, lengths: list[int], make_batch: Callable[[list[int]], Inputs], fn: Callable[[Inputs], torch.Tensor],
+             progress: bool, desc: str) -> list[torch.Tensor]:
+        """Length-sorted batched forward passes over rows of these `lengths` (`make_batch(row ids)`);
+        returns per-row outputs in input order."""
+        out: list = [None] * len(lengths)
+        batches = sorted_batches(lengths, self.batch_size, self.max_batch_tokens)
         with torch.inference_mode(), _progress(len(batches), desc, progress) as bar:
-            for idx in batches:
+            for row_ids in batches:
                 if self.before_batch is not None:
                     self.before_batch()
-                b = {k: v.to(self.device, non_blocking=True) for k, v in make_batch(idx).items()}
-                res = fn(b)
-                for j, i in enumerate(idx):
+                batch = make_batch(row_ids)
+                res = fn(cast(Inputs, {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}))
+                for j, i in enumerate(row_ids):
                     out[i] = res[j]
                 bar.update(1)
         return out
@@ -87,24 +97,22 @@ class Tagger:
         enc = self.encode(sentences)
         pad_id = self.tok.pad_token_id
 
-        def best(b):
+        def inputs(window_ids: list[int]) -> NerBatch:
+            batch = ner_batch(enc, window_ids, pad_id)
+            del batch["labels"]  # no labels at inference
+            return batch
+
+        def best(b: NerBatch) -> torch.Tensor:
             p, ids = self.ner_logits(b).float().softmax(-1).max(-1)
             return torch.stack([ids.float(), p], -1).cpu()
 
-        pred = self._run(
-            enc.ner_ids,
-            lambda idx: {k: v for k, v in ner_batch(enc, idx, pad_id).items() if k != "labels"},
-            best,
-            progress,
-            "tagging",
-        )
+        pred = self._run([len(window.input_ids) for window in enc.windows], inputs, best, progress, "tagging")
         tags = [["O"] * len(s) for s in sentences]
         probs = [[1.0] * len(s) for s in sentences]
-        for k, sid in enumerate(enc.sentence):
-            w = enc.window[k]
-            res = pred[k]
-            for j in range(w.own_start, w.own_end):
-                label, p = res[enc.first_pos[k][j - w.start]].tolist()
+        for window, res in zip(enc.windows, pred):
+            sid, span = window.sentence, window.span
+            for j in range(span.own_start, span.own_end):
+                label, p = res[window.first_pos[j - span.start]].tolist()
                 tags[sid][j], probs[sid][j] = self.labels[int(label)], p
         return tags, probs
 
@@ -114,7 +122,7 @@ class Tagger:
         sentence i, when given), spans from start/end probabilities."""
         if not self.has_mrc:
             raise ValueError("this model was trained without the MRC task (beta = 0)")
-        queries = Queries.from_dict(self.meta["queries"])
+        queries = Queries.from_dict(self.meta.queries)
         fb = FeatureBuilder(self.tok, self.labels, self.max_length, queries, self.types)
         if annotated is not None:  # a type the model does not know cannot be asked about
             annotated = [tuple(t for t in a if t in self.types) for a in annotated]
@@ -122,21 +130,23 @@ class Tagger:
         rows = mrc_rows(enc, range(len(enc)))
         pad_id = self.tok.pad_token_id
 
-        def probs(b):
+        def probs(b: MrcBatch) -> torch.Tensor:
             s, e = self.model.mrc_logits(b)
             return torch.stack([s.sigmoid(), e.sigmoid()], -1).cpu()
 
-        pred = self._run([enc.mrc_ids[r] for r in rows], lambda idx: mrc_batch(enc, [rows[i] for i in idx], pad_id), probs, progress, "mrc")
+        pred = self._run([len(enc.mrc[r].input_ids) for r in rows],
+                         lambda row_ids: mrc_batch(enc, [rows[i] for i in row_ids], pad_id), probs, progress, "mrc")
         row_pos = {r: i for i, r in enumerate(rows)}
         # word-level start/end probabilities per (sentence, type), from each word's owning window
         word_p: list[dict[int, list[list[float]]]] = [{} for _ in sentences]  # sentence -> type -> [start, end]
-        for k, sid in enumerate(enc.sentence):
-            w = enc.window[k]
-            for r in enc.mrc_of[k]:
-                p, off = pred[row_pos[r]], enc.mrc_offset[r]
-                buf = word_p[sid].setdefault(enc.mrc_entity_type[r], [[0.0] * len(sentences[sid]), [0.0] * len(sentences[sid])])
-                for j in range(w.own_start, w.own_end):
-                    pos = enc.first_pos[k][j - w.start] - 1 + off
+        for window in enc.windows:
+            sid, span = window.sentence, window.span
+            for r in window.mrc_rows:
+                row, p = enc.mrc[r], pred[row_pos[r]]
+                n_words = len(sentences[sid])
+                buf = word_p[sid].setdefault(row.entity_type, [[0.0] * n_words, [0.0] * n_words])
+                for j in range(span.own_start, span.own_end):
+                    pos = window.first_pos[j - span.start] - 1 + row.offset
                     buf[0][j], buf[1][j] = float(p[pos, 0]), float(p[pos, 1])
         out = []
         for sid, s in enumerate(sentences):
@@ -154,14 +164,16 @@ class Tagger:
             raise BionerError(f"types {', '.join(unknown)}: not known to this model (it knows {', '.join(self.types)})")
         return wanted
 
-    def entities(self, texts: Iterable[str], progress: bool = False, types: Iterable[str] | None = None) -> list[list[dict]]:
+    def entities(self, texts: Iterable[str], progress: bool = False,
+                 types: Iterable[str] | None = None) -> list[list[dict]]:
         """Raw text -> [{"text", "start", "end", "type", "score"}] per text; `text[start:end]` is the entity.
         Every type the model knows, or only `types`."""
         wanted = self.check_types(types)
         texts = ["" if t is None else str(t) for t in texts]
         words = [split_words(t) for t in texts]
-        non_empty = [i for i, w in enumerate(words) if w]
-        tags, probs = self.tag_scored([[w[0] for w in words[i]] for i in non_empty], progress) if non_empty else ([], [])
+        non_empty = [i for i, ws in enumerate(words) if ws]
+        sentences = [[word[0] for word in words[i]] for i in non_empty]
+        tags, probs = self.tag_scored(sentences, progress) if non_empty else ([], [])
         out: list[list[dict]] = [[] for _ in texts]
         for i, t, p in zip(non_empty, tags, probs):
             for typ, s, e, score in word_spans(words[i], t, p):

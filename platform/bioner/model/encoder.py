@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import BionerError, first_line
 
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+CONFIG_FILE = "config.json"  # the encoder's architecture, in a local folder
 # Seconds to wait for the Hugging Face hub to answer before an encoder that is neither a local
 # folder nor in the local cache is refused (the hub client's own retries take about a minute).
 HUB_PROBE_TIMEOUT_S = 5.0
@@ -29,7 +34,7 @@ def resolve_encoder(name: str) -> str:
     return ENCODER_ALIASES[name]() if name in ENCODER_ALIASES else os.path.expanduser(name)
 
 
-def load_tokenizer(name: str, trust_remote_code: bool = False):
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer  # lazy: transformers takes 1.5 s to import, `bioner --help` none
 
     tok = AutoTokenizer.from_pretrained(resolve_encoder(name), trust_remote_code=trust_remote_code)
@@ -38,7 +43,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     return tok
 
 
-def load_encoder(name: str, trust_remote_code: bool = False):
+def load_encoder(name: str, trust_remote_code: bool = False) -> PreTrainedModel:
     from transformers import AutoModel  # lazy: start-up time
 
     path = resolve_encoder(name)
@@ -49,7 +54,7 @@ def load_encoder(name: str, trust_remote_code: bool = False):
     return drop_pooler(enc)
 
 
-def drop_pooler(encoder):
+def drop_pooler(encoder: PreTrainedModel) -> PreTrainedModel:
     # The pooler is unused (we read token states); left in, its parameters get no gradient
     # and DDP stops with "expected to have finished reduction".
     if getattr(encoder, "pooler", None) is not None:
@@ -57,7 +62,7 @@ def drop_pooler(encoder):
     return encoder
 
 
-def position_limit(config, tokenizer=None) -> int | None:
+def position_limit(config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> int | None:
     """The longest input the encoder takes: its position embeddings, and the tokenizer's own limit
     where it states one (RoBERTa-style models keep two positions for padding: 514 -> 512)."""
     limits = [getattr(config, "max_position_embeddings", None)]
@@ -87,7 +92,7 @@ def _hub_reachable() -> str | None:
     return None
 
 
-def check_encoder(name: str, trust_remote_code: bool = False):
+def check_encoder(name: str, trust_remote_code: bool = False) -> tuple[PretrainedConfig, PreTrainedTokenizerBase]:
     """Resolve an encoder and load its config and tokenizer, in the driver, before any run or Ray
     start: returns (config, tokenizer). A folder that does not exist, a hub name while the hub is
     out of reach, a config or tokenizer that does not load: one line, at once."""
@@ -97,14 +102,17 @@ def check_encoder(name: str, trust_remote_code: bool = False):
     local = Path(path).is_dir()
     if not local and _looks_like_a_path(path):
         raise BionerError(f"encoder {name!r}: no such folder ({path})")
+    if local and not (Path(path) / CONFIG_FILE).is_file():  # transformers would ask for a `model_type` key instead
+        raise BionerError(f"encoder {name!r}: {Path(path) / CONFIG_FILE} missing (an encoder folder holds "
+                          f"the encoder's {CONFIG_FILE} and its tokenizer files)")
     if not local:
         try:  # a hub name already in the local cache needs no network
             AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
         except Exception:  # not cached (transformers raises OSError, ValueError or the hub's errors)
             why = _hub_reachable()
             if why:
-                raise BionerError(f"encoder {name!r}: not a local folder, not in the Hugging Face cache, and the hub is out of "
-                                  f"reach ({why}); download it once and pass its folder") from None
+                raise BionerError(f"encoder {name!r}: not a local folder, not in the Hugging Face cache, and the hub "
+                                  f"is out of reach ({why}); download it once and pass its folder") from None
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         tok = load_tokenizer(name, trust_remote_code)

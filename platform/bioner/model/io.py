@@ -13,15 +13,19 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import BionerError, first_line
 from .encoder import drop_pooler, load_encoder, position_limit
+from .meta import ModelMeta
 from .network import BioNERModel
 
-FORMAT_VERSION = 1
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
 META_FILE = "bioner.json"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -30,12 +34,15 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 MAX_HEADER_BYTES = 100 * 2**20  # a safetensors header is JSON; 100 MiB is far beyond any real model's
 
 
-def build_model(encoder_name: str, num_labels: int, dropout: float = 0.1, trust_remote_code: bool = False) -> BioNERModel:
+def build_model(encoder_name: str, num_labels: int, dropout: float = 0.1,
+                trust_remote_code: bool = False) -> BioNERModel:
     return BioNERModel(load_encoder(encoder_name, trust_remote_code), num_labels, dropout)
 
 
-def save_model(model: BioNERModel, tokenizer, out_dir: str | Path, meta: dict) -> Path:
-    """Write config, tokenizer, safetensors weights and bioner.json into `out_dir`."""
+def save_model(model: BioNERModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,
+               meta: ModelMeta | Mapping[str, Any]) -> Path:
+    """Write config, tokenizer, safetensors weights and bioner.json into `out_dir`. `meta` may be given
+    as a dict of ModelMeta's fields, for brevity where a model is saved by hand (tests, benchmarks)."""
     model = getattr(model, "module", model)  # unwrap DDP
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -43,8 +50,8 @@ def save_model(model: BioNERModel, tokenizer, out_dir: str | Path, meta: dict) -
     tokenizer.save_pretrained(out)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
-    meta = {"format_version": FORMAT_VERSION, "num_labels": model.ner_head.out_features, **meta}
-    (out / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    content = ModelMeta.of(meta).to_json(num_labels=model.ner_head.out_features)
+    (out / META_FILE).write_text(json.dumps(content, indent=2), encoding="utf-8")
     return out
 
 
@@ -69,20 +76,22 @@ def weight_shapes(path: Path) -> dict[str, list[int]]:
     return shapes
 
 
-def read_meta(model_dir: str | Path) -> dict:
-    """A model folder's bioner.json (labels, types, corpora, queries, encoder, max length), checked:
-    labels are O then B-/I- per type, and num_labels is their count."""
+def read_meta(model_dir: str | Path) -> ModelMeta:
+    """A model folder's bioner.json (labels, types, corpora, queries, encoder, max length), of any
+    format version, checked: labels are O then B-/I- per type, and num_labels is their count."""
     d = Path(model_dir)
     if not (d / META_FILE).is_file():
         raise BionerError(f"{d}: not a bioner model folder (needs {META_FILE} and {WEIGHTS_FILE})")
     try:
-        meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
-        labels, types, n = meta["labels"], meta["types"], meta["num_labels"]
-        int(meta["max_length"])
+        raw = json.loads((d / META_FILE).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise BionerError(f"{d / META_FILE}: not valid JSON ({first_line(e)})") from None
-    except (KeyError, TypeError) as e:
+    try:
+        n = raw["num_labels"]
+        meta = ModelMeta.from_json(raw)
+    except (KeyError, TypeError, ValueError) as e:
         raise BionerError(f"{d / META_FILE}: missing or malformed key {first_line(e)}") from None
+    labels, types = meta.labels, meta.types
     expected = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")] if isinstance(types, list) else None
     if labels != expected:
         raise BionerError(f"{d / META_FILE}: labels {labels} are not O, B-/I- for each of the types {types}")
@@ -91,7 +100,7 @@ def read_meta(model_dir: str | Path) -> dict:
     return meta
 
 
-def check_model_folder(model_dir: str | Path):
+def check_model_folder(model_dir: str | Path) -> tuple[ModelMeta, PretrainedConfig, dict[str, list[int]]]:
     """Everything in a model folder that can be checked without building the network; returns
     (meta, the encoder's config, the weights' shapes). Each problem is one line."""
     from transformers import AutoConfig  # lazy: transformers takes 1.5 s to import
@@ -101,8 +110,10 @@ def check_model_folder(model_dir: str | Path):
         raise BionerError(f"{d}: not a bioner model folder (needs {META_FILE} and {WEIGHTS_FILE})")
     missing = [f for f in (CONFIG_FILE, *TOKENIZER_FILES) if not (d / f).is_file()]
     if missing:
-        raise BionerError(f"{d}: {', '.join(missing)} missing: a model folder holds the encoder's config and tokenizer "
-                          "(without the tokenizer every word would be read as [UNK])")
+        why = f"a model folder holds the encoder's {CONFIG_FILE} and its tokenizer"
+        if set(missing) & set(TOKENIZER_FILES):
+            why += " (without the tokenizer every word would be read as [UNK])"
+        raise BionerError(f"{d}: {', '.join(missing)} missing: {why}")
     meta = read_meta(d)
     shapes = weight_shapes(d / WEIGHTS_FILE)
     try:
@@ -113,19 +124,19 @@ def check_model_folder(model_dir: str | Path):
     return meta, config, shapes
 
 
-def _check_shapes(d: Path, config, meta: dict, shapes: dict[str, list[int]]) -> None:
+def _check_shapes(d: Path, config: PretrainedConfig, meta: ModelMeta, shapes: dict[str, list[int]]) -> None:
     """The network config.json and bioner.json describe, built on the meta device (no memory), has
     exactly the tensors of model.safetensors."""
     from transformers import AutoModel  # lazy: start-up time
 
     try:
         with torch.device("meta"):
-            net = BioNERModel(drop_pooler(AutoModel.from_config(config)), meta["num_labels"], meta.get("dropout", 0.1))
+            net = BioNERModel(drop_pooler(AutoModel.from_config(config)), meta.num_labels, meta.dropout)
     except Exception as e:  # any config transformers cannot build a network from is the folder's mistake
         raise BionerError(f"{d / CONFIG_FILE}: cannot build an encoder from it ({first_line(e)})") from None
     expected = {k: list(v.shape) for k, v in net.state_dict().items()}
-    if "ner_head.weight" in shapes and shapes["ner_head.weight"][:1] != [meta["num_labels"]]:
-        raise BionerError(f"{d / META_FILE}: num_labels is {meta['num_labels']}, the weights have a "
+    if "ner_head.weight" in shapes and shapes["ner_head.weight"][:1] != [meta.num_labels]:
+        raise BionerError(f"{d / META_FILE}: num_labels is {meta.num_labels}, the weights have a "
                           f"{shapes['ner_head.weight'][0]}-label head")
     wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
     missing, extra = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
@@ -139,7 +150,8 @@ def _check_shapes(d: Path, config, meta: dict, shapes: dict[str, list[int]]) -> 
         raise BionerError(f"{d}: {CONFIG_FILE} does not match {WEIGHTS_FILE}: {what}")
 
 
-def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[BioNERModel, object, dict]:
+def load_model(model_dir: str | Path, device: str | torch.device = "cpu"
+               ) -> tuple[BioNERModel, PreTrainedTokenizerBase, ModelMeta]:
     """Load a saved model folder: (model in eval mode, tokenizer, meta). No pickle, no network."""
     from transformers import AutoModel, AutoTokenizer  # lazy: transformers takes 1.5 s to import
 
@@ -152,9 +164,9 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tup
     if len(tok) > config.vocab_size:
         raise BionerError(f"{d}: the tokenizer has {len(tok)} tokens, the encoder's embeddings {config.vocab_size}")
     limit = position_limit(config, tok)
-    if limit is not None and int(meta["max_length"]) > limit:
-        raise BionerError(f"{d / META_FILE}: max_length {meta['max_length']} is more than the encoder's {limit} positions")
+    if limit is not None and meta.max_length > limit:
+        raise BionerError(f"{d / META_FILE}: max_length {meta.max_length} is more than the encoder's {limit} positions")
     encoder = drop_pooler(AutoModel.from_config(config))
-    model = BioNERModel(encoder, meta["num_labels"], meta.get("dropout", 0.1))
+    model = BioNERModel(encoder, meta.num_labels, meta.dropout)
     model.load_state_dict(load_file(str(d / WEIGHTS_FILE)), strict=True)
     return model.to(device).eval(), tok, meta

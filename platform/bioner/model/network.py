@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.batch_types import EncoderInputs, MrcBatch, NerBatch
+
 
 class BioNERModel(nn.Module):
     """Encoder + dropout + a token-classification head and two MRC heads (start, end)."""
@@ -25,8 +27,9 @@ class BioNERModel(nn.Module):
             nn.init.normal_(head.weight, std=std)
             nn.init.zeros_(head.bias)
 
-    def hidden(self, batch: dict) -> torch.Tensor:
-        packed = {"position_ids": batch["position_ids"]} if "position_ids" in batch else {}  # packed rows restart positions
+    def hidden(self, batch: EncoderInputs) -> torch.Tensor:
+        # packed rows restart their positions at every encoded row
+        packed = {"position_ids": batch["position_ids"]} if "position_ids" in batch else {}
         out = self.encoder(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
@@ -35,14 +38,15 @@ class BioNERModel(nn.Module):
         )
         return self.dropout(out.last_hidden_state)
 
-    def ner_logits(self, batch: dict) -> torch.Tensor:
+    def ner_logits(self, batch: EncoderInputs) -> torch.Tensor:
         return self.ner_head(self.hidden(batch))
 
-    def mrc_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def mrc_logits(self, batch: EncoderInputs) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.hidden(batch)
         return self.start_head(h).squeeze(-1), self.end_head(h).squeeze(-1)
 
-    def forward(self, ner: dict | None = None, mrc: dict | None = None, alpha: float = 1.0, beta: float = 1.0):
+    def forward(self, ner: NerBatch | None = None, mrc: MrcBatch | None = None, alpha: float = 1.0,
+                beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Joint loss alpha * CE(NER) + beta * (BCE(start) + BCE(end)); a missing batch adds 0.
 
         One call does both tasks so that DDP sees a single forward and reduces gradients once. A
@@ -58,7 +62,8 @@ class BioNERModel(nn.Module):
             l_ner = ner_loss(self.ner_head(h), ner["labels"], ner.get("loss_denom"), ner.get("o_allowed"))
             l_mrc = mrc_loss(self.start_head(h).squeeze(-1), self.end_head(h).squeeze(-1), mrc)
         else:
-            l_ner = ner_loss(self.ner_logits(ner), ner["labels"], ner.get("loss_denom"), ner.get("o_allowed")) if do_ner else zero
+            l_ner = (ner_loss(self.ner_logits(ner), ner["labels"], ner.get("loss_denom"), ner.get("o_allowed"))
+                     if do_ner else zero)
             l_mrc = mrc_loss(*self.mrc_logits(mrc), mrc) if do_mrc else zero
         return alpha * l_ner + beta * l_mrc, l_ner.detach(), l_mrc.detach()
 
@@ -86,7 +91,7 @@ class BioNERModel(nn.Module):
                 p.requires_grad_(beta > 0)
 
 
-def same_input(a: dict, b: dict) -> bool:
+def same_input(a: EncoderInputs, b: EncoderInputs) -> bool:
     """Whether two batches feed the encoder the same tensors (no token_type_ids = all zeros)."""
     ids = a["input_ids"]
     if ids.shape != b["input_ids"].shape or not torch.equal(ids, b["input_ids"]):
@@ -126,14 +131,14 @@ def ner_loss(logits: torch.Tensor, labels: torch.Tensor, denom: torch.Tensor | N
     return nll / (denom if denom is not None else valid.sum().clamp(min=1))
 
 
-def mrc_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, batch: dict) -> torch.Tensor:
+def mrc_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, batch: MrcBatch) -> torch.Tensor:
     """BCE(start) + BCE(end), averaged over passage words (query, specials, padding masked); over
     the whole optimizer batch's passage words when the batch is a micro-batch (`loss_denom`)."""
     mask = batch["label_mask"]
     denom = batch["loss_denom"] if "loss_denom" in batch else mask.sum().clamp(min=1.0)
     if "row_weight" in batch:  # sampled entity types: each row weighted by 1 / its probability
-        w = batch["row_weight"]
-        mask = mask * (w if w.dim() == 2 else w[:, None])  # packed rows: a weight per position
+        weight = batch["row_weight"]
+        mask = mask * (weight if weight.dim() == 2 else weight[:, None])  # packed rows: a weight per position
     bce = F.binary_cross_entropy_with_logits
     ls = (bce(start_logits.float(), batch["start_labels"], reduction="none") * mask).sum() / denom
     le = (bce(end_logits.float(), batch["end_labels"], reduction="none") * mask).sum() / denom

@@ -18,7 +18,7 @@ import yaml
 from ..config import TrainConfig, load_config
 from ..data.specs import Spec, load_spec
 from ..errors import BionerError
-from ..model import check_model_folder
+from ..model import ModelMeta, check_model_folder
 from ..tracking.models import resolve_model
 from ..tracking.registry import register_challenger
 from ..tracking.store import prepare_output_dir
@@ -38,9 +38,9 @@ class ExtendOutcome:
     version: str | None
 
 
-def extension_spec(meta: dict, add: Spec, out_dir: Path, name: str | None, base: str | None) -> tuple[Path, str]:
+def extension_spec(meta: ModelMeta, add: Spec, out_dir: Path, name: str | None, base: str | None) -> tuple[Path, str]:
     """Write the composite spec of the model's corpora and the added one into <output_dir>/datasets."""
-    olds = [base] if base else [c["name"] for c in meta.get("corpora") or [{"name": meta["dataset"]}]]
+    olds = [base] if base else meta.corpus_names
     members = []
     for old in olds:
         try:
@@ -48,18 +48,18 @@ def extension_spec(meta: dict, add: Spec, out_dir: Path, name: str | None, base:
         except BionerError as e:
             raise BionerError(f"the model was trained on dataset {old!r}, which is needed to rehearse its types: {e} "
                               "(add its folder to $BIONER_DATASETS, or name its spec with --base)") from None
-    name = name or f"{meta['dataset']}+{add.name}"
+    name = name or f"{meta.dataset}+{add.name}"
     path = out_dir / "datasets" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump({"name": name, "corpora": members + [str(add.path)]}, sort_keys=False), encoding="utf-8")
     return path, name
 
 
-def extension_config(meta: dict, folder: Path, spec_path: Path, overrides: list[str] | None) -> TrainConfig:
+def extension_config(meta: ModelMeta, folder: Path, spec_path: Path, overrides: list[str] | None) -> TrainConfig:
     """The model's own settings (tokenizer, max length, query source, task), then `--set` values."""
-    queries = meta.get("queries")
-    defaults = [f"dataset={spec_path}", f"encoder={folder}", f"init_from={folder}", f"max_length={meta['max_length']}",
-                f"dropout={meta.get('dropout', 0.1)}", f"beta={1.0 if meta.get('multitask') else 0.0}", "experiment=extend"]
+    queries = meta.queries
+    defaults = [f"dataset={spec_path}", f"encoder={folder}", f"init_from={folder}", f"max_length={meta.max_length}",
+                f"dropout={meta.dropout}", f"beta={1.0 if meta.multitask else 0.0}", "experiment=extend"]
     if queries:
         defaults.append(f"query_source={queries['source']}")
     return load_config(TrainConfig, None, defaults + list(overrides or []))
@@ -74,12 +74,12 @@ def run_extend(model_uri: str, add: str, overrides: list[str] | None = None, nam
     # line before Ray starts or a run opens, not a worker's traceback.
     meta, _, _ = check_model_folder(folder)
     added_spec = load_spec(add)
-    known = {t.casefold(): t for t in meta["types"]}
+    known = {t.casefold(): t for t in meta.types}
     for t in added_spec.types:
-        if t not in meta["types"] and t.casefold() in known:  # two spellings would become two types
+        if t not in meta.types and t.casefold() in known:  # two spellings would become two types
             raise BionerError(f"--add {add}: type {t!r} differs only in case from the model's {known[t.casefold()]!r}: "
                               "they would be two types; spell it as the model does")
-    added = [t for t in added_spec.types if t not in meta["types"]]
+    added = [t for t in added_spec.types if t not in meta.types]
     if not added:
         raise BionerError(f"--add {add}: the model knows every type of it already ({', '.join(added_spec.types)}); nothing to add")
     out_dir = prepare_output_dir(load_config(TrainConfig, None, overrides).output_dir)
@@ -90,7 +90,7 @@ def run_extend(model_uri: str, add: str, overrides: list[str] | None = None, nam
     types = spec.types
     version = None
     if register:
-        desc = (f"Entity types: {', '.join(types)}. Extended from {model_uri} (types {', '.join(meta['types'])}) with "
+        desc = (f"Entity types: {', '.join(types)}. Extended from {model_uri} (types {', '.join(meta.types)}) with "
                 f"{', '.join(added)} from {added_spec.name}; trained on {spec_path.name} (run {res.run_id}).")
         version = register_challenger(MlflowClient(cfg.resolved_tracking_uri()), spec, res.model_uri, desc,
                                       {"parent_model": model_uri, "types": ",".join(types), "run_id": res.run_id})

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import BionerError, first_line
 from .metrics import metric_keys
+
+if TYPE_CHECKING:  # mlflow takes seconds to import: only where it is used
+    from mlflow.models import ModelSignature
+    from mlflow.models.model import ModelInfo
 
 MODEL_NAME = "model"  # the logged model's name in its run: runs:/<run_id>/model
 # What a loader may override (mlflow.pyfunc.load_model(model_config=...), $MLFLOW_PYFUNC_INFERENCE_CONFIG).
@@ -25,7 +30,7 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
-def log_final(metrics: dict, predictions: Path, model_dir: Path) -> str:
+def log_final(metrics: dict[str, float], predictions: Path, model_dir: Path) -> str:
     """Log scores, predictions and the model to the active run; return the model's URI."""
     import mlflow  # lazy, as in every module the CLI imports: `bioner --help` must not pay its 2 s
     mlflow.log_metrics({k: float(v) for k, v in metric_keys(metrics).items()})
@@ -33,7 +38,7 @@ def log_final(metrics: dict, predictions: Path, model_dir: Path) -> str:
     return log_model(model_dir).model_uri
 
 
-def signature():
+def signature() -> ModelSignature:
     """Texts in, one list of entities per text out; param `types` (a list of type names) filters."""
     from mlflow.models import ModelSignature  # lazy: start-up time
     from mlflow.types import DataType
@@ -43,7 +48,7 @@ def signature():
                           params=ParamSchema([ParamSpec("types", DataType.string, [], shape=(-1,))]))
 
 
-def log_model(model_dir: Path):
+def log_model(model_dir: Path) -> ModelInfo:
     """Log the folder as an MLflow pyfunc mapping raw text to entities (character offsets)."""
     import mlflow  # lazy: start-up time
     return mlflow.pyfunc.log_model(
@@ -67,7 +72,8 @@ def resolve_model(uri: str) -> Path:
         if len(found) == 1:
             return found[0]
         if len(found) > 1:  # e.g. outputs/models: picking one would be a guess
-            names = ", ".join(str(f.relative_to(p)) for f in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+            more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+            names = ", ".join(str(f.relative_to(p)) for f in found[:5]) + more
             raise BionerError(f"--model {uri}: this folder holds {len(found)} models ({names}); name one of them")
         raise BionerError(f"--model {uri}: no bioner.json in this folder")
     if "://" in uri or uri.startswith(("runs:/", "models:/")):

@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
@@ -30,7 +31,7 @@ TIMEOUT_ENV = "BIONER_PREDICT_TIMEOUT_S"  # a time limit per predict call outsid
 ECHO_LIMIT = 500  # characters of an error message about a payload (the server quotes the payload whole)
 
 
-def _texts(model_input) -> list[str]:
+def _texts(model_input: Any) -> list[str]:
     """Accept a str, a list of str, a numpy array, a DataFrame (first column) or {"inputs": [...]}."""
     if isinstance(model_input, dict):
         model_input = model_input.get("inputs", model_input.get("text", []))
@@ -72,7 +73,8 @@ class Abandoned(TimeoutError):
 def check_bounds(texts: list[str]) -> None:
     limit = max_texts()
     if len(texts) > limit:
-        raise InputRefused(f"{len(texts):,} texts in one request, more than the limit of {limit:,} (${MAX_TEXTS_ENV} on the server)")
+        raise InputRefused(f"{len(texts):,} texts in one request, more than the limit of {limit:,} "
+                           f"(${MAX_TEXTS_ENV} on the server)")
     chars = max_text_chars()
     for i, t in enumerate(texts):
         if len(t) > chars:
@@ -99,7 +101,7 @@ def _cut_payload_echo() -> None:
     if decode is None or getattr(decode, "bioner_cut", False):
         return
 
-    def decode_without_echo(json_input):
+    def decode_without_echo(json_input: str | bytes) -> Any:
         try:
             return decode(json_input)
         except MlflowException as e:
@@ -111,7 +113,7 @@ def _cut_payload_echo() -> None:
 
 
 class BioNERPyfunc(mlflow.pyfunc.PythonModel):
-    def load_context(self, context):
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         # The model is logged with model_config {"precision": "auto"}; MLflow's own overrides change it:
         # load_model(..., model_config={"precision": "fp32"}), or for `mlflow models serve` the variable
         # MLFLOW_PYFUNC_INFERENCE_CONFIG='{"precision": "fp32"}'. Models logged before: auto.
@@ -129,7 +131,8 @@ class BioNERPyfunc(mlflow.pyfunc.PythonModel):
     # No type hints on predict: MLflow would infer the signature from them and drop the params
     # schema the model is logged with (tracking.models.signature).
     def predict(self, model_input, params=None):
-        """One list of {"text", "start", "end", "type"} per input text; params {"types": [...]} keeps only those types."""
+        """One list of {"text", "start", "end", "type", "score"} per input text; params {"types": [...]}
+        keeps only those types."""
         texts = _texts(model_input)
         check_bounds(texts)
         types = (params or {}).get("types") or None  # the schema's default, [], means every type

@@ -66,9 +66,10 @@ def restorable_checkpoint(run_dir: Path) -> Restorable | None:
                 _keep_only(snap, state, result, {r["checkpoint_dir_name"] for r, _ in dropped})
                 for r, _ in dropped:
                     shutil.rmtree(run_dir / r["checkpoint_dir_name"], ignore_errors=True)
-            return Restorable(int(result.get("metrics", {}).get("epoch", 0)), [w for _, w in dropped])
+            return Restorable(int(result.get("metrics", {}).get("epoch", 0)), [why for _, why in dropped])
         dropped.append((result, why))
-    detail = "; ".join(f"epoch {r.get('metrics', {}).get('epoch', '?')}: {w}" for r, w in dropped) or "none recorded"
+    detail = "; ".join(f"epoch {r.get('metrics', {}).get('epoch', '?')}: {why}" for r, why in dropped)
+    detail = detail or "none recorded"
     raise BionerError(f"--resume: no checkpoint of this run can be restored ({detail}); train again without --resume")
 
 
@@ -79,11 +80,13 @@ def _keep_only(snap: Path, state: dict, latest: dict, drop: set[str]) -> None:
     state["checkpoint_report_indices"] = [i for i, _ in pairs]
     state["checkpoint_results"] = [r for _, r in pairs]
     state["latest_checkpoint_result"] = latest
-    pending = [(r, v) for r, v in zip(state.get("pending_training_results", []), state.get("pending_validation_specs", []))
+    pending = [(r, v) for r, v in zip(state.get("pending_training_results", []),
+                                      state.get("pending_validation_specs", []))
                if r["checkpoint_dir_name"] not in drop]
     state["pending_training_results"] = [r for r, _ in pending]
     state["pending_validation_specs"] = [v for _, v in pending]
-    for key in ("validated_checkpoint_dir_names", "timed_out_validation_checkpoint_dir_names", "failed_validation_checkpoint_dir_names"):
+    for key in ("validated_checkpoint_dir_names", "timed_out_validation_checkpoint_dir_names",
+                "failed_validation_checkpoint_dir_names"):
         state[key] = [n for n in state.get(key, []) if n not in drop]
     tmp = snap.with_suffix(".tmp")
     tmp.write_text(json.dumps(state), encoding="utf-8")

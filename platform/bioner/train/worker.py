@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,11 +25,17 @@ from ..data.features import Encoded, FeatureBuilder
 from ..data.job import JobData, load_job_data
 from ..infer.evaluate import evaluate_split
 from ..infer.tagger import Tagger
-from ..model import BioNERModel, build_model, load_model, load_tokenizer, save_model
+from ..model import BioNERModel, CorpusTypes, ModelMeta, build_model, load_model, load_tokenizer, save_model
 from ..tracking.metrics import PRECISION, log_epoch_metrics
 from .contract import WorkerJob
 from .live_metrics import LiveMetrics
 from .step import Step, unwrap
+
+if TYPE_CHECKING:
+    from ray.experimental.tqdm_ray import tqdm
+    from ray.train import Checkpoint
+    from torch.optim.lr_scheduler import LRScheduler
+    from transformers import PreTrainedTokenizerBase
 
 TRAIN_STATE = "train_state.pt"
 MODEL_SUBDIR = "model"
@@ -41,20 +47,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def model_meta(cfg: TrainConfig, data: JobData) -> dict:
+def model_meta(cfg: TrainConfig, data: JobData) -> ModelMeta:
     """What inference needs besides the weights (written as bioner.json)."""
-    return {
-        "labels": data.spec.labels,
-        "types": data.spec.types,
-        "dataset": data.spec.name,
-        "encoder": cfg.encoder,
-        "max_length": cfg.max_length,
-        "dropout": cfg.dropout,
-        "multitask": cfg.multitask,
-        "queries": data.queries.to_dict() if data.queries else None,
+    return ModelMeta(
+        labels=data.spec.labels,
+        types=data.spec.types,
+        dataset=data.spec.name,
+        encoder=cfg.encoder,
+        max_length=cfg.max_length,
+        dropout=cfg.dropout,
+        multitask=cfg.multitask,
+        queries=data.queries.to_dict() if data.queries else None,
         # what each corpus annotates: a composite model is scored on each corpus's own types
-        "corpora": [{"name": m.name, "types": m.types} for m in data.spec.members],
-    }
+        corpora=[CorpusTypes(m.name, m.types) for m in data.spec.members],
+    )
 
 
 @dataclass
@@ -66,12 +72,12 @@ class Worker:
     world: int
     device: torch.device
     data: JobData
-    tok: Any
+    tok: PreTrainedTokenizerBase
     enc: Encoded
     model: torch.nn.Module
     sampler: LengthGroupedBatches
     opt: torch.optim.Optimizer
-    sched: Any
+    sched: LRScheduler
     step: Step
     start_epoch: int
 
@@ -97,15 +103,16 @@ def setup_worker(job: WorkerJob) -> Worker:
     seed_everything(cfg.seed)
     device = ray.train.torch.get_device()
 
-    data = load_job_data(cfg)
+    data = load_job_data(cfg, job.spec)
     tok = load_tokenizer(cfg.encoder, cfg.trust_remote_code)
     fb = FeatureBuilder(tok, data.spec.labels, cfg.max_length, data.queries, data.spec.types)
     enc = fb.encode(data.train.tokens, data.train.tags, mrc=cfg.multitask, annotated=data.train.annotated)
 
     model, state = _restore_or_build(ray.train.get_checkpoint(), cfg, data.spec.labels)
     per_worker_bs = max(1, cfg.batch_size // world)
-    lengths = [len(x) for x in enc.ner_ids]
-    sampler = LengthGroupedBatches(lengths, per_worker_bs, cfg.seed, rank, world, group=50 if cfg.group_by_length else 0)
+    lengths = [len(window.input_ids) for window in enc.windows]
+    sampler = LengthGroupedBatches(lengths, per_worker_bs, cfg.seed, rank, world,
+                                   group=50 if cfg.group_by_length else 0)
 
     model = ray.train.torch.prepare_model(model)
     if cfg.torch_compile:  # lengths vary per batch: dynamic shapes, not one graph per length
@@ -122,7 +129,7 @@ def setup_worker(job: WorkerJob) -> Worker:
 def train_loop_per_worker(job: WorkerJob) -> None:
     """Runs on every Ray Train worker: train, and after each epoch checkpoint, score and log (rank 0)."""
     w = setup_worker(job)
-    live = LiveMetrics(job.mlflow_run_id or "none", w.data.spec.name, w.rank, w.device)  # Prometheus/Grafana, via Ray
+    live = LiveMetrics(job.mlflow_run_id or "none", w.data.spec.name, w.rank, w.device)  # Prometheus/Grafana via Ray
     cfg = w.cfg
     bar = _progress_bar(w.rank, len(w.sampler) * (cfg.epochs - w.start_epoch)) if job.progress else None
     if w.rank == 0:
@@ -131,7 +138,7 @@ def train_loop_per_worker(job: WorkerJob) -> None:
         w.sampler.set_epoch(epoch)
         w.step.set_epoch(epoch)
         w.model.train()
-        sums, count = np.zeros(3), Throughput(w.enc.sentence)
+        sums, count = np.zeros(3), Throughput([window.sentence for window in w.enc.windows])
         t0 = time.perf_counter()
         for window_ids in w.sampler:
             sums += w.step(window_ids)
@@ -162,21 +169,21 @@ class Throughput:
     come from (a sentence longer than max_length is several windows, counted once). Summed over
     workers, a sentence whose windows went to two workers counts on each: no worker sees the others'."""
 
-    def __init__(self, sentence_of_window: list[int]):
+    def __init__(self, sentence_of_window: list[int]):  # window id -> the index of its sentence
         self.sentence_of_window = sentence_of_window
         self.windows = 0
         self._seen: set[int] = set()
 
     def add(self, window_ids: list[int]) -> None:
         self.windows += len(window_ids)
-        self._seen.update(self.sentence_of_window[i] for i in window_ids)
+        self._seen.update(self.sentence_of_window[k] for k in window_ids)
 
     @property
     def sentences(self) -> int:
         return len(self._seen)
 
 
-def _mean_across_workers(values: list[float], device) -> list[float]:
+def _mean_across_workers(values: list[float], device: torch.device) -> list[float]:
     if not (dist.is_available() and dist.is_initialized()):
         return values
     t = torch.tensor(values, dtype=torch.float64, device=device)
@@ -184,7 +191,8 @@ def _mean_across_workers(values: list[float], device) -> list[float]:
     return (t / dist.get_world_size()).tolist()
 
 
-def _restore_or_build(checkpoint, cfg: TrainConfig, labels: list[str]):
+def _restore_or_build(checkpoint: Checkpoint | None, cfg: TrainConfig, labels: list[str]
+                      ) -> tuple[BioNERModel, dict | None]:
     """The model and training state of the last checkpoint (after a restart), else the model to
     extend (`init_from`: its head rows kept, new types' rows added), else a new model."""
     state = None
@@ -194,7 +202,7 @@ def _restore_or_build(checkpoint, cfg: TrainConfig, labels: list[str]):
             state = torch.load(Path(d) / TRAIN_STATE, map_location="cpu", weights_only=True)
     elif cfg.init_from:
         model, _, meta = load_model(cfg.init_from)
-        model.extend_labels(meta["labels"], labels)
+        model.extend_labels(meta.labels, labels)
         model.dropout.p = cfg.dropout
     else:
         model = build_model(cfg.encoder, len(labels), cfg.dropout, cfg.trust_remote_code)
@@ -202,7 +210,8 @@ def _restore_or_build(checkpoint, cfg: TrainConfig, labels: list[str]):
     return model, state
 
 
-def _optimizer(model, cfg: TrainConfig, device, total_steps: int, state: dict | None):
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, total_steps: int, state: dict | None
+               ) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer, LRScheduler]:
     """AdamW (no decay on biases and norms) with linear warm-up and decay, restored from `state`."""
     from transformers import get_linear_schedule_with_warmup  # lazy: transformers takes 1.5 s to import
 
@@ -211,9 +220,8 @@ def _optimizer(model, cfg: TrainConfig, device, total_steps: int, state: dict | 
         {"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
     ]
-    # One fused kernel over all parameters, on GPU and CPU alike (the HF Trainer's default since
-    # torch 2.8): on 2 CPU cores a MiniLM step's AdamW update takes about 25 ms fused, 130 ms with
-    # the default multi-tensor (foreach) implementation.
+    # One fused kernel over all parameters, on GPU and CPU alike (the HF Trainer's default): on a CPU
+    # too it is several times the default multi-tensor (foreach) update (experiments/benchmarks/README.md).
     opt = torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=device.type in ("cuda", "cpu"))
     sched = get_linear_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
     if state is not None:
@@ -223,7 +231,7 @@ def _optimizer(model, cfg: TrainConfig, device, total_steps: int, state: dict | 
     return params, opt, sched
 
 
-def _end_epoch(w: Worker, epoch: int, metrics: dict) -> None:
+def _end_epoch(w: Worker, epoch: int, metrics: dict[str, float]) -> None:
     """Rank 0 scores (when asked), checkpoints and logs; every rank reports (a barrier)."""
     import ray.train  # lazy: start-up time
 
@@ -240,17 +248,20 @@ def _end_epoch(w: Worker, epoch: int, metrics: dict) -> None:
                 model.train()
             save_model(model, w.tok, Path(tmp) / MODEL_SUBDIR, meta)
             torch.save(
-                {"epoch": epoch, "optimizer": w.opt.state_dict(), "scheduler": w.sched.state_dict(), "rng": torch.get_rng_state()},
+                {"epoch": epoch, "optimizer": w.opt.state_dict(), "scheduler": w.sched.state_dict(),
+                 "rng": torch.get_rng_state()},
                 Path(tmp) / TRAIN_STATE,
             )
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
             if job.mlflow_run_id:
-                log_epoch_metrics(job.tracking_uri, job.mlflow_run_id, metrics, epoch + 1, {PRECISION: w.step.precision})
-            print(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
+                log_epoch_metrics(job.tracking_uri, job.mlflow_run_id, metrics, epoch + 1,
+                                  {PRECISION: w.step.precision})
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch")
+            print(f"epoch {epoch + 1}/{cfg.epochs}: {shown}")
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def _progress_bar(rank: int, total: int):
+def _progress_bar(rank: int, total: int) -> tqdm | None:
     if rank != 0 or total <= 0:
         return None
     try:  # renders on the driver's terminal, not as interleaved worker log lines
