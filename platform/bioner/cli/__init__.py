@@ -9,16 +9,16 @@ import warnings
 import typer
 
 from ..errors import BionerError
-from . import bench, cluster, datasets, models, serve, studies, train
+from . import annotate, bench, cluster, datasets, models, serve, studies, train
 from .common import err
 
 app = typer.Typer(
-    help="Biomedical NER with the multi-task MRC method: Ray Train for training, Ray Tune for search, MLflow for tracking.",
+    help="Biomedical NER with the multi-task MRC method: Ray Train trains, Ray Tune searches, MLflow tracks.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for _group in (train, models, studies, serve, datasets, cluster, bench):
+for _group in (train, models, studies, annotate, serve, datasets, cluster, bench):
     _group.register(app)
 
 
