@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: quickstart train-quickstart test bench loadtest install install-test install-bench clean help cluster-up cluster-down
+.PHONY: quickstart train-quickstart test test-fast lint bench loadtest install install-test install-bench clean help cluster-up cluster-down
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -55,9 +55,19 @@ quickstart: install  ## the whole loop on NCBI-disease with MiniLM on the CPU: t
 train-quickstart: install  ## train the quickstart config's base values once (no search)
 	$(BIN)/bioner train experiments/quickstart.yaml
 
-test: install-test  ## check the layer contract (lint-imports), then run the test suite
+lint: install-test  ## the formatter and linter (ruff), then the layer contract (lint-imports)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+
+test: lint  ## lint, then the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The edit-test loop: the unit tests (tests/test_*.py), then the one test marked `smoke` (a real
+# Ray Train fit); the integration and fault scenarios are left to `make test`.
+test-fast: lint  ## lint, the unit tests and one real-Ray smoke test (minutes; times in experiments/benchmarks/README.md)
+	$(BIN)/python -m pytest tests/test_*.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/integration tests/faults -m smoke $(PYTEST_ARGS)
 
 cluster-up: install  ## a one-machine cluster here: Ray head (token auth) on 127.0.0.1:8265, MLflow server on 127.0.0.1:5000
 	BIN=$(BIN) cluster/local/up.sh

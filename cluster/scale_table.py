@@ -56,14 +56,28 @@ def epoch_seconds(name: str, tok, tokens_per_s: float, batch: int = 32) -> tuple
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokens-per-s", type=float, default=115e3, help="padded training tokens per second on one GPU (assumed A100 bf16 figure by default)")
-    ap.add_argument("--overhead-s", type=float, default=60, help="per-trial start-up: worker process, CUDA, loading the encoder and corpus")
-    ap.add_argument("--checkpoint-s", type=float, default=3, help="per-epoch checkpoint of the 440 MB model to shared storage")
+    ap.add_argument(
+        "--tokens-per-s",
+        type=float,
+        default=115e3,
+        help="padded training tokens per second on one GPU (assumed A100 bf16 figure by default)",
+    )
+    ap.add_argument(
+        "--overhead-s",
+        type=float,
+        default=60,
+        help="per-trial start-up: worker process, CUDA, loading the encoder and corpus",
+    )
+    ap.add_argument(
+        "--checkpoint-s", type=float, default=3, help="per-epoch checkpoint of the 440 MB model to shared storage"
+    )
     ap.add_argument("--grace-period", type=int, default=1, help="ASHA grace period (TuneConfig.grace_period)")
     a = ap.parse_args()
     tok = load_tokenizer("minilm")  # BERT's uncased WordPiece vocabulary; BioBERT's cased one splits a bit more
-    print("| dataset | train / devel sentences | padded tokens per sentence (NER + MRC) | epoch | paper epochs | "
-          "E[epochs] under ASHA | 1 GPU | 8 GPUs | 32 GPUs |")
+    print(
+        "| dataset | train / devel sentences | padded tokens per sentence (NER + MRC) | epoch | paper epochs | "
+        "E[epochs] under ASHA | 1 GPU | 8 GPUs | 32 GPUs |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, max_t in PAPER_EPOCHS.items():
         t, s = epoch_seconds(name, tok, a.tokens_per_s)
@@ -71,7 +85,10 @@ def main() -> None:
         full = a.overhead_s + max_t * (t + a.checkpoint_s)
         cut = a.overhead_s + e * (t + a.checkpoint_s)
         cells = [f"{g * 3600 / full:.1f} / {g * 3600 / cut:.0f}" for g in (1, 8, 32)]
-        print(f"| {name} | {s['train']:,} / {s['devel']:,} | {s['ner']:.0f} + {s['mrc']:.0f} | {t:.1f} s | {max_t} | {e:.2f} | " + " | ".join(cells) + " |")
+        print(
+            f"| {name} | {s['train']:,} / {s['devel']:,} | {s['ner']:.0f} + {s['mrc']:.0f} | {t:.1f} s | "
+            f"{max_t} | {e:.2f} | " + " | ".join(cells) + " |"
+        )
 
 
 if __name__ == "__main__":

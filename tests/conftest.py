@@ -43,8 +43,8 @@ def _tracking_uri_variable_restored():
 def make_dataset(tmp_path_factory):
     """The one factory of test datasets: writes a corpus folder and its spec, returns the spec path.
 
-    `source="synthetic"`: names of `types[0]` (Disease or Chemical) in filler text, which a tiny model learns in a few epochs
-    (`sizes` = train/devel/test sentences, `seed`); `source="ncbi"`: the first sentences of the
+    `source="synthetic"`: names of `types[0]` (Disease or Chemical) in filler text, which a tiny model learns
+    in a few epochs (`sizes` = train/devel/test sentences, `seed`); `source="ncbi"`: the first sentences of the
     vendored NCBI-disease splits (`sizes[0]` train, `sizes[2]` test, half that devel). The spec is
     `<folder>/<name>.yaml` with its corpus in `<folder>/corpus`. Usable from fixtures of any scope.
     """
@@ -105,8 +105,17 @@ def strong_run(_ray_session, tmp_path_factory, make_dataset, tiny_bert):
     _init_ray()  # restarted if an earlier test stopped the session's Ray (no_ray_in_process)
     spec = make_dataset("synth-reg", sizes=(200, 40, 200), seed=1)
     d = tmp_path_factory.mktemp("strong-run")
-    cfg = TrainConfig(dataset=str(spec), encoder=tiny_bert, output_dir=str(d / "out"), experiment="registry",
-                      batch_size=16, max_length=64, beta=0.0, epochs=4, learning_rate=3e-3)
+    cfg = TrainConfig(
+        dataset=str(spec),
+        encoder=tiny_bert,
+        output_dir=str(d / "out"),
+        experiment="registry",
+        batch_size=16,
+        max_length=64,
+        beta=0.0,
+        epochs=4,
+        learning_rate=3e-3,
+    )
     with tracking_uri_variable_kept():  # set up before any test's own keeper runs
         res = run_training(cfg, progress=False)
     snapshot = d / "snapshot.db"

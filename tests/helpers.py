@@ -1,4 +1,5 @@
-"""Helpers of the test suite: paths of the checkout, and writers of corpora and dataset specs.
+"""Helpers of the test suite: paths of the checkout, writers of corpora and dataset specs, untrained
+models (a folder and its MLflow pyfunc), and threads that run clients side by side.
 
 Tests take datasets from the `make_dataset` fixture (conftest.py); these functions are for the
 cases it does not cover (odd corpus layouts, hand-written lines).
@@ -6,11 +7,15 @@ cases it does not cover (odd corpus layouts, hand-written lines).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
 import textwrap
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
@@ -50,14 +55,20 @@ def ncbi_subset(dst: Path, n_train: int, n_test: int) -> Path:
             for i, (toks, tags) in enumerate(iter_sentences(NCBI / f"{split}.tsv", ["Disease"])):
                 if i >= n:
                     break
-                f.write("".join(f"{a}\t{b}\n" for a, b in zip(toks, tags)) + "\n")
+                f.write("".join(f"{a}\t{b}\n" for a, b in zip(toks, tags, strict=True)) + "\n")
     return dst
 
 
 # Entity names of the synthetic corpora, per type: single words and two-word names.
 NAMES = {
-    "Disease": (["flu", "measles", "gout", "asthma", "rickets", "malaria"], [("lyme", "disease"), ("hay", "fever"), ("sickle", "anemia")]),
-    "Chemical": (["aspirin", "ethanol", "cisplatin", "heparin", "lithium", "caffeine"], [("nitric", "oxide"), ("folic", "acid")]),
+    "Disease": (
+        ["flu", "measles", "gout", "asthma", "rickets", "malaria"],
+        [("lyme", "disease"), ("hay", "fever"), ("sickle", "anemia")],
+    ),
+    "Chemical": (
+        ["aspirin", "ethanol", "cisplatin", "heparin", "lithium", "caffeine"],
+        [("nitric", "oxide"), ("folic", "acid")],
+    ),
 }
 
 
@@ -67,7 +78,7 @@ def synthetic_corpus(dst: Path, sizes=(200, 60, 200), seed: int = 0, entity: str
     filler = "the a patient was seen with and of in treated for history reported no signs".split()
     single, double = NAMES[entity]
     dst.mkdir(parents=True, exist_ok=True)
-    for split, n in zip(("train", "devel", "test"), sizes):
+    for split, n in zip(("train", "devel", "test"), sizes, strict=True):
         lines = []
         for _ in range(n):
             rows = []
@@ -127,7 +138,11 @@ def session_pids(leader: int) -> list[int]:
     import subprocess
 
     out = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True).stdout
-    return [int(p) for p, s, st in (line.split()[:3] for line in out.splitlines()) if int(s) == leader and not st.startswith("Z")]
+    return [
+        int(p)
+        for p, s, st in (line.split()[:3] for line in out.splitlines())
+        if int(s) == leader and not st.startswith("Z")
+    ]
 
 
 def is_loopback(ip: str) -> bool:
@@ -136,3 +151,100 @@ def is_loopback(ip: str) -> bool:
 
     a = ipaddress.ip_address(ip)
     return a.is_loopback or bool(getattr(a, "ipv4_mapped", None) and a.ipv4_mapped.is_loopback)
+
+
+def save_random_model(
+    folder: Path,
+    encoder: str,
+    max_length: int = 128,
+    seed: int | None = None,
+    head_scale: float | None = None,
+    dataset: str = "toy",
+) -> Path:
+    """An untrained Disease model folder on `encoder` (random heads): inference needs no training.
+    `seed` fixes the heads; `head_scale` multiplies the token head's weights, for large logit
+    margins that put entities at arbitrary words and that no rounding flips (a decisive model)."""
+    import torch
+
+    from bioner.model import ModelMeta, build_model, load_tokenizer, save_model
+
+    meta = ModelMeta(
+        labels=["O", "B-Disease", "I-Disease"],
+        types=["Disease"],
+        dataset=dataset,
+        encoder=encoder,
+        max_length=max_length,
+    )
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = build_model(encoder, meta.num_labels)
+    if head_scale is not None:
+        with torch.no_grad():
+            model.ner_head.weight.mul_(head_scale)
+    return save_model(model, load_tokenizer(encoder), folder, meta)
+
+
+def save_pyfunc(path: Path, model_folder: Path, python_model: Path | None = None, **options: Any) -> Path:
+    """`model_folder` saved as an MLflow pyfunc model at `path`, as a training run logs it (bioner's
+    entry file, the folder as its `model` artifact, its requirements); `python_model` is another
+    entry file, `options` go to mlflow.pyfunc.save_model (e.g. model_config)."""
+    import mlflow.pyfunc
+
+    from bioner.tracking.models import MODEL_CODE, pip_requirements
+
+    mlflow.pyfunc.save_model(
+        str(path),
+        python_model=str(python_model or MODEL_CODE),
+        artifacts={"model": str(model_folder)},
+        pip_requirements=pip_requirements(),
+        **options,
+    )
+    return path
+
+
+@contextlib.contextmanager
+def in_threads(*targets: Callable[[], object], join_s: float | None = None) -> Iterator[None]:
+    """Each target in a thread of its own, all started on entry and joined on exit (at most
+    `join_s` each), also when the block raises."""
+    threads = [threading.Thread(target=t) for t in targets]
+    for t in threads:
+        t.start()
+    try:
+        yield
+    finally:
+        for t in threads:
+            t.join(join_s)
+
+
+def run_concurrently(calls: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Every call at once, each in a thread of its own; their results, in order."""
+    results: list[Any] = [None] * len(calls)
+
+    def runner(k: int) -> Callable[[], None]:
+        def run() -> None:
+            results[k] = calls[k]()
+
+        return run
+
+    with in_threads(*(runner(k) for k in range(len(calls)))):
+        pass
+    return results
+
+
+@contextlib.contextmanager
+def client_threads(n: int, request: Callable[[int], object], join_s: float = 60) -> Iterator[None]:
+    """`n` clients under load while the block runs: each calls request(0), request(1), ... until the
+    block ends, when they are stopped and joined."""
+    stop = threading.Event()
+
+    def client() -> None:
+        i = 0
+        while not stop.is_set():
+            request(i)
+            i += 1
+
+    with in_threads(*[client] * n, join_s=join_s):
+        try:
+            yield
+        finally:
+            stop.set()

@@ -14,7 +14,9 @@ from helpers import REPO
 CLUSTER = REPO / "cluster"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 PROJECT_VERSION = PYPROJECT["project"]["version"]
-RAY_SPEC = SpecifierSet(next(re.sub(r"^ray(\[[^\]]*\])?", "", d) for d in PYPROJECT["project"]["dependencies"] if re.match(r"ray\b", d)))
+RAY_SPEC = SpecifierSet(
+    next(re.sub(r"^ray(\[[^\]]*\])?", "", d) for d in PYPROJECT["project"]["dependencies"] if re.match(r"ray\b", d))
+)
 YAMLS = sorted(CLUSTER.rglob("*.yaml")) + sorted(CLUSTER.rglob("*.yml"))
 PINNED = sorted(YAMLS + list(CLUSTER.rglob("Dockerfile")))
 
@@ -54,7 +56,9 @@ def test_pinned_versions_match_pyproject(path):
     assert ray, f"{path.name}: pins no Ray version"
     assert len(ray) == 1, f"{path.name}: several Ray versions {sorted(ray)}"
     assert next(iter(ray)) in RAY_SPEC, f"{path.name}: Ray {ray} outside pyproject's {RAY_SPEC}"
-    assert project == {PROJECT_VERSION}, f"{path.name}: project versions {sorted(project)} != pyproject's {PROJECT_VERSION}"
+    assert project == {PROJECT_VERSION}, (
+        f"{path.name}: project versions {sorted(project)} != pyproject's {PROJECT_VERSION}"
+    )
 
 
 def test_every_file_pins_the_same_ray():
@@ -90,17 +94,29 @@ def test_kuberay_gpu_workers_request_gpus_and_take_mlflow_from_a_secret():
 
 # The submission rules of bioner.cluster, without a cluster.
 
+
 def test_tracking_uri_reaches_tracked_commands_once():
     from bioner.cluster import entrypoint
 
     uri = "http://mlflow:5000"
     assert entrypoint(["tune", "c.yaml"], uri) == f"bioner tune c.yaml --set tracking_uri={uri}"
-    assert entrypoint(["sweep", "t5.yaml", "--resume"], uri) == f"bioner sweep t5.yaml --resume --set tracking_uri={uri}"
-    assert entrypoint(["tune", "c.yaml", "--set", "tracking_uri=http://x"], uri) == "bioner tune c.yaml --set tracking_uri=http://x"
+    assert (
+        entrypoint(["sweep", "t5.yaml", "--resume"], uri) == f"bioner sweep t5.yaml --resume --set tracking_uri={uri}"
+    )
+    assert (
+        entrypoint(["tune", "c.yaml", "--set", "tracking_uri=http://x"], uri)
+        == "bioner tune c.yaml --set tracking_uri=http://x"
+    )
     assert entrypoint(["datasets", "check", "a b.yaml"], uri) == "bioner datasets check 'a b.yaml'"
     assert entrypoint(["bioner", "train", "c.yaml"], None) == "bioner train c.yaml"
-    assert entrypoint(["serve", "--model", "models:/m@champion"], uri) == f"bioner serve --model models:/m@champion --tracking-uri {uri}"
-    assert entrypoint(["serve", "--model", "m", "--tracking-uri", "http://x"], uri) == "bioner serve --model m --tracking-uri http://x"
+    assert (
+        entrypoint(["serve", "--model", "models:/m@champion"], uri)
+        == f"bioner serve --model models:/m@champion --tracking-uri {uri}"
+    )
+    assert (
+        entrypoint(["serve", "--model", "m", "--tracking-uri", "http://x"], uri)
+        == "bioner serve --model m --tracking-uri http://x"
+    )
 
 
 @pytest.mark.parametrize("uri", ["sqlite:///outputs/mlflow.db", "file:mlruns", "mlruns"])

@@ -19,12 +19,16 @@ def test_every_dataset_spec_loads(path):
 
 
 # Configs: every YAML but the dataset specs and the paper's reference figures (data, read by report).
-@pytest.mark.parametrize("path", [p for p in _yamls() if "datasets" not in p.parts and p.name != "reference_f1.yaml"], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [p for p in _yamls() if "datasets" not in p.parts and p.name != "reference_f1.yaml"], ids=lambda p: p.name
+)
 def test_every_experiment_config_validates(path):
     from bioner.config import read_yaml
     from bioner.studies.tune_config import TuneConfig
 
-    if "paper" in path.parts or "variants" in read_yaml(path):  # sweep configs (the paper's: tests/test_paper_configs.py)
+    if "paper" in path.parts or "variants" in read_yaml(
+        path
+    ):  # sweep configs (the paper's: tests/test_paper_configs.py)
         from bioner.studies.sweep_config import load_sweep
 
         load_sweep(path)
@@ -40,7 +44,11 @@ def test_every_experiment_config_validates(path):
 
 def test_set_parses_yaml_values_and_dotted_keys():
     assert parse_overrides(["train_fraction=0.1", "x=[1, 2]", "a.b=true", "s=hello"]) == {
-        "train_fraction": 0.1, "x": [1, 2], "a": {"b": True}, "s": "hello"}
+        "train_fraction": 0.1,
+        "x": [1, 2],
+        "a": {"b": True},
+        "s": "hello",
+    }
 
 
 @pytest.mark.parametrize(
@@ -93,23 +101,26 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
         load_config(TrainConfig, p)
 
 
-
 def test_tracking_uri_defaults_to_the_variable_as_the_process_found_it(tmp_path):
     # MLflow's convention: $MLFLOW_TRACKING_URI names the store. mlflow.set_tracking_uri() (every job
     # calls it) rewrites the variable, and a second job in the same process keeps its own default.
     import subprocess
     import sys
 
-    code = ("import mlflow; from bioner.config import TrainConfig; "
-            "mlflow.set_tracking_uri('sqlite:///first-job.db'); "
-            f"print(TrainConfig(output_dir={str(tmp_path)!r}).resolved_tracking_uri()); "
-            "print(TrainConfig(tracking_uri='http://h:1').resolved_tracking_uri())")
+    code = (
+        "import mlflow; from bioner.config import TrainConfig; "
+        "mlflow.set_tracking_uri('sqlite:///first-job.db'); "
+        f"print(TrainConfig(output_dir={str(tmp_path)!r}).resolved_tracking_uri()); "
+        "print(TrainConfig(tracking_uri='http://h:1').resolved_tracking_uri())"
+    )
 
     def run(**env):
         import os
 
         base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**base, **env}, timeout=120, cwd=tmp_path)
+        r = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env={**base, **env}, timeout=120, cwd=tmp_path
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         return r.stdout.split()
 

@@ -74,7 +74,9 @@ def test_spec_errors_name_the_key(tmp_path):
     p.write_text("name: x\ncorpus: c\nentity_types: {}\n")
     with pytest.raises(ConfigError, match="entity_types"):
         load_spec(p)
-    p.write_text('name: x\ncorpus: c\nentity_types:\n  D:\n    wikipedia: w\n    annotation: a\n    dictionary: "no slot"\n')
+    p.write_text(
+        'name: x\ncorpus: c\nentity_types:\n  D:\n    wikipedia: w\n    annotation: a\n    dictionary: "no slot"\n'
+    )
     with pytest.raises(ConfigError, match=r"entity_types\.D\.dictionary.*\{examples\}"):
         load_spec(p)
     p.write_text("name: x\ncorpus: c\ncorpus_typo: 1\nentity_types:\n  D: {wikipedia: w, annotation: a}\n")
@@ -93,7 +95,10 @@ def test_vendored_corpora_match_the_published_counts():
 
     for name, rows in expected.items():
         spec = load_spec(name)
-        got = [(s["sentences"], s["entities"]) for s in (split_stats(read_split(spec, x)) for x in ("train", "devel", "test"))]
+        got = [
+            (s["sentences"], s["entities"])
+            for s in (split_stats(read_split(spec, x)) for x in ("train", "devel", "test"))
+        ]
         assert got == rows, name
     assert (REPO / "experiments" / "corpora" / "SOURCE.md").read_text().count("Creative Commons Attribution 4.0") == 1
 
@@ -109,7 +114,12 @@ def test_subsample_is_seeded_and_keeps_order(tmp_path):
 def test_cli_prints_one_line_and_exits_2_on_a_malformed_corpus(tmp_path):
     corpus = write_corpus(tmp_path / "c", {"train": "a\tO\nb\tB-Dis\n", "devel": "a\tO\n", "test": "a\tO\n"})
     spec = write_spec(tmp_path / "s.yaml", str(corpus))
-    r = subprocess.run([sys.executable, "-m", "bioner.cli", "datasets", "check", str(spec)], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "bioner.cli", "datasets", "check", str(spec)], capture_output=True, text=True
+    )
     assert r.returncode == 2
-    assert r.stderr.strip() == f"{corpus / 'train.tsv'}:2: entity type 'Dis' is not declared in the spec (declared: Disease)"
+    assert (
+        r.stderr.strip()
+        == f"{corpus / 'train.tsv'}:2: entity type 'Dis' is not declared in the spec (declared: Disease)"
+    )
     assert "Traceback" not in r.stderr + r.stdout

@@ -36,14 +36,20 @@ def mention_lines(path) -> int:
     return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.count("\t") >= 4)
 
 
-@pytest.mark.parametrize("body, needle", [
-    ("format: pubtator\ncorpus: x\n", "format pubtator: give files"),
-    ("corpus: x\nfiles: {train: a.tsv}\n", "give either corpus"),
-    ("format: pubtator\nfiles: {train: a.txt}\ntype_map: {Foo: Chemical}\n", "type_map.Foo: 'Chemical' is not one of entity_types"),
-    ("corpus: x\ntype_map: {Foo: Disease}\n", "type_map: applies to document formats"),
-    ("format: conll\nfiles: {train: a.txt}\n", "format"),
-    ("format: pubtator\nfiles: {training: a.txt}\n", "files.training"),
-])
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ("format: pubtator\ncorpus: x\n", "format pubtator: give files"),
+        ("corpus: x\nfiles: {train: a.tsv}\n", "give either corpus"),
+        (
+            "format: pubtator\nfiles: {train: a.txt}\ntype_map: {Foo: Chemical}\n",
+            "type_map.Foo: 'Chemical' is not one of entity_types",
+        ),
+        ("corpus: x\ntype_map: {Foo: Disease}\n", "type_map: applies to document formats"),
+        ("format: conll\nfiles: {train: a.txt}\n", "format"),
+        ("format: pubtator\nfiles: {training: a.txt}\n", "files.training"),
+    ],
+)
 def test_a_spec_over_documents_names_its_bad_key(tmp_path, body, needle):
     with pytest.raises(ConfigError, match="docs.yaml") as e:
         load_spec(spec_file(tmp_path, body))
@@ -51,9 +57,14 @@ def test_a_spec_over_documents_names_its_bad_key(tmp_path, body, needle):
 
 
 def test_a_missing_split_is_named_when_it_is_needed(tmp_path):
-    spec = load_spec(spec_file(tmp_path, f"format: pubtator\nfiles: {{test: {NCBI_DOCS / 'test.pubtator'}}}\n"
-                                         "type_map: {SpecificDisease: Disease, DiseaseClass: Disease, Modifier: Disease, "
-                                         "CompositeMention: Disease}\n"))
+    spec = load_spec(
+        spec_file(
+            tmp_path,
+            f"format: pubtator\nfiles: {{test: {NCBI_DOCS / 'test.pubtator'}}}\n"
+            "type_map: {SpecificDisease: Disease, DiseaseClass: Disease, Modifier: Disease, "
+            "CompositeMention: Disease}\n",
+        )
+    )
     assert len(read_split(spec, "test")) > 0
     with pytest.raises(BionerError, match=r"docs.yaml: files.train: not given \(this spec has test\)"):
         read_split(spec, "train")
@@ -73,12 +84,19 @@ def test_the_ncbi_pubtator_spec_reads_every_mention_into_sentences():
 
 def test_a_class_neither_mapped_nor_a_type_stops_the_read_and_null_ignores_it(tmp_path):
     test = NCBI_DOCS / "test.pubtator"
-    partial = spec_file(tmp_path, f"format: pubtator\nfiles: {{test: {test}}}\ntype_map: {{SpecificDisease: Disease}}\n")
-    with pytest.raises(CorpusError, match=r"class '(DiseaseClass|Modifier|CompositeMention)' is neither an entity type"):
+    partial = spec_file(
+        tmp_path, f"format: pubtator\nfiles: {{test: {test}}}\ntype_map: {{SpecificDisease: Disease}}\n"
+    )
+    with pytest.raises(
+        CorpusError, match=r"class '(DiseaseClass|Modifier|CompositeMention)' is neither an entity type"
+    ):
         read_split(load_spec(partial), "test")
-    ignoring = spec_file(tmp_path, f"format: pubtator\nfiles: {{test: {test}}}\n"
-                                   "type_map: {SpecificDisease: Disease, DiseaseClass: null, Modifier: null, CompositeMention: null}\n",
-                         name="ignoring")
+    ignoring = spec_file(
+        tmp_path,
+        f"format: pubtator\nfiles: {{test: {test}}}\n"
+        "type_map: {SpecificDisease: Disease, DiseaseClass: null, Modifier: null, CompositeMention: null}\n",
+        name="ignoring",
+    )
     conv = Conversion()
     docs = list(gold_documents(load_spec(ignoring), "test", conv))
     assert {m.type for d in docs for m in d.mentions} == {"Disease"}
@@ -93,11 +111,20 @@ def _doc(doc_id: str, *mentions: tuple[int, int, str]) -> Document:
 
 def test_document_scoring_is_exact_span_and_type_counted_once():
     gold = [_doc("1", (0, 5, "Disease"), (10, 15, "Disease"), (20, 25, "Chemical")), _doc("2", (3, 8, "Disease"))]
-    pred = [_doc("1", (0, 5, "Disease"), (0, 5, "Disease"), (10, 14, "Disease"), (20, 25, "Disease"), (30, 35, "Gene")),
-            _doc("3", (3, 8, "Disease"))]  # document 3 is not gold's 2: a false positive and a miss
+    pred = [
+        _doc("1", (0, 5, "Disease"), (0, 5, "Disease"), (10, 14, "Disease"), (20, 25, "Disease"), (30, 35, "Gene")),
+        _doc("3", (3, 8, "Disease")),
+    ]  # document 3 is not gold's 2: a false positive and a miss
     s = count_mentions(gold, pred, ["Disease", "Chemical"]).scores()
     # Disease: tp 1 (0-5, its duplicate counted once); predicted 0-5, 10-14, 20-25 (doc 1), 3-8 (doc 3); gold 3
-    assert s["per_type"]["Disease"] == {"precision": 0.25, "recall": 1 / 3, "f1": pytest.approx(2 / 7), "tp": 1, "fp": 3, "fn": 2}
+    assert s["per_type"]["Disease"] == {
+        "precision": 0.25,
+        "recall": 1 / 3,
+        "f1": pytest.approx(2 / 7),
+        "tp": 1,
+        "fp": 3,
+        "fn": 2,
+    }
     assert s["per_type"]["Chemical"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "tp": 0, "fp": 0, "fn": 1}
     assert (s["precision"], s["recall"]) == (0.25, 0.25)  # Gene is not scored: the corpus does not annotate it
 
@@ -110,8 +137,9 @@ def tagger(tiny_bert, minilm_tokenizer, tmp_path_factory):
     m = build_model(tiny_bert, 3)
     with torch.no_grad():  # decisive random heads: plenty of entities, at arbitrary words
         m.ner_head.weight.mul_(50)
-    meta = ModelMeta(labels=["O", "B-Disease", "I-Disease"], types=["Disease"], max_length=32, dataset="toy",
-                     encoder=tiny_bert)
+    meta = ModelMeta(
+        labels=["O", "B-Disease", "I-Disease"], types=["Disease"], max_length=32, dataset="toy", encoder=tiny_bert
+    )
     return Tagger.load(save_model(m, minilm_tokenizer, tmp_path_factory.mktemp("docs") / "model", meta))
 
 
@@ -122,8 +150,13 @@ TRICKY = [
 
 
 def test_annotated_mentions_sit_at_exact_document_offsets(tagger):
-    docs = [Document("d1", [Passage(0, TRICKY[0], {"type": "title"}), Passage(len(TRICKY[0]) + 1, TRICKY[1], {"type": "abstract"})]),
-            Document("d2", [Passage(100, TRICKY[1])])]  # a passage far from 0, as in a PMC article's later sections
+    docs = [
+        Document(
+            "d1",
+            [Passage(0, TRICKY[0], {"type": "title"}), Passage(len(TRICKY[0]) + 1, TRICKY[1], {"type": "abstract"})],
+        ),
+        Document("d2", [Passage(100, TRICKY[1])]),
+    ]  # a passage far from 0, as in a PMC article's later sections
     old = Mention(100, 107, TRICKY[1][:7], "Disease")
     docs[1].passages[0].mentions.append(old)
     out = annotate(tagger, docs)
@@ -155,9 +188,13 @@ def test_a_composite_mixes_iob_and_documents_and_scores_each_its_own_way(tmp_pat
     from bioner.infer.evaluate import corpus_counts, scores_report
 
     iob = make_dataset("mix-iob", sizes=(8, 4, 6))
-    docs = spec_file(tmp_path, f"format: pubtator\nfiles: {{test: {NCBI_DOCS / 'test.pubtator'}}}\n"
-                               "type_map: {SpecificDisease: Disease, DiseaseClass: Disease, Modifier: Disease, "
-                               "CompositeMention: Disease}\n", name="mix-docs")
+    docs = spec_file(
+        tmp_path,
+        f"format: pubtator\nfiles: {{test: {NCBI_DOCS / 'test.pubtator'}}}\n"
+        "type_map: {SpecificDisease: Disease, DiseaseClass: Disease, Modifier: Disease, "
+        "CompositeMention: Disease}\n",
+        name="mix-docs",
+    )
     composite = tmp_path / "mix.yaml"
     composite.write_text(f"name: mix\ncorpora: [{iob}, {docs}]\n", encoding="utf-8")
     spec = load_spec(composite)
@@ -166,8 +203,9 @@ def test_a_composite_mixes_iob_and_documents_and_scores_each_its_own_way(tmp_pat
     report = scores_report(corpus_counts(tagger, spec, "test", progress=False))
     per = report["per_corpus"]
     assert set(per) == {"mix-iob", "mix-docs"}
-    assert per["mix-docs"]["per_type"]["Disease"]["tp"] + per["mix-docs"]["per_type"]["Disease"]["fn"] == \
-        mention_lines(NCBI_DOCS / "test.pubtator")
+    assert per["mix-docs"]["per_type"]["Disease"]["tp"] + per["mix-docs"]["per_type"]["Disease"]["fn"] == mention_lines(
+        NCBI_DOCS / "test.pubtator"
+    )
     total = [sum(per[c]["per_type"]["Disease"][k] for c in per) for k in ("tp", "fp", "fn")]
     assert total == [report["per_type"]["Disease"][k] for k in ("tp", "fp", "fn")]  # micro over the corpora
     with pytest.raises(BionerError, match="files.train: not given"):

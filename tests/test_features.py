@@ -7,8 +7,10 @@ from bioner.data.features import IGNORE, FeatureBuilder, make_windows
 from bioner.data.queries import Queries
 
 LABELS = ["O", "B-Disease", "I-Disease", "B-Gene", "I-Gene"]
-TEXTS = {"Disease": {"wikipedia": "w", "annotation": "disease query", "dictionary": "d"},
-         "Gene": {"wikipedia": "w", "annotation": "gene query", "dictionary": "d"}}
+TEXTS = {
+    "Disease": {"wikipedia": "w", "annotation": "disease query", "dictionary": "d"},
+    "Gene": {"wikipedia": "w", "annotation": "gene query", "dictionary": "d"},
+}
 
 
 def test_ner_labels_sit_on_first_pieces(minilm_tokenizer):
@@ -20,8 +22,8 @@ def test_ner_labels_sit_on_first_pieces(minilm_tokenizer):
     ids, labels, first = window.input_ids, window.labels, window.first_pos
     assert ids[0] == minilm_tokenizer.cls_token_id and ids[-1] == minilm_tokenizer.sep_token_id
     assert [labels[p] for p in first] == [1, 2, 0, 3]
-    assert sum(l != IGNORE for l in labels) == 4  # continuation pieces and specials ignored
-    assert minilm_tokenizer.decode(ids[first[0]:first[1]]).replace(" ", "") == "adenomatous"
+    assert sum(label != IGNORE for label in labels) == 4  # continuation pieces and specials ignored
+    assert minilm_tokenizer.decode(ids[first[0] : first[1]]).replace(" ", "") == "adenomatous"
 
 
 def test_mrc_input_targets_and_masks(minilm_tokenizer):

@@ -24,8 +24,14 @@ DATA = Path(__file__).resolve().parent / "data" / "documents"
 _VENDORED = REPO / "experiments/corpora/NCBI-disease-PubTator/NCBItrainset_corpus.txt"
 NCBI = _VENDORED if _VENDORED.exists() else REPO.parent / "shared/data/NCBI-disease-PubTator/NCBItrainset_corpus.txt"
 ROUND_TRIP = ("pubtator", "bioc", "bioc-json", "jsonl")  # the formats that hold all an NCBI document holds
-NAMES = {"pubtator": "docs.pubtator", "bioc": "docs.bioc.xml", "bioc-json": "docs.json", "brat": "brat",
-         "jsonl": "docs.jsonl", "text": "docs.txt"}
+NAMES = {
+    "pubtator": "docs.pubtator",
+    "bioc": "docs.bioc.xml",
+    "bioc-json": "docs.json",
+    "brat": "brat",
+    "jsonl": "docs.jsonl",
+    "text": "docs.txt",
+}
 
 
 def first_blocks(n: int) -> str:
@@ -43,8 +49,10 @@ def ncbi5(tmp_path_factory) -> Path:
 
 def plain(doc: Document, mention_ids: bool = True) -> Document:
     """`doc` without where it was read (and without its mentions' IDs), for comparing."""
-    passages = [dataclasses.replace(p, mentions=[m if mention_ids else dataclasses.replace(m, id=None)
-                                                 for m in p.mentions]) for p in doc.passages]
+    passages = [
+        dataclasses.replace(p, mentions=[m if mention_ids else dataclasses.replace(m, id=None) for m in p.mentions])
+        for p in doc.passages
+    ]
     return dataclasses.replace(doc, passages=passages, source="", line=0)
 
 
@@ -72,13 +80,28 @@ def error(path: Path, fmt: str, max_chars: int | None = None) -> str:
 # ---------------------------------------------------------------- names
 
 
-@pytest.mark.parametrize("name, fmt", [
-    ("a.xml", "bioc"), ("a.bioc", "bioc"), ("a.BioC.xml", "bioc"), ("a.xml.gz", "bioc"), ("a.json", "bioc-json"),
-    ("a.bioc.json.gz", "bioc-json"), ("a.bioc.jsonl", "bioc-json"), ("a.pubtator", "pubtator"),
-    ("a.pubtator.txt", "pubtator"),
-    ("a.PubTator.txt.gz", "pubtator"), ("a.jsonl", "jsonl"), ("a.ndjson", "jsonl"), ("a.jsonl.gz", "jsonl"),
-    ("a.txt", None), ("a.txt.gz", None), ("a.tsv", None), ("README", None),
-])
+@pytest.mark.parametrize(
+    "name, fmt",
+    [
+        ("a.xml", "bioc"),
+        ("a.bioc", "bioc"),
+        ("a.BioC.xml", "bioc"),
+        ("a.xml.gz", "bioc"),
+        ("a.json", "bioc-json"),
+        ("a.bioc.json.gz", "bioc-json"),
+        ("a.bioc.jsonl", "bioc-json"),
+        ("a.pubtator", "pubtator"),
+        ("a.pubtator.txt", "pubtator"),
+        ("a.PubTator.txt.gz", "pubtator"),
+        ("a.jsonl", "jsonl"),
+        ("a.ndjson", "jsonl"),
+        ("a.jsonl.gz", "jsonl"),
+        ("a.txt", None),
+        ("a.txt.gz", None),
+        ("a.tsv", None),
+        ("README", None),
+    ],
+)
 def test_guess_format(name, fmt):
     assert guess_format(name) == fmt
     assert guess_format(Path(name)) == fmt
@@ -103,8 +126,11 @@ def test_ncbi_whole_file():
     titles = [x.split("|")[0] for x in lines if "|t|" in x]
     # 593 title lines; PMID 8528200 is there twice, word for word: refused, naming both lines
     assert len(titles) == 593 and len(set(titles)) == 592 and titles.count("8528200") == 2
-    with pytest.raises(CorpusError, match=rf"^{re.escape(str(NCBI))}:4556: duplicate document ID 8528200 "
-                                          r"\(first at line 3810\), an identical copy"):
+    with pytest.raises(
+        CorpusError,
+        match=rf"^{re.escape(str(NCBI))}:4556: duplicate document ID 8528200 "
+        r"\(first at line 3810\), an identical copy",
+    ):
         read(NCBI, "pubtator", max_chars=1_000_000)
     # the project's split of it keeps that document once
     splits = [NCBI.parent / f"{s}.pubtator" for s in ("train", "devel", "test")]
@@ -170,8 +196,9 @@ def test_bioc_tools_conversion_reads_the_same(ncbi5, tmp_path):
     for path, fmt in [(tmp_path / "tool.xml", "bioc"), (tmp_path / "tool.json", "bioc-json")]:
         theirs = read(path, fmt)
         assert spans(theirs) == spans(ours)
-        assert [m.infons["concept_id"] for d in theirs for m in d.mentions] == \
-               [m.infons["identifier"] for d in ours for m in d.mentions]
+        assert [m.infons["concept_id"] for d in theirs for m in d.mentions] == [
+            m.infons["identifier"] for d in ours for m in d.mentions
+        ]
 
 
 def test_bioc_library_reads_what_we_write(ncbi5, tmp_path):
@@ -182,8 +209,12 @@ def test_bioc_library_reads_what_we_write(ncbi5, tmp_path):
         js = biocjson.load(f)
     for collection in (xml, js):
         assert [d.id for d in collection.documents] == [d.id for d in docs]
-        anns = [(a.locations[0].offset, a.text, a.infons["type"], a.infons["identifier"])
-                for d in collection.documents for p in d.passages for a in p.annotations]
+        anns = [
+            (a.locations[0].offset, a.text, a.infons["type"], a.infons["identifier"])
+            for d in collection.documents
+            for p in d.passages
+            for a in p.annotations
+        ]
         assert anns == [(m.start, m.text, m.type, m.infons["identifier"]) for d in docs for m in d.mentions]
 
 
@@ -192,8 +223,14 @@ def test_bioc_library_reads_what_we_write(ncbi5, tmp_path):
 
 def test_tricky_pubtator():
     doc, short = read(DATA / "tricky.pubtator", "pubtator")
-    assert [m.text for m in doc.mentions] == ["α-Synuclein", "β-amyloid", "IL-2R(alpha) deficiency", "5'-UTR",
-                                              "β2-microglobulin", "Parkinson disease"]
+    assert [m.text for m in doc.mentions] == [
+        "α-Synuclein",
+        "β-amyloid",
+        "IL-2R(alpha) deficiency",
+        "5'-UTR",
+        "β2-microglobulin",
+        "Parkinson disease",
+    ]
     title, abstract = doc.passages
     assert doc.mentions[0].start == 0 and doc.mentions[2].end == title.end  # at the title's start and end
     assert doc.mentions[3].start == abstract.offset and doc.mentions[5].end == abstract.end
@@ -244,9 +281,19 @@ def test_gzip_input_and_output(tmp_path, ncbi5):
 
 @pytest.mark.parametrize("fmt", ["pubtator", "bioc", "bioc-json", "brat", "jsonl"])
 def test_predicted_scores_round_trip(tmp_path, fmt):
-    doc = Document("p1", [Passage(0, "Aspirin eases pain.", mentions=[
-        Mention(0, 7, "Aspirin", "Chemical", score=0.9312345678901234),
-        Mention(14, 18, "pain", "Disease", score=1.0)])])
+    doc = Document(
+        "p1",
+        [
+            Passage(
+                0,
+                "Aspirin eases pain.",
+                mentions=[
+                    Mention(0, 7, "Aspirin", "Chemical", score=0.9312345678901234),
+                    Mention(14, 18, "pain", "Disease", score=1.0),
+                ],
+            )
+        ],
+    )
     again = read(write([doc], tmp_path / NAMES[fmt], fmt), fmt)
     assert [(m.text, m.score) for m in again[0].mentions] == [("Aspirin", 0.9312345678901234), ("pain", 1.0)]
 
@@ -336,11 +383,13 @@ def test_brat_round_trip(tmp_path, fmt):
     again = read(write(docs, tmp_path / NAMES[fmt], fmt), fmt)
     if fmt == "brat":
         assert [plain(d) for d in again] == [plain(d) for d in docs]
-        assert (tmp_path / "brat" / "doc1.ann").read_text(encoding="utf-8").splitlines()[-1] == \
-            "#2\tAnnotatorNotes T3\tscore=0.875"
+        assert (tmp_path / "brat" / "doc1.ann").read_text(encoding="utf-8").splitlines()[
+            -1
+        ] == "#2\tAnnotatorNotes T3\tscore=0.875"
     else:  # the discontinuous mention and the score too; brat's lines of relations stay with brat (and JSON lines)
-        assert [[dataclasses.replace(m, id=None) for m in d.mentions] for d in again] == \
-               [[dataclasses.replace(m, id=None) for m in d.mentions] for d in docs]
+        assert [[dataclasses.replace(m, id=None) for m in d.mentions] for d in again] == [
+            [dataclasses.replace(m, id=None) for m in d.mentions] for d in docs
+        ]
         assert again[0].relations == (docs[0].relations if fmt == "jsonl" else [])
 
 
@@ -361,12 +410,26 @@ def test_brat_lines_kept_as_written(tmp_path):
 
 def test_jsonl_forms(tmp_path):
     path = tmp_path / "in.jsonl"
-    lines = [{"id": "a", "text": "IL-2R(alpha) in α cells", "entities": [
-                 {"start": 0, "end": 12, "text": "IL-2R(alpha)", "type": "Gene", "identifier": "3559", "score": 0.5}]},
-             {"id": 7, "passages": [{"offset": 0, "text": "Title.", "infons": {"type": "title"}},
-                                    {"offset": 7, "text": "Gout here."}],
-              "mentions": [{"start": 7, "end": 11, "type": "Disease"}], "infons": {"year": "2001"}, "lang": "en"},
-             {}]
+    lines = [
+        {
+            "id": "a",
+            "text": "IL-2R(alpha) in α cells",
+            "entities": [
+                {"start": 0, "end": 12, "text": "IL-2R(alpha)", "type": "Gene", "identifier": "3559", "score": 0.5}
+            ],
+        },
+        {
+            "id": 7,
+            "passages": [
+                {"offset": 0, "text": "Title.", "infons": {"type": "title"}},
+                {"offset": 7, "text": "Gout here."},
+            ],
+            "mentions": [{"start": 7, "end": 11, "type": "Disease"}],
+            "infons": {"year": "2001"},
+            "lang": "en",
+        },
+        {},
+    ]
     path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines[:2]) + "\n\n", encoding="utf-8")
     a, b = read(path, "jsonl")
     assert a.mentions == [Mention(0, 12, "IL-2R(alpha)", "Gene", infons={"identifier": "3559"}, score=0.5)]
@@ -384,7 +447,9 @@ def test_text_format(tmp_path):
     path.write_bytes("\ufeffFirst text.\r\n\nThird\x0cwith a form feed\u2028and a line separator.\n".encode("utf-8"))
     docs = read(path, "text")
     assert [(d.id, d.line, d.passages[0].text) for d in docs] == [
-        ("1", 1, "First text."), ("3", 3, "Third\x0cwith a form feed\u2028and a line separator.")]
+        ("1", 1, "First text."),
+        ("3", 3, "Third\x0cwith a form feed\u2028and a line separator."),
+    ]
     out = write(docs, tmp_path / "out.txt", "text")
     assert out.read_text(encoding="utf-8") == "First text.\nThird\x0cwith a form feed\u2028and a line separator.\n"
     with pytest.raises(ValueError, match="cannot hold mentions"), open_writer(tmp_path / "x.txt", "text") as w:
@@ -437,28 +502,50 @@ def _case(tmp_path: Path, name: str, content: str | bytes) -> Path:
     return path
 
 
-NCBI1 = ("10192393|t|A common human skin tumour is caused by activating mutations in beta-catenin.\n"
-         "10192393|a|WNT signalling orchestrates a number of developmental programs.\n")
+NCBI1 = (
+    "10192393|t|A common human skin tumour is caused by activating mutations in beta-catenin.\n"
+    "10192393|a|WNT signalling orchestrates a number of developmental programs.\n"
+)
 PUBTATOR_ERRORS = [
     # (file, max_chars, line, what the message says)
-    (NCBI1 + "10192393\t15\t25\tskin tumour\tDiseaseClass\tD012878\n", None, 3,
-     "offsets 15-25 hold 'skin tumou' but the line says 'skin tumour'"),
+    (
+        NCBI1 + "10192393\t15\t25\tskin tumour\tDiseaseClass\tD012878\n",
+        None,
+        3,
+        "offsets 15-25 hold 'skin tumou' but the line says 'skin tumour'",
+    ),
     (NCBI1 + "10192393\t150\t160\tskin tumour\tDiseaseClass\n", None, 3, "offsets 150-160 are outside the text"),
-    (NCBI1 + "10192393\t70\t82\tti-catenin. \tDiseaseClass\n", None, 3,
-     "offsets 70-82 are not inside one passage of document 10192393 (title 0-77, abstract 78-141)"),
-    (NCBI1 + "10192394\t15\t26\tskin tumour\tDiseaseClass\n", None, 3,
-     "a line for document 10192394 within document 10192393 (which starts at line 1)"),
+    (
+        NCBI1 + "10192393\t70\t82\tti-catenin. \tDiseaseClass\n",
+        None,
+        3,
+        "offsets 70-82 are not inside one passage of document 10192393 (title 0-77, abstract 78-141)",
+    ),
+    (
+        NCBI1 + "10192394\t15\t26\tskin tumour\tDiseaseClass\n",
+        None,
+        3,
+        "a line for document 10192394 within document 10192393 (which starts at line 1)",
+    ),
     (NCBI1 + "just some words\n", None, 3, "not a title, abstract, mention or relation line: 'just some words'"),
     (NCBI1 + "10192393\t15\t26\tskin tumour\n", None, 3, "a mention line with 4 fields"),
     (NCBI1 + "10192393\t15\tx\tskin tumour\tDiseaseClass\n", None, 3, "end offset 'x' is not a whole number"),
     (NCBI1 + "10192393\t15\t26\tskin tumour\tDiseaseClass\tD1\tscore=high\n", None, 3, "no such score"),
     ("1|t|\n1|a|An abstract.\n", None, 1, "document 1 has an empty title"),
-    ("1|t|A title.\n\n1|a|An abstract.\n", None, 3,
-     "an abstract line for document 1 with no title line of 1 before it"),
+    (
+        "1|t|A title.\n\n1|a|An abstract.\n",
+        None,
+        3,
+        "an abstract line for document 1 with no title line of 1 before it",
+    ),
     ("1|t|A title.\n1\tR\tA\tB\n1|a|An abstract.\n", None, 3, "does not come right after its title line"),
     ("\n1\t0\t1\tA\tT\n", None, 2, "an annotation line with no title line before it"),
-    (NCBI1 + "\n" + NCBI1.replace("common", "rare"), None, 4,
-     "duplicate document ID 10192393 (first at line 1), the two documents differ"),
+    (
+        NCBI1 + "\n" + NCBI1.replace("common", "rare"),
+        None,
+        4,
+        "duplicate document ID 10192393 (first at line 1), the two documents differ",
+    ),
     (NCBI1, 70, 1, "title of document 10192393: 77 characters, more than the limit of 70 characters per text"),
     (b"1|t|A title.\n1|a|An \xff abstract.\n", None, 2, "not UTF-8 text (byte 8 of the line)"),
     ("1|t|" + "a" * 100_000 + "\n", 100, 1, "a line longer than the limit of 100 characters per text"),
@@ -480,27 +567,53 @@ def _bioc(documents: str) -> str:
     return f'<?xml version="1.0" encoding="UTF-8"?>\n<collection><source/><date/><key/>\n{documents}\n</collection>\n'
 
 
-BIOC_DOC = ('<document><id>{id}</id>\n<passage><offset>{offset}</offset><text>{text}</text>\n'
-            '<annotation id="A1"><infon key="type">Gene</infon><location offset="{at}" length="5"/><text>{said}</text>'
-            '</annotation>\n</passage></document>')
+BIOC_DOC = (
+    "<document><id>{id}</id>\n<passage><offset>{offset}</offset><text>{text}</text>\n"
+    '<annotation id="A1"><infon key="type">Gene</infon><location offset="{at}" length="5"/><text>{said}</text>'
+    "</annotation>\n</passage></document>"
+)
 ONE = BIOC_DOC.format(id="D1", offset=0, text="BRCA1 gene", at=0, said="BRCA1")
 BIOC_ERRORS = [
     (_bioc(ONE) + "<junk>", None, 8, "not well-formed XML: Extra content at the end of the document (column 1)"),
-    (_bioc(ONE.replace("<text>BRCA1 gene</text>", "<text></text>")), None, 4,
-     "document D1: the passage at offset 0 has no text"),
+    (
+        _bioc(ONE.replace("<text>BRCA1 gene</text>", "<text></text>")),
+        None,
+        4,
+        "document D1: the passage at offset 0 has no text",
+    ),
     (_bioc(ONE.replace("<text>BRCA1 gene</text>", "")), None, 4, "document D1: the passage at offset 0 has no text"),
-    (_bioc(BIOC_DOC.format(id="D1", offset=10, text="The BRCA1 gene", at=13, said="BRCA1")), None, 5,
-     "document D1: offset 13: annotation A1: offsets 13-18 hold ' BRCA' but the annotation says 'BRCA1'"),
-    (_bioc(BIOC_DOC.format(id="D1", offset=0, text="BRCA1 gene", at=20, said="BRCA1")), None, 5,
-     "document D1: offset 20: annotation A1: offsets 20-25 are outside the text of document D1"),
+    (
+        _bioc(BIOC_DOC.format(id="D1", offset=10, text="The BRCA1 gene", at=13, said="BRCA1")),
+        None,
+        5,
+        "document D1: offset 13: annotation A1: offsets 13-18 hold ' BRCA' but the annotation says 'BRCA1'",
+    ),
+    (
+        _bioc(BIOC_DOC.format(id="D1", offset=0, text="BRCA1 gene", at=20, said="BRCA1")),
+        None,
+        5,
+        "document D1: offset 20: annotation A1: offsets 20-25 are outside the text of document D1",
+    ),
     (_bioc(ONE.replace('key="type"', 'key="kind"')), None, 5, "document D1: annotation A1 has no 'type' infon"),
-    (_bioc(ONE.replace('length="5"', 'length="five"')), None, 5,
-     "document D1: annotation A1: location length 'five' is not a whole number"),
-    (_bioc(ONE + "\n" + BIOC_DOC.format(id="D1", offset=0, text="BRCA2 gene", at=0, said="BRCA2")), None, 7,
-     "duplicate document ID D1 (first at line 3), the two documents differ"),
+    (
+        _bioc(ONE.replace('length="5"', 'length="five"')),
+        None,
+        5,
+        "document D1: annotation A1: location length 'five' is not a whole number",
+    ),
+    (
+        _bioc(ONE + "\n" + BIOC_DOC.format(id="D1", offset=0, text="BRCA2 gene", at=0, said="BRCA2")),
+        None,
+        7,
+        "duplicate document ID D1 (first at line 3), the two documents differ",
+    ),
     (_bioc(ONE), 5, 3, "document D1, passage at offset 0: 10 characters, more than the limit of 5 characters per text"),
-    ('<?xml version="1.0"?>\n<corpus><document/></corpus>\n', None, 2,
-     "a <document> outside a <collection>: not a BioC"),
+    (
+        '<?xml version="1.0"?>\n<corpus><document/></corpus>\n',
+        None,
+        2,
+        "a <document> outside a <collection>: not a BioC",
+    ),
     ('<?xml version="1.0"?>\n<corpus/>\n', None, 1, "no <collection> element: not a BioC XML file"),
 ]
 
@@ -518,12 +631,13 @@ def test_bioc_json_refusals(tmp_path):
     text = good.read_text(encoding="utf-8")
     path = _case(tmp_path, "bad.json", text.replace('"BRCA2"', '"BRCA3"', 1))
     assert error(path, "bioc-json").startswith(
-        f"{path}:2: document D1: offset 10: annotation A2: offsets 10-15 hold 'BRCA2' but the annotation says 'BRCA3'")
+        f"{path}:2: document D1: offset 10: annotation A2: offsets 10-15 hold 'BRCA2' but the annotation says 'BRCA3'"
+    )
     path = _case(tmp_path, "bad2.json", text.replace('"D2"', '"D2",,'))
     assert error(path, "bioc-json").startswith(f"{path}:3: not valid JSON: Expecting")
     path = _case(tmp_path, "bad3.json", '{"source": "", "documents": [\n{"id": "x"}\n]}')
     assert error(path, "bioc-json") == f"{path}:2: document x: no passage"
-    path = _case(tmp_path, "bad4.json", '[1, 2]')
+    path = _case(tmp_path, "bad4.json", "[1, 2]")
     assert error(path, "bioc-json").startswith(f"{path}:1: not a BioC JSON collection: expected '{{', found '['")
 
 
@@ -552,8 +666,10 @@ def test_brat_file_refusals(tmp_path):
     (tmp_path / "b.ann").write_text("T1\tGene 4 9\tBRCA1\n", encoding="utf-8")
     assert error(tmp_path, "brat") == f"{tmp_path / 'b.ann'}:1: no b.txt beside this .ann file"
     (tmp_path / "b.ann").unlink()
-    assert error(tmp_path, "brat", max_chars=10) == \
-        f"{tmp_path / 'a.txt'}:1: the text: 15 characters, more than the limit of 10 characters per text"
+    assert (
+        error(tmp_path, "brat", max_chars=10)
+        == f"{tmp_path / 'a.txt'}:1: the text: 15 characters, more than the limit of 10 characters per text"
+    )
     (tmp_path / "a.txt").write_bytes(b"The\nBRCA1 \xfe gene.")
     assert error(tmp_path, "brat") == f"{tmp_path / 'a.txt'}:2: not UTF-8 text (byte 7 of the line)"
 
@@ -561,16 +677,28 @@ def test_brat_file_refusals(tmp_path):
 JSONL_ERRORS = [
     ('{"id": "a", "text": "x"}\n{"id": "b", "text": "y",}\n', None, 2, "not valid JSON: Expecting property name"),
     ('{"text": "x"}\n', None, 1, 'no "id"'),
-    ('{"id": "", "text": "x"}\n', None, 1, '"id" \'\' is not a non-empty string'),
+    ('{"id": "", "text": "x"}\n', None, 1, "\"id\" '' is not a non-empty string"),
     ('{"id": "a", "text": ""}\n', None, 1, 'document a: an empty "text"'),
     ('{"id": "a"}\n', None, 1, 'document a: no "text" (nor "passages")'),
     ('{"id": "a", "text": ["x"]}\n', None, 1, 'document a: "text" is a list, not a string'),
-    ('{"id": "a", "text": "x"}\n\n{"id": "a", "text": "y"}\n', None, 3,
-     "duplicate document ID a (first at line 1), the two documents differ"),
-    ('{"id": "a", "text": "abcdef"}\n', 5, 1,
-     "document a, passage at offset 0: 6 characters, more than the limit of 5"),
-    ('{"id": "a", "text": "abcdef", "entities": [{"start": 1, "end": 3, "text": "bd", "type": "T"}]}\n', None, 1,
-     "document a: entity 1: offsets 1-3 hold 'bc' but the entity says 'bd'"),
+    (
+        '{"id": "a", "text": "x"}\n\n{"id": "a", "text": "y"}\n',
+        None,
+        3,
+        "duplicate document ID a (first at line 1), the two documents differ",
+    ),
+    (
+        '{"id": "a", "text": "abcdef"}\n',
+        5,
+        1,
+        "document a, passage at offset 0: 6 characters, more than the limit of 5",
+    ),
+    (
+        '{"id": "a", "text": "abcdef", "entities": [{"start": 1, "end": 3, "text": "bd", "type": "T"}]}\n',
+        None,
+        1,
+        "document a: entity 1: offsets 1-3 hold 'bc' but the entity says 'bd'",
+    ),
     ('["a"]\n', None, 1, "expected a JSON object, found list"),
 ]
 
@@ -588,8 +716,10 @@ def test_text_refusals(tmp_path):
     path = _case(tmp_path, "long.txt", "short\n" + "x" * 1000 + "\n")
     assert error(path, "text", max_chars=100) == f"{path}:2: more than the limit of 100 characters per text"
     path = _case(tmp_path, "edge.txt", "short\n" + "é" * 101 + "\n")
-    assert error(path, "text", max_chars=100) == \
-        f"{path}:2: the line: 101 characters, more than the limit of 100 characters per text"
+    assert (
+        error(path, "text", max_chars=100)
+        == f"{path}:2: the line: 101 characters, more than the limit of 100 characters per text"
+    )
 
 
 def test_file_refusals(tmp_path):

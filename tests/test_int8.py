@@ -9,22 +9,21 @@ import torch
 from bioner.errors import BionerError
 from bioner.infer.int8 import FP32_NODES, int8_path, resolve_precision
 from bioner.infer.tagger import Tagger
-from bioner.model import ModelMeta, build_model, load_tokenizer, save_model
+from helpers import save_pyfunc, save_random_model
 
-TEXTS = ["Familial adenomatous polyposis is a hereditary cancer .", "No disease here at all .", "",
-         "Mutations in BRCA1 cause breast and ovarian cancer in families with hereditary breast cancer ."]
+TEXTS = [
+    "Familial adenomatous polyposis is a hereditary cancer .",
+    "No disease here at all .",
+    "",
+    "Mutations in BRCA1 cause breast and ovarian cancer in families with hereditary breast cancer .",
+]
 
 
 @pytest.fixture(scope="module")
 def decisive_model(tmp_path_factory, tiny_bert):
     """A random model whose head is scaled up: large logit margins, so quantisation noise flips no tag."""
-    torch.manual_seed(6)
-    m = build_model(tiny_bert, 3)
-    with torch.no_grad():
-        m.ner_head.weight.mul_(50)
-    meta = ModelMeta(labels=["O", "B-Disease", "I-Disease"], types=["Disease"], dataset="toy", encoder=tiny_bert,
-                     max_length=32)
-    return save_model(m, load_tokenizer(tiny_bert), tmp_path_factory.mktemp("int8") / "model", meta)
+    folder = tmp_path_factory.mktemp("int8") / "model"
+    return save_random_model(folder, tiny_bert, max_length=32, seed=6, head_scale=50)
 
 
 def spans(entities: list[list[dict]]) -> list[list[tuple]]:
@@ -42,7 +41,11 @@ def test_int8_finds_the_entities_fp32_finds_and_is_built_once(decisive_model, tm
     path = int8_path(decisive_model)
     assert not path.exists()
     int8 = Tagger.load(decisive_model, precision="int8")
-    assert path.is_file() and path.parent == tmp_path / "cache" and path.stat().st_size < 0.5 * (decisive_model / "model.safetensors").stat().st_size
+    assert (
+        path.is_file()
+        and path.parent == tmp_path / "cache"
+        and path.stat().st_size < 0.5 * (decisive_model / "model.safetensors").stat().st_size
+    )
     import onnx
 
     nodes = onnx.load(str(path)).graph.node
@@ -72,10 +75,9 @@ def test_precision_auto_is_int8_on_a_cpu_and_bad_values_are_one_line():
 def test_the_pyfunc_takes_its_precision_from_model_config_or_the_environment(decisive_model, tmp_path, monkeypatch):
     import mlflow.pyfunc
 
-    from bioner.tracking.models import MODEL_CODE, MODEL_CONFIG, pip_requirements
+    from bioner.tracking.models import MODEL_CONFIG
 
-    mlflow.pyfunc.save_model(str(tmp_path / "m"), python_model=str(MODEL_CODE), artifacts={"model": str(decisive_model)},
-                             pip_requirements=pip_requirements(), model_config=MODEL_CONFIG)
+    save_pyfunc(tmp_path / "m", decisive_model, model_config=MODEL_CONFIG)
 
     def net(pyf):
         return type(pyf.unwrap_python_model().tagger.ner_logits).__name__

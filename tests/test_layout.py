@@ -35,8 +35,14 @@ def _functions(tree):
 
 @pytest.mark.parametrize("path", MODULES, ids=_rel)
 def test_no_function_is_over_60_lines(path):
+    """Counted from the first line of the body (docstring included): the signature is left out, since
+    the formatter puts each parameter of a long one on its own line (a typer command's options)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    long = [f"{f.name} ({f.end_lineno - f.lineno + 1} lines)" for f in _functions(tree) if f.end_lineno - f.lineno + 1 > MAX_FUNCTION_LINES]
+    long = [
+        f"{f.name} ({f.end_lineno - f.body[0].lineno + 1} lines)"
+        for f in _functions(tree)
+        if f.end_lineno - f.body[0].lineno + 1 > MAX_FUNCTION_LINES
+    ]
     assert not long
 
 
@@ -55,8 +61,8 @@ def test_in_package_imports_sit_at_the_top_of_modules(path):
 
 
 def test_lazy_third_party_imports_say_why():
-    """A third-party import inside a function carries its reason on the line, or the function's
-    first lazy import does (`# lazy: ...`)."""
+    """A third-party import inside a function is marked `# lazy (platform/README.md)` on its line, or
+    the function's first lazy import is: the reason is stated once, in platform/README.md."""
     missing = []
     for path in MODULES:
         lines = path.read_text(encoding="utf-8").splitlines()

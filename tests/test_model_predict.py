@@ -22,8 +22,15 @@ def model_dir(tiny_bert, minilm_tokenizer, tmp_path_factory):
         m.ner_head.weight.mul_(50)
         m.start_head.weight.mul_(50)
         m.end_head.weight.mul_(50)
-    meta = ModelMeta(labels=LABELS, types=["Disease"], max_length=24, multitask=True,
-                     queries=Queries(TEXTS, "annotation").to_dict(), dataset="toy", encoder=tiny_bert)
+    meta = ModelMeta(
+        labels=LABELS,
+        types=["Disease"],
+        max_length=24,
+        multitask=True,
+        queries=Queries(TEXTS, "annotation").to_dict(),
+        dataset="toy",
+        encoder=tiny_bert,
+    )
     return save_model(m, minilm_tokenizer, tmp_path_factory.mktemp("m") / "model", meta)
 
 
@@ -45,8 +52,19 @@ def test_saved_model_is_safetensors_and_json_and_reloads_identically(model_dir, 
 def test_bioner_json_is_model_meta_with_its_version_and_reads_back(model_dir):
     raw = json.loads((model_dir / "bioner.json").read_text())
     # the keys, in the order models have always been saved with, every one written
-    assert list(raw) == ["format_version", "num_labels", "labels", "types", "dataset", "encoder", "max_length",
-                         "dropout", "multitask", "queries", "corpora"]
+    assert list(raw) == [
+        "format_version",
+        "num_labels",
+        "labels",
+        "types",
+        "dataset",
+        "encoder",
+        "max_length",
+        "dropout",
+        "multitask",
+        "queries",
+        "corpora",
+    ]
     assert raw["format_version"] == 2 and raw["num_labels"] == 3 and raw["corpora"] == []
     meta = read_meta(model_dir)
     assert meta == ModelMeta.from_json(raw) and meta.to_json() == raw
@@ -54,14 +72,27 @@ def test_bioner_json_is_model_meta_with_its_version_and_reads_back(model_dir):
     assert meta.corpus_names == ["toy"] and meta["labels"] == LABELS  # key access: readers not yet on attributes
 
 
-@pytest.mark.parametrize("old", [
-    # as models were saved before ModelMeta: format_version 1, no corpora (models from before composite datasets)
-    {"format_version": 1, "num_labels": 3, "labels": LABELS, "types": ["Disease"], "dataset": "toy",
-     "encoder": "minilm", "max_length": 24, "dropout": 0.1, "multitask": True,
-     "queries": Queries(TEXTS, "annotation").to_dict()},
-    # a hand-written one: no version, only the required keys, and a key this version does not know
-    {"num_labels": 3, "labels": LABELS, "types": ["Disease"], "max_length": 24, "note": "kept by hand"},
-], ids=["format-1", "no-version"])
+@pytest.mark.parametrize(
+    "old",
+    [
+        # as models were saved before ModelMeta: format_version 1, no corpora (models from before composite datasets)
+        {
+            "format_version": 1,
+            "num_labels": 3,
+            "labels": LABELS,
+            "types": ["Disease"],
+            "dataset": "toy",
+            "encoder": "minilm",
+            "max_length": 24,
+            "dropout": 0.1,
+            "multitask": True,
+            "queries": Queries(TEXTS, "annotation").to_dict(),
+        },
+        # a hand-written one: no version, only the required keys, and a key this version does not know
+        {"num_labels": 3, "labels": LABELS, "types": ["Disease"], "max_length": 24, "note": "kept by hand"},
+    ],
+    ids=["format-1", "no-version"],
+)
 def test_a_model_saved_in_the_old_dict_shape_still_loads_and_tags_the_same(model_dir, tmp_path, old):
     import shutil
 
@@ -96,12 +127,15 @@ def test_a_model_folder_without_config_json_names_the_file_not_the_encoder(model
     (folder / "config.json").unlink()
     with pytest.raises(BionerError) as e:
         check_encoder(str(folder))
-    assert str(e.value) == (f"encoder {str(folder)!r}: {folder / 'config.json'} missing (an encoder folder holds the "
-                            "encoder's config.json and its tokenizer files)")
+    assert str(e.value) == (
+        f"encoder {str(folder)!r}: {folder / 'config.json'} missing (an encoder folder holds the "
+        "encoder's config.json and its tokenizer files)"
+    )
     with pytest.raises(BionerError) as e:
         load_model(folder)
-    assert str(e.value) == (f"{folder}: config.json missing: a model folder holds the encoder's config.json and "
-                            "its tokenizer")  # and no word of [UNK]: the tokenizer is there
+    assert str(e.value) == (
+        f"{folder}: config.json missing: a model folder holds the encoder's config.json and its tokenizer"
+    )  # and no word of [UNK]: the tokenizer is there
 
 
 def test_single_task_loss_is_alpha_times_ce_and_freezes_mrc_heads(tiny_bert, minilm_tokenizer):
@@ -135,15 +169,19 @@ def test_batched_windowed_inference_equals_one_by_one(model_dir):
 
 def test_entities_have_character_offsets_into_the_input(model_dir):
     tagger = Tagger.load(model_dir)
-    texts = ["Familial adenomatous polyposis (FAP) is caused by APC mutations.", "", "   ",
-             "Ca\u00b2\u207a-ATPase \u0434\u0435\u0444\u0438\u0446\u0438\u0442 \u75be\u75c5 \x00\x07 test",
-             "word " * 400]
+    texts = [
+        "Familial adenomatous polyposis (FAP) is caused by APC mutations.",
+        "",
+        "   ",
+        "Ca\u00b2\u207a-ATPase \u0434\u0435\u0444\u0438\u0446\u0438\u0442 \u75be\u75c5 \x00\x07 test",
+        "word " * 400,
+    ]
     out = tagger.entities(texts)
     assert len(out) == len(texts) and out[1] == [] and out[2] == []
     n = 0
-    for t, ents in zip(texts, out):
+    for t, ents in zip(texts, out, strict=True):
         for e in ents:
-            assert t[e["start"]:e["end"]] == e["text"] and e["type"] == "Disease"
+            assert t[e["start"] : e["end"]] == e["text"] and e["type"] == "Disease"
             n += 1
     assert n > 0
 

@@ -18,8 +18,10 @@ def sentences(n: int, seed: int = 0) -> Encoded:
     lengths = [rng.randint(3, 30) for _ in range(n)]
     ids = [[101] + [rng.randint(1000, 5000) for _ in range(k - 2)] + [102] for k in lengths]
     labels = [[IGNORE] + [rng.randint(0, 2) for _ in range(k - 2)] + [IGNORE] for k in lengths]
-    windows = [NerWindow(i, Window(0, k - 2, 0, k - 2), ids[i], labels[i], list(range(1, k - 1)), (0,))
-               for i, k in enumerate(lengths)]
+    windows = [
+        NerWindow(i, Window(0, k - 2, 0, k - 2), ids[i], labels[i], list(range(1, k - 1)), (0,))
+        for i, k in enumerate(lengths)
+    ]
     return Encoded(windows=windows, n_labels=3)
 
 
@@ -48,8 +50,14 @@ def test_packed_columns_lay_rows_end_to_end_with_their_own_positions_and_segment
     scores = [[0.5, 0.25, 1.0], [2.0, 3.0], [4.0], [5.0, 6.0, 7.0, 8.0]]
     packed = [[3, 2], [0, 1], []]  # an empty packed row is all padding
     order = [s for row in packed for s in row]  # a column holds its values in the order `packed` lists them
-    out, source = pack_columns(packed, 6, {"input_ids": ([ids[s] for s in order], 0, torch.long),
-                                           "score": ([scores[s] for s in order], -1.0, torch.float)})
+    out, source = pack_columns(
+        packed,
+        6,
+        {
+            "input_ids": ([ids[s] for s in order], 0, torch.long),
+            "score": ([scores[s] for s in order], -1.0, torch.float),
+        },
+    )
     assert out["input_ids"].tolist() == [[7, 8, 9, 10, 6, 0], [1, 2, 3, 4, 5, 0], [0] * 6]
     assert out["score"].dtype == torch.float and out["score"][1].tolist() == [0.5, 0.25, 1.0, 2.0, 3.0, -1.0]
     assert out["position_ids"].tolist() == [[0, 1, 2, 3, 0, 0], [0, 1, 2, 0, 1, 0], [0] * 6]
@@ -72,13 +80,15 @@ def test_a_packed_forward_equals_each_row_alone():
     rows, _ = first_fit(list(range(40)), lengths, 64, rows=4)
     b = packed_ner_batch(enc, rows, 64, pad_id=0)
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=6000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                     num_labels=3)
+    cfg = BertConfig(
+        vocab_size=6000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, num_labels=3
+    )
     cfg._attn_implementation = "sdpa"
     model = BertForTokenClassification(cfg).eval()
     with torch.no_grad():
-        packed = model(input_ids=b["input_ids"], attention_mask=segment_mask(b["segments"]),
-                       position_ids=b["position_ids"]).logits
+        packed = model(
+            input_ids=b["input_ids"], attention_mask=segment_mask(b["segments"]), position_ids=b["position_ids"]
+        ).logits
         worst = 0.0
         for r, row in enumerate(rows):
             at = 0
@@ -109,12 +119,19 @@ def test_a_packed_step_has_the_unpacked_steps_loss_and_gradient(tmp_path, minilm
     write_spec(tmp_path / "ab.yaml", "ab", types=("A", "B"), name="ab")
     write_spec(tmp_path / "c.yaml", "c", types=("C",), name="c")
     (tmp_path / "both.yaml").write_text("name: both\ncorpora: [ab.yaml, c.yaml]\n")
-    cfg = TrainConfig(dataset=str(tmp_path / "both.yaml"), encoder=tiny_bert, query_source="annotation",
-                      mrc_types_per_sentence=1, seed=5, micro_batch_tokens=96,
-                      bf16=False)  # fp32 both ways (an AMX CPU packs in bf16 by default)
+    cfg = TrainConfig(
+        dataset=str(tmp_path / "both.yaml"),
+        encoder=tiny_bert,
+        query_source="annotation",
+        mrc_types_per_sentence=1,
+        seed=5,
+        micro_batch_tokens=96,
+        bf16=False,
+    )  # fp32 both ways (an AMX CPU packs in bf16 by default)
     data = load_job_data(cfg)
     enc = FeatureBuilder(minilm_tokenizer, data.spec.labels, 64, data.queries, data.spec.types).encode(
-        data.train.tokens, data.train.tags, mrc=True, annotated=data.train.annotated)
+        data.train.tokens, data.train.tags, mrc=True, annotated=data.train.annotated
+    )
     torch.manual_seed(0)
     # no dropout: both ways compute one function
     model = build_model(tiny_bert, len(data.spec.labels), dropout=0.0).eval()
@@ -122,12 +139,24 @@ def test_a_packed_step_has_the_unpacked_steps_loss_and_gradient(tmp_path, minilm
     window_ids = list(range(len(enc)))
     out = {}
     for packing in (False, True):
-        step = Step(model, params, None, None, cfg.train_config(packing=packing), torch.device("cpu"), enc,
-                    minilm_tokenizer.pad_token_id)
+        step = Step(
+            model,
+            params,
+            None,
+            None,
+            cfg.train_config(packing=packing),
+            torch.device("cpu"),
+            enc,
+            minilm_tokenizer.pad_token_id,
+        )
         assert step.packing is packing
         model.zero_grad(set_to_none=True)
-        out[packing] = (step.backward(window_ids).tolist(), [p.grad.clone() for p in params], step.parts(window_ids),
-                        step.positions(window_ids))
+        out[packing] = (
+            step.backward(window_ids).tolist(),
+            [p.grad.clone() for p in params],
+            step.parts(window_ids),
+            step.positions(window_ids),
+        )
     (loss, grads, _, (real, _)), (p_loss, p_grads, p_parts, (p_real, _)) = out[False], out[True]
     # partial annotation, sampled types
     assert any(len(window.o_allowed) > 1 for window in enc.windows)
@@ -135,5 +164,5 @@ def test_a_packed_step_has_the_unpacked_steps_loss_and_gradient(tmp_path, minilm
     assert len(p_parts) >= 2 and all(n is None or len(n) * step.row_len <= 96 for n, _ in p_parts)
     assert p_real == real  # the same inputs, laid out differently
     assert p_loss == pytest.approx(loss, rel=1e-5)
-    worst = max(float(((a - b).abs() / (1e-7 + 1e-4 * a.abs())).max()) for a, b in zip(grads, p_grads))
+    worst = max(float(((a - b).abs() / (1e-7 + 1e-4 * a.abs())).max()) for a, b in zip(grads, p_grads, strict=True))
     assert worst <= 1.0

@@ -60,16 +60,19 @@ def test_cpu_profiles_use_minilm_and_set_overrides_the_profile():
     assert [c.seed for c in cells][:2] == [42, 42]  # seed-major: a cut-short sweep still has whole seeds
 
 
-@pytest.mark.parametrize("override, key", [
-    ("variants.multi.bogus=1", "bogus"),
-    ("variants.multi.beta=2", "beta"),
-    ("variants.multi.seed=1", "variants.multi.seed"),
-    ("profile=tpu", "profile"),
-    ("seeds=0", "seeds"),
-    ("train_fractions=[0.0]", "train_fractions"),
-    ("baseline=nope", "baseline"),
-    ("per_dataset.nope.epochs=1", "per_dataset.nope"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("variants.multi.bogus=1", "bogus"),
+        ("variants.multi.beta=2", "beta"),
+        ("variants.multi.seed=1", "variants.multi.seed"),
+        ("profile=tpu", "profile"),
+        ("seeds=0", "seeds"),
+        ("train_fractions=[0.0]", "train_fractions"),
+        ("baseline=nope", "baseline"),
+        ("per_dataset.nope.epochs=1", "per_dataset.nope"),
+    ],
+)
 def test_bad_sweep_keys_name_the_key(override, key):
     with pytest.raises(ConfigError) as e:
         load_sweep(PAPER / "table5.yaml", [override])

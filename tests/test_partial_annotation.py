@@ -29,8 +29,18 @@ LABELS = ["O", "B-Disease", "I-Disease", "B-Chemical", "I-Chemical"]
 @pytest.fixture
 def two_corpora(tmp_path):
     """A disease corpus and a chemical corpus, each silent about the other type, and their composite."""
-    write_corpus(tmp_path / "d", {"train": "flu\tB-Disease\naspirin\tO\n\ngout\tB-Disease\nx\tO\n", "devel": "a\tO\n", "test": "flu\tB-Disease\naspirin\tO\n"})
-    write_corpus(tmp_path / "c", {"train": "aspirin\tB-Chemical\nflu\tO\n", "devel": "a\tO\n", "test": "aspirin\tB-Chemical\nflu\tO\n"})
+    write_corpus(
+        tmp_path / "d",
+        {
+            "train": "flu\tB-Disease\naspirin\tO\n\ngout\tB-Disease\nx\tO\n",
+            "devel": "a\tO\n",
+            "test": "flu\tB-Disease\naspirin\tO\n",
+        },
+    )
+    write_corpus(
+        tmp_path / "c",
+        {"train": "aspirin\tB-Chemical\nflu\tO\n", "devel": "a\tO\n", "test": "aspirin\tB-Chemical\nflu\tO\n"},
+    )
     d = write_spec(tmp_path / "dis.yaml", "d", types=("Disease",), name="dis")
     c = write_spec(tmp_path / "chem.yaml", "c", types=("Chemical",), name="chem")
     both = tmp_path / "both.yaml"
@@ -59,7 +69,12 @@ def test_datasets_check_validates_every_member(two_corpora):
     d, c, both = two_corpora
     with open(c.parent / "c" / "test.tsv", "a") as f:
         f.write("bad line\n")
-    r = subprocess.run([sys.executable, "-m", "bioner.cli", "datasets", "check", str(both)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "bioner.cli", "datasets", "check", str(both)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and r.stderr.strip().startswith(str(c.parent / "c" / "test.tsv") + ":3:")
 
 
@@ -115,7 +130,9 @@ def three_types(tmp_path, minilm_tokenizer, tiny_bert):
     train = read_split(spec, "train")
     from bioner.data.job import load_job_data
 
-    cfg = TrainConfig(dataset=str(spec.path), encoder=tiny_bert, query_source="annotation", mrc_types_per_sentence=1, seed=5)
+    cfg = TrainConfig(
+        dataset=str(spec.path), encoder=tiny_bert, query_source="annotation", mrc_types_per_sentence=1, seed=5
+    )
     fb = FeatureBuilder(minilm_tokenizer, spec.labels, 64, load_job_data(cfg).queries, spec.types)
     enc = fb.encode(train.tokens, train.tags, mrc=True, annotated=train.annotated)
     torch.manual_seed(0)
@@ -177,7 +194,11 @@ def test_random_draws_do_not_leak_between_seeds(three_types):
     cfg, enc, _ = three_types
     a = Step(None, [], None, None, cfg, torch.device("cpu"), enc, 0)
     b = Step(None, [], None, None, cfg.train_config(seed=6), torch.device("cpu"), enc, 0)
-    draws = [(sorted(a.mrc_plan([0, 1])), sorted(b.mrc_plan([0, 1]))) for e in range(20) if not a.set_epoch(e) and not b.set_epoch(e)]
+    draws = [
+        (sorted(a.mrc_plan([0, 1])), sorted(b.mrc_plan([0, 1])))
+        for e in range(20)
+        if not a.set_epoch(e) and not b.set_epoch(e)
+    ]
     assert any(x != y for x, y in draws)
     random.seed(0)  # the draw never touches the global generator
     before = random.random()

@@ -35,8 +35,23 @@ def test_a_cpu_trains_in_bf16_only_with_amx_and_packing(one_type, monkeypatch):
     for amx in (True, False):  # this machine's CPU has one answer; the other is what a CI runner may have
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
         assert native_bf16(cpu) is amx
-        for bf16, packing, micro in [(True, None, True), (True, False, True), (False, None, True), (True, None, False), (False, True, True)]:
-            step = Step(None, [], None, None, cfg.model_copy(update={"bf16": bf16, "packing": packing, "micro_batching": micro}), cpu, enc, 0)
+        for bf16, packing, micro in [
+            (True, None, True),
+            (True, False, True),
+            (False, None, True),
+            (True, None, False),
+            (False, True, True),
+        ]:
+            step = Step(
+                None,
+                [],
+                None,
+                None,
+                cfg.model_copy(update={"bf16": bf16, "packing": packing, "micro_batching": micro}),
+                cpu,
+                enc,
+                0,
+            )
             expect = amx and bf16 and packing is not False and micro
             assert step.bf16 is expect and step.precision == ("bf16 autocast" if expect else "fp32")
             assert step.packing is (expect or (packing is True and micro))  # packing follows bf16 unless set
@@ -54,7 +69,9 @@ def test_bf16_training_follows_fp32_training(one_type, tiny_bert):
         model = build_model(tiny_bert, len(spec.labels), dropout=0.0).train()
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=3e-3)
-        step = Step(model, params, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0), cfg, torch.device("cpu"), enc, 0)
+        step = Step(
+            model, params, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0), cfg, torch.device("cpu"), enc, 0
+        )
         step.bf16 = bf16  # forced: the GPU's autocast path, run on the CPU
         curves[bf16] = [step(range(len(enc))) for _ in range(40)]  # (loss, NER loss, MRC loss) per step
         assert all(p.dtype == torch.float32 for p in params)  # the weights stay fp32
@@ -63,7 +80,6 @@ def test_bf16_training_follows_fp32_training(one_type, tiny_bert):
     fp32, bf16 = [c[0] for c in curves[False]], [c[0] for c in curves[True]]
     assert fp32[-1] < 0.2 * fp32[0] and bf16[-1] < 0.2 * bf16[0]  # both learn the toy corpus
     assert bf16[-1] == pytest.approx(fp32[-1], rel=0.25, abs=0.02), (fp32[-5:], bf16[-5:])
-
 
 
 def test_a_narrow_encoder_trains_fp32_even_on_an_amx_cpu(one_type, tiny_bert, monkeypatch):
@@ -77,7 +93,9 @@ def test_a_narrow_encoder_trains_fp32_even_on_an_amx_cpu(one_type, tiny_bert, mo
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     narrow = Step(build_model(tiny_bert, len(spec.labels)), [], None, None, cfg, torch.device("cpu"), enc, 0)
     assert (narrow.bf16, narrow.packing) == (False, False)
-    wide_encoder = BertModel(BertConfig(vocab_size=128, hidden_size=256, num_hidden_layers=1, num_attention_heads=4, intermediate_size=256))
+    wide_encoder = BertModel(
+        BertConfig(vocab_size=128, hidden_size=256, num_hidden_layers=1, num_attention_heads=4, intermediate_size=256)
+    )
     wide = Step(BioNERModel(wide_encoder, len(spec.labels)), [], None, None, cfg, torch.device("cpu"), enc, 0)
     assert (wide.bf16, wide.packing) == (True, True)
 
@@ -92,7 +110,9 @@ def test_an_encoder_without_sdpa_attention_trains_unpacked_and_refuses_packing_t
 
     cfg, enc, spec = one_type
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    config = BertConfig(vocab_size=128, hidden_size=256, num_hidden_layers=1, num_attention_heads=4, intermediate_size=256)
+    config = BertConfig(
+        vocab_size=128, hidden_size=256, num_hidden_layers=1, num_attention_heads=4, intermediate_size=256
+    )
     config._attn_implementation = "eager"
     eager = BertModel(config)
     model = BioNERModel(eager, len(spec.labels))
@@ -109,5 +129,7 @@ def test_a_gpu_micro_batch_grows_with_free_memory_within_its_bounds():
     assert base == int(0.5 * 140 * 10**9 / (64 * 768 * 12)) == 118_679
     assert gpu_micro_tokens(140 * 10**9, 768, 12, bf16=True, tasks=2) == base // 2  # NER and MRC rows in one forward
     assert gpu_micro_tokens(140 * 10**9, 768, 12, bf16=False) == base // 2  # fp32 activations: twice the bytes
-    assert gpu_micro_tokens(15 * 10**9, 768, 12, bf16=True) == GPU_MICRO_TOKENS  # a small GPU: never below the old bound
+    assert (
+        gpu_micro_tokens(15 * 10**9, 768, 12, bf16=True) == GPU_MICRO_TOKENS
+    )  # a small GPU: never below the old bound
     assert gpu_micro_tokens(10**13, 768, 12, bf16=True) == GPU_MICRO_TOKENS_MAX

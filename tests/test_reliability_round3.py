@@ -16,8 +16,16 @@ from bioner.errors import BionerError, ConfigError
 def model_folder(tmp_path_factory, tiny_bert):
     from bioner.model import build_model, load_tokenizer, save_model
 
-    meta = {"labels": ["O", "B-Disease", "I-Disease"], "types": ["Disease"], "dataset": "toy", "encoder": tiny_bert,
-            "max_length": 64, "dropout": 0.1, "multitask": False, "queries": None}
+    meta = {
+        "labels": ["O", "B-Disease", "I-Disease"],
+        "types": ["Disease"],
+        "dataset": "toy",
+        "encoder": tiny_bert,
+        "max_length": 64,
+        "dropout": 0.1,
+        "multitask": False,
+        "queries": None,
+    }
     folder = tmp_path_factory.mktemp("parent") / "model"
     return save_model(build_model(tiny_bert, 3), load_tokenizer(tiny_bert), folder, meta)
 
@@ -34,8 +42,9 @@ def _truncated_weights(d):
 
 
 @pytest.mark.parametrize("breaks", [_without_tokenizer_json, _truncated_weights])
-def test_extend_refuses_a_broken_model_folder_before_ray_or_a_run(breaks, model_folder, make_dataset, tmp_path,
-                                                                  monkeypatch):
+def test_extend_refuses_a_broken_model_folder_before_ray_or_a_run(
+    breaks, model_folder, make_dataset, tmp_path, monkeypatch
+):
     import shutil
 
     import ray
@@ -53,8 +62,9 @@ def test_extend_refuses_a_broken_model_folder_before_ray_or_a_run(breaks, model_
     monkeypatch.setattr(extend, "run_training", not_reached)
     out = tmp_path / "out"
     with pytest.raises(BionerError) as e:
-        extend.run_extend(str(folder), str(make_dataset("chem", types=("Chemical",))), [f"output_dir={out}"],
-                          progress=False)
+        extend.run_extend(
+            str(folder), str(make_dataset("chem", types=("Chemical",))), [f"output_dir={out}"], progress=False
+        )
     msg = str(e.value)
     assert missing in msg and len(msg.splitlines()) == 1
     assert ray.is_initialized() == ray_before and not out.exists()  # no Ray start, no store, no run
@@ -204,8 +214,9 @@ def _workers_read(job):
     return load_job_data(job.config, job.spec)
 
 
-def test_a_tune_trial_hands_its_workers_the_spec_the_driver_found(spec_by_name_here, captured_jobs, tiny_bert,
-                                                                  monkeypatch, tmp_path):
+def test_a_tune_trial_hands_its_workers_the_spec_the_driver_found(
+    spec_by_name_here, captured_jobs, tiny_bert, monkeypatch, tmp_path
+):
     from bioner.data.specs import load_spec
     from bioner.studies.tune import Study, tune_trial
     from bioner.studies.tune_config import TuneConfig
@@ -222,19 +233,30 @@ def test_a_tune_trial_hands_its_workers_the_spec_the_driver_found(spec_by_name_h
     assert len(_workers_read(job).train) == 16
 
 
-def test_a_sweep_cell_hands_its_workers_the_spec_the_driver_found(spec_by_name_here, captured_jobs, tiny_bert,
-                                                                  monkeypatch, tmp_path):
+def test_a_sweep_cell_hands_its_workers_the_spec_the_driver_found(
+    spec_by_name_here, captured_jobs, tiny_bert, monkeypatch, tmp_path
+):
     from bioner.studies import sweep
     from bioner.studies.sweep_config import SweepConfig, grid
 
     work, elsewhere = spec_by_name_here
     jobs, Stop = captured_jobs
-    cfg = load_config(SweepConfig, None, ["dataset=my-spec", f"encoder={tiny_bert}", "max_length=64", "seeds=1",
-                                          "variants={single: {beta: 0}}"])
+    cfg = load_config(
+        SweepConfig,
+        None,
+        ["dataset=my-spec", f"encoder={tiny_bert}", "max_length=64", "seeds=1", "variants={single: {beta: 0}}"],
+    )
     cells = grid(cfg)
     specs = sweep._preflight(cfg, cells)  # in the driver, in the working folder
-    state = sweep.Sweep({c.key: c for c in cells}, "sqlite:///unused.db", "0", "parent", tmp_path / "run",
-                        tmp_path / "predictions", specs)
+    state = sweep.Sweep(
+        {c.key: c for c in cells},
+        "sqlite:///unused.db",
+        "0",
+        "parent",
+        tmp_path / "run",
+        tmp_path / "predictions",
+        specs,
+    )
     monkeypatch.chdir(elsewhere)
     with pytest.raises(Stop):
         sweep.sweep_cell({"cell": cells[0].key}, state)
@@ -377,9 +399,12 @@ def test_a_spec_named_from_the_starting_folder_is_found_after_the_process_leaves
     import sys
 
     work, elsewhere = spec_by_name_here
-    code = ("import os, sys\nfrom bioner.data.specs import load_spec\nos.chdir(sys.argv[1])\n"
-            "print(load_spec('my-spec').path)\n")
-    r = subprocess.run([sys.executable, "-c", code, str(elsewhere)], cwd=work, capture_output=True, text=True,
-                       timeout=120)
+    code = (
+        "import os, sys\nfrom bioner.data.specs import load_spec\nos.chdir(sys.argv[1])\n"
+        "print(load_spec('my-spec').path)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(elsewhere)], cwd=work, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == str((work / "experiments" / "datasets" / "my-spec.yaml").resolve())

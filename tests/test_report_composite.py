@@ -16,7 +16,14 @@ GOLD_D, GOLD_C = ["B-Disease", "O"], ["B-Chemical", "O"]
 
 
 def _cell(client, exp, parent, tmp_path, dataset, seed, metrics, split: Split, pred, corpora=""):
-    tags = {PARENT: parent, KIND: Kind.CELL, DATASET: dataset, SWEEP_VARIANT: "multi", SWEEP_SEED: str(seed), SWEEP_FRACTION: "1"}
+    tags = {
+        PARENT: parent,
+        KIND: Kind.CELL,
+        DATASET: dataset,
+        SWEEP_VARIANT: "multi",
+        SWEEP_SEED: str(seed),
+        SWEEP_FRACTION: "1",
+    }
     if corpora:
         tags[SWEEP_CORPORA] = corpora
     run = client.create_run(exp, tags=tags).info.run_id
@@ -35,18 +42,68 @@ def test_composite_cells_are_reported_per_member_against_the_members_own_models(
     n = 30
     dis = Split("test", tmp_path, [["flu", "x"]] * n, [GOLD_D] * n, ["dis"] * n, [("Disease",)] * n)
     chem = Split("test", tmp_path, [["salt", "x"]] * n, [GOLD_C] * n, ["chem"] * n, [("Chemical",)] * n)
-    both = Split("test", tmp_path, dis.tokens + chem.tokens, dis.tags + chem.tags, dis.corpus + chem.corpus, dis.annotated + chem.annotated)
+    both = Split(
+        "test",
+        tmp_path,
+        dis.tokens + chem.tokens,
+        dis.tags + chem.tags,
+        dis.corpus + chem.corpus,
+        dis.annotated + chem.annotated,
+    )
     for seed in (1, 2):
         half = [GOLD_D if i % 2 else ["O", "O"] for i in range(n)]  # the disease model finds half the diseases
-        _cell(client, exp, parent, tmp_path, "dis", seed, {"test_precision": 1.0, "test_recall": 0.5, "test_f1": 2 / 3}, dis, half)
-        _cell(client, exp, parent, tmp_path, "chem", seed, {"test_precision": 1.0, "test_recall": 1.0, "test_f1": 1.0}, chem, chem.tags)
-        _cell(client, exp, parent, tmp_path, "both", seed,
-              {"test_precision": 1.0, "test_recall": 1.0, "test_f1": 1.0, "test_dis_precision": 1.0, "test_dis_recall": 1.0,
-               "test_dis_f1": 1.0, "test_chem_precision": 1.0, "test_chem_recall": 1.0, "test_chem_f1": 1.0},
-              both, both.tags, corpora="dis,chem")
+        _cell(
+            client,
+            exp,
+            parent,
+            tmp_path,
+            "dis",
+            seed,
+            {"test_precision": 1.0, "test_recall": 0.5, "test_f1": 2 / 3},
+            dis,
+            half,
+        )
+        _cell(
+            client,
+            exp,
+            parent,
+            tmp_path,
+            "chem",
+            seed,
+            {"test_precision": 1.0, "test_recall": 1.0, "test_f1": 1.0},
+            chem,
+            chem.tags,
+        )
+        _cell(
+            client,
+            exp,
+            parent,
+            tmp_path,
+            "both",
+            seed,
+            {
+                "test_precision": 1.0,
+                "test_recall": 1.0,
+                "test_f1": 1.0,
+                "test_dis_precision": 1.0,
+                "test_dis_recall": 1.0,
+                "test_dis_f1": 1.0,
+                "test_chem_precision": 1.0,
+                "test_chem_recall": 1.0,
+                "test_chem_f1": 1.0,
+            },
+            both,
+            both.tags,
+            corpora="dis,chem",
+        )
     rows = cell_rows(client, client.get_run(parent))
     assert sorted({(r["dataset"], r["variant"]) for r in rows}) == [
-        ("both", "multi"), ("chem", "multi"), ("chem", "multi [both]"), ("dis", "multi"), ("dis", "multi [both]")]
+        ("both", "multi"),
+        ("chem", "multi"),
+        ("chem", "multi [both]"),
+        ("dis", "multi"),
+        ("dis", "multi [both]"),
+    ]
     counts = Counts(client)
     summary = {(s["dataset"], s["variant"]): s for s in summarize(rows, None, counts)}
     better = summary[("dis", "multi [both]")]
@@ -63,8 +120,20 @@ def test_composite_cells_are_reported_per_member_against_the_members_own_models(
 
     from bioner.cli import app
 
-    r = CliRunner().invoke(app, ["report", "--experiment", "sweep", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-                                 "--out", str(tmp_path / "cli"), "--no-log"], terminal_width=200)
+    r = CliRunner().invoke(
+        app,
+        [
+            "report",
+            "--experiment",
+            "sweep",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--out",
+            str(tmp_path / "cli"),
+            "--no-log",
+        ],
+        terminal_width=200,
+    )
     assert r.exit_code == 0 and "multi [both]" in r.output, r.output  # printed as it is, not taken for markup
     assert logged["test_f1_mean/dis/f1/multi _both_"] == better["f1_mean"] and "p_value/dis/f1/multi _both_" in logged
 
@@ -84,14 +153,34 @@ def test_sweeps_of_one_grid_run_with_other_seeds_are_pooled(tmp_path):
         parent = client.create_run(exp, tags={KIND: Kind.SWEEP}).info.run_id
         for seed in seeds:
             f1 = 0.5 + seed / 1000
-            _cell(client, exp, parent, tmp_path, "dis", seed, {"test_precision": f1, "test_recall": f1, "test_f1": f1}, dis, dis.tags)
+            _cell(
+                client,
+                exp,
+                parent,
+                tmp_path,
+                "dis",
+                seed,
+                {"test_precision": f1, "test_recall": f1, "test_f1": f1},
+                dis,
+                dis.tags,
+            )
         parents.append(parent)
     rep = build_report("grid", uri, tmp_path / "pooled", parents, log=False)
     (row,) = rep.tables["summary_raw"]
     assert row["seeds"] == 3 and row["f1_mean"] == pytest.approx(0.543)
     assert sorted(r["seed"] for r in rep.tables["runs"]) == [42, 43, 44]
     again = client.create_run(exp, tags={KIND: Kind.SWEEP}).info.run_id  # seed 43 run a second time
-    _cell(client, exp, again, tmp_path, "dis", 43, {"test_precision": 1.0, "test_recall": 1.0, "test_f1": 1.0}, dis, dis.tags)
+    _cell(
+        client,
+        exp,
+        again,
+        tmp_path,
+        "dis",
+        43,
+        {"test_precision": 1.0, "test_recall": 1.0, "test_f1": 1.0},
+        dis,
+        dis.tags,
+    )
     with pytest.raises(BionerError, match="seed 43 is in both"):
         build_report("grid", uri, tmp_path / "twice", [parents[1], again], log=False)
     with pytest.raises(BionerError, match="given twice"):

@@ -23,7 +23,7 @@ def _refit(seed: int, f1: float):
 
 @pytest.mark.parametrize("order", list(itertools.permutations([0.61, 0.74, 0.68])))
 def test_the_registered_seed_is_the_first_whatever_the_test_scores(order):
-    results = [(seed, _refit(seed, f1)) for seed, f1 in zip(SEEDS, order)]
+    results = [(seed, _refit(seed, f1)) for seed, f1 in zip(SEEDS, order, strict=True)]
     seed, chosen = tune.registered_seed(results)
     assert seed == SEEDS[0] and chosen is results[0][1]
 
@@ -45,8 +45,8 @@ def test_scrambled_test_scores_register_the_same_refit_and_are_still_logged(tmp_
     cfg = TuneConfig(seed=SEEDS[0], refit_seeds=len(SEEDS), output_dir=str(tmp_path))
     parents = []
     for scores in ([0.61, 0.68, 0.74], [0.74, 0.68, 0.61]):  # the last seed best, then the first
-        by_seed = dict(zip(SEEDS, scores))
-        monkeypatch.setattr(tune, "run_training", lambda c, **kw: _refit(c.seed, by_seed[c.seed]))
+        by_seed = dict(zip(SEEDS, scores, strict=True))
+        monkeypatch.setattr(tune, "run_training", lambda c, by_seed=by_seed, **kw: _refit(c.seed, by_seed[c.seed]))
         parent = client.create_run(exp).info.run_id
         out = tune._refit_and_register(cfg, client, parent, BEST, 0.7, "toy", progress=False)
         assert out.test_f1 == scores
@@ -54,7 +54,7 @@ def test_scrambled_test_scores_register_the_same_refit_and_are_still_logged(tmp_
 
     assert [uri for uri, _ in registered] == [f"runs:/refit-{SEEDS[0]}/model"] * 2
     assert all(f"this version is seed {SEEDS[0]}, the {tune.FIRST_SEED}" in desc for _, desc in registered)
-    for parent, version in zip(parents, ("1", "2")):
+    for parent, version in zip(parents, ("1", "2"), strict=True):
         run = client.get_run(parent)
         assert run.data.tags[tune.REGISTERED_SEED] == str(SEEDS[0])
         assert run.data.tags[tune.SELECTION_RULE] == tune.FIRST_SEED
@@ -102,9 +102,17 @@ def test_sentences_per_s_counts_sentences_and_windows_per_s_windows(minilm_token
     # batches of 3 windows in random order: a sentence's windows are spread over several steps
     sampler = LengthGroupedBatches([len(w.input_ids) for w in enc.windows], 3, seed=0, group=0)
     fake = SimpleNamespace(
-        rank=0, world=1, device=SimpleNamespace(type="cpu"), start_epoch=0, enc=enc, step=_Step(), sampler=sampler,
-        cfg=SimpleNamespace(epochs=2), data=SimpleNamespace(spec=SimpleNamespace(name="toy")),
-        model=SimpleNamespace(train=lambda: None), sched=SimpleNamespace(get_last_lr=lambda: [1e-4]),
+        rank=0,
+        world=1,
+        device=SimpleNamespace(type="cpu"),
+        start_epoch=0,
+        enc=enc,
+        step=_Step(),
+        sampler=sampler,
+        cfg=SimpleNamespace(epochs=2),
+        data=SimpleNamespace(spec=SimpleNamespace(name="toy")),
+        model=SimpleNamespace(train=lambda: None),
+        sched=SimpleNamespace(get_last_lr=lambda: [1e-4]),
     )
     reported, lives = [], []
     monkeypatch.setattr(worker, "setup_worker", lambda job: fake)

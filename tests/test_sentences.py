@@ -18,8 +18,10 @@ from helpers import EXPERIMENTS, NCBI
 
 PUBTATOR = EXPERIMENTS / "corpora" / "NCBI-disease-PubTator" / "NCBItrainset_corpus.txt"
 
-TRICKY = ("The α-subunit and β2 chain bind the 5'-UTR of IL-2R(alpha).\r\nIn\tmice, TNF\u00a0levels rose 😀 "
-          "(p < 0.05).\r\n\r\nZero\u200bwidth and x\u0301 combining, ﬁne ligature, ＡＢＣ fullwidth. Done")
+TRICKY = (
+    "The α-subunit and β2 chain bind the 5'-UTR of IL-2R(alpha).\r\nIn\tmice, TNF\u00a0levels rose 😀 "
+    "(p < 0.05).\r\n\r\nZero\u200bwidth and x\u0301 combining, ﬁne ligature, ＡＢＣ fullwidth. Done"
+)
 
 
 def _check_sentences(text: str, out: list[tuple[int, int]]) -> None:
@@ -90,12 +92,15 @@ def test_no_terminator_is_one_sentence_and_whitespace_is_none():
     assert split_sentences(" \t\r\n \u00a0 ") == []
     assert split_sentences("") == []
     assert sentences_of(Document("d", [Passage(0, "   "), Passage(4, "Text")])) == [
-        Sentence("d", 1, 4, 8, (("Text", 4, 8),))]
+        Sentence("d", 1, 4, 8, (("Text", 4, 8),))
+    ]
 
 
-NCBI_TEXT = ("WNT signalling orchestrates a number of developmental programs. In response to this stimulus, "
-             "cytoplasmic beta-catenin is stabilized, e.g. by mutations (Fig. 2) that lead to cancer. In the colon, "
-             "Dr. Smith found 75% of these tumours. the next one starts in lowercase.")
+NCBI_TEXT = (
+    "WNT signalling orchestrates a number of developmental programs. In response to this stimulus, "
+    "cytoplasmic beta-catenin is stabilized, e.g. by mutations (Fig. 2) that lead to cancer. In the colon, "
+    "Dr. Smith found 75% of these tumours. the next one starts in lowercase."
+)
 
 
 def test_ncbi_sentences_split_where_the_corpus_does():
@@ -148,7 +153,10 @@ def test_two_passages_give_passage_indices_and_document_offsets():
     sents = sentences_of(doc)
     text = title + " " + abstract
     assert [(s.passage, text[s.start : s.end]) for s in sents] == [
-        (0, "BRCA1 and cancer."), (1, "Carriers are at risk."), (1, "In response, screening helps.")]
+        (0, "BRCA1 and cancer."),
+        (1, "Carriers are at risk."),
+        (1, "In response, screening helps."),
+    ]
     assert sents[2].words[0] == ("In", text.index("In response"), text.index("In response") + 2)
     _check_words(doc, sents)
 
@@ -174,7 +182,7 @@ def _tagged(doc: Document) -> tuple[list[list[tuple[str, str]]], Decisions]:
     for s, tags in out:
         assert len(tags) == len(s.words)
         _check_words(doc, [s])
-    return [[(w, t) for (w, _, _), t in zip(s.words, tags)] for s, tags in out], decisions
+    return [[(w, t) for (w, _, _), t in zip(s.words, tags, strict=True)] for s, tags in out], decisions
 
 
 def test_a_mention_crossing_a_boundary_joins_the_sentences():
@@ -189,8 +197,11 @@ def test_a_mention_crossing_a_boundary_joins_the_sentences():
 
 def test_nested_mentions_keep_the_outer_one():
     text = "She had hereditary breast cancer syndrome."
-    got, d = _tagged(_doc(text, ("breast cancer", "Disease"), ("hereditary breast cancer syndrome", "Disease"),
-                          ("cancer", "Disease")))
+    got, d = _tagged(
+        _doc(
+            text, ("breast cancer", "Disease"), ("hereditary breast cancer syndrome", "Disease"), ("cancer", "Disease")
+        )
+    )
     assert [t for _, t in got[0]] == ["O", "O", "B-Disease", "I-Disease", "I-Disease", "I-Disease", "O"]
     assert len(d.nested) == 2 and d.nested[0] == f"toy.txt:d:{10 + text.index('breast')}"
 
@@ -214,8 +225,17 @@ def test_a_discontinuous_mention_is_tagged_over_its_extent():
 def test_a_mention_boundary_inside_a_word_splits_the_word():
     text = "The BRCA1mutation carriers had antitumour drugs."
     got, d = _tagged(_doc(text, ("BRCA1", "Gene"), ("tumour", "Disease")))
-    assert got[0] == [("The", "O"), ("BRCA1", "B-Gene"), ("mutation", "O"), ("carriers", "O"), ("had", "O"),
-                      ("anti", "O"), ("tumour", "B-Disease"), ("drugs", "O"), (".", "O")]
+    assert got[0] == [
+        ("The", "O"),
+        ("BRCA1", "B-Gene"),
+        ("mutation", "O"),
+        ("carriers", "O"),
+        ("had", "O"),
+        ("anti", "O"),
+        ("tumour", "B-Disease"),
+        ("drugs", "O"),
+        (".", "O"),
+    ]
     assert len(d.split_words) == 2
 
 
@@ -236,8 +256,13 @@ def test_decisions_merge_and_summarise():
     a, b = Decisions(crossing=["f:1:0"]), Decisions(crossing=["f:2:5", "f:3:1", "f:4:2"], nested=["f:1:3"])
     a.merge(b)
     summary = a.summary(first=2)
-    assert [(n, places) for _, n, places in summary] == [(4, ["f:1:0", "f:2:5"]), (1, ["f:1:3"]), (0, []), (0, []),
-                                                         (0, [])]
+    assert [(n, places) for _, n, places in summary] == [
+        (4, ["f:1:0", "f:2:5"]),
+        (1, ["f:1:3"]),
+        (0, []),
+        (0, []),
+        (0, []),
+    ]
     assert summary[0][0].startswith("mentions crossing")
 
 
@@ -270,8 +295,10 @@ def test_ncbi_documents_reproduce_the_iob_entities():
             entities += len(spans(tags))
     iob = sum(len(spans(tags)) for _, tags in iter_sentences(NCBI / "train.tsv", ["Disease"]))
     mentions = sum(len(d.mentions) for d in docs)
-    print(f"{len(docs)} documents, {mentions} mentions -> {entities} entities; train.tsv {iob}: "
-          f"difference {entities - iob}; " + "; ".join(f"{what}: {n}" for what, n, _ in decisions.summary()))
+    print(
+        f"{len(docs)} documents, {mentions} mentions -> {entities} entities; train.tsv {iob}: "
+        f"difference {entities - iob}; " + "; ".join(f"{what}: {n}" for what, n, _ in decisions.summary())
+    )
     assert entities == mentions - len(decisions.nested) - len(decisions.no_words)
     assert abs(entities - iob) <= len(decisions.nested) + len(decisions.no_words)
 
@@ -280,8 +307,28 @@ def test_random_documents_keep_every_invariant():
     """Mentions anywhere (inside words, across sentences, nested, in both passages): words stay the text at
     their offsets, the tags are valid BIO, and every mention is either tagged or counted."""
     rng = random.Random(7)
-    pieces = ["Tumour", "α-cell", "IL-2R(alpha)", "e.g.", "Fig.", "2.", "cancer.", "In", "the", "\u00a0", "\t", "\r\n",
-              "😀", "5'-UTR", "x\u200by", "BRCA1mutation", ".", "Dr.", "Smith", "3beta"]
+    pieces = [
+        "Tumour",
+        "α-cell",
+        "IL-2R(alpha)",
+        "e.g.",
+        "Fig.",
+        "2.",
+        "cancer.",
+        "In",
+        "the",
+        "\u00a0",
+        "\t",
+        "\r\n",
+        "😀",
+        "5'-UTR",
+        "x\u200by",
+        "BRCA1mutation",
+        ".",
+        "Dr.",
+        "Smith",
+        "3beta",
+    ]
     for n in range(40):
         texts = [" ".join(rng.choice(pieces) for _ in range(rng.randint(1, 40))) for _ in range(2)]
         passages, offset = [], 3
@@ -316,7 +363,21 @@ def test_a_mention_over_three_sentences_joins_all_three_in_its_passage_only():
     out = labelled_sentences(doc, d)
     text = title + " " + abstract
     assert [(s.passage, text[s.start : s.end]) for s, _ in out] == [
-        (0, "A title."), (0, "Two."), (1, "Risk of breast. Or. Ovarian cancer rose."), (1, "Later fell.")]
-    assert out[2][1] == ["O", "O", "B-Disease", "I-Disease", "I-Disease", "I-Disease", "I-Disease", "I-Disease", "O",
-                         "O"]
+        (0, "A title."),
+        (0, "Two."),
+        (1, "Risk of breast. Or. Ovarian cancer rose."),
+        (1, "Later fell."),
+    ]
+    assert out[2][1] == [
+        "O",
+        "O",
+        "B-Disease",
+        "I-Disease",
+        "I-Disease",
+        "I-Disease",
+        "I-Disease",
+        "I-Disease",
+        "O",
+        "O",
+    ]
     assert d.crossing == [f"s:t:{a}"]

@@ -24,7 +24,9 @@ from bioner.train.local_ray import free_port
 
 
 def test_model_uris():
-    assert parse_model_uri("models:/bioner-x@champion") == ModelRef("models:/bioner-x@champion", "bioner-x", "champion", None)
+    assert parse_model_uri("models:/bioner-x@champion") == ModelRef(
+        "models:/bioner-x@champion", "bioner-x", "champion", None
+    )
     assert parse_model_uri("models:/bioner-x/3") == ModelRef("models:/bioner-x/3", "bioner-x", None, "3")
     assert not parse_model_uri("models:/bioner-x@champion").version
     for fixed in ("outputs/models/abc", "runs:/abc/model", "models:/x/Production"):
@@ -64,7 +66,9 @@ class FakeLoader:
         time.sleep(self.delay)
         if version in self.broken:
             raise OSError(f"version {version}: artifact missing")
-        return Loaded(SimpleNamespace(types=["Disease"]), ref.name, version, run_id, f"models:/{ref.name}/{version}", "now", seq)
+        return Loaded(
+            SimpleNamespace(types=["Disease"]), ref.name, version, run_id, f"models:/{ref.name}/{version}", "now", seq
+        )
 
 
 def _follower(registry, loader, **kw):
@@ -239,19 +243,22 @@ def test_predict_answers_with_the_model_version(api_url):
     assert "/predict" in json.loads(urllib.request.urlopen(api_url + "/openapi.json", timeout=10).read())["paths"]
 
 
-@pytest.mark.parametrize("body,status,field", [
-    (b'{"texts": ["a", "b", "c", "d"]}', 413, "texts: 4 texts, at most 3"),
-    (b'{"texts": ["ok", "' + b"x" * 21 + b'"]}', 413, "texts.1: 21 characters, at most 20"),
-    (b'{"texts": ["' + b"x" * 2000 + b'"]}', 413, "body: "),  # over the body bound before it is parsed
-    (b'{"texts": ["a",', 422, "body: not valid JSON"),
-    (b'{"texts": "a"}', 422, "texts: "),
-    (b'{"texts": ["a", 2]}', 422, "texts.1: "),
-    (b'{"texts": [null]}', 422, "texts.0: "),
-    (b'{"text": ["a"]}', 422, "texts: Field required"),
-    (b'["a"]', 422, "body: "),
-    (b"", 422, "body: "),
-    (b'{"texts": ["ok", "\\ud800"]}', 422, "texts.1: not valid UTF-8"),
-])
+@pytest.mark.parametrize(
+    "body,status,field",
+    [
+        (b'{"texts": ["a", "b", "c", "d"]}', 413, "texts: 4 texts, at most 3"),
+        (b'{"texts": ["ok", "' + b"x" * 21 + b'"]}', 413, "texts.1: 21 characters, at most 20"),
+        (b'{"texts": ["' + b"x" * 2000 + b'"]}', 413, "body: "),  # over the body bound before it is parsed
+        (b'{"texts": ["a",', 422, "body: not valid JSON"),
+        (b'{"texts": "a"}', 422, "texts: "),
+        (b'{"texts": ["a", 2]}', 422, "texts.1: "),
+        (b'{"texts": [null]}', 422, "texts.0: "),
+        (b'{"text": ["a"]}', 422, "texts: Field required"),
+        (b'["a"]', 422, "body: "),
+        (b"", 422, "body: "),
+        (b'{"texts": ["ok", "\\ud800"]}', 422, "texts.1: not valid UTF-8"),
+    ],
+)
 def test_a_clients_mistake_is_a_one_line_413_or_422_naming_the_field(api_url, body, status, field):
     got, answer, _ = _post(api_url, body)
     assert got == status and set(answer) == {"error"} and answer["error"].startswith(field), answer
@@ -268,20 +275,37 @@ def test_the_haproxy_launcher_keeps_listeners_on_the_host_and_dies_with_its_pare
     from bioner.serve.ingress import write_launcher
 
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text("frontend prometheus\n    bind :9101\nfrontend http_frontend\n    bind 127.0.0.1:8000\n"
-                   "listen stats\n  bind *:8404\n")
+    cfg.write_text(
+        "frontend prometheus\n    bind :9101\nfrontend http_frontend\n    bind 127.0.0.1:8000\n"
+        "listen stats\n  bind *:8404\n"
+    )
     pid_file = tmp_path / "pid"
     fake = tmp_path / "fake-haproxy"  # stands in for the binary: notes its pid, then waits
-    fake.write_text(f"#!{sys.executable}\nimport os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
+    fake.write_text(
+        f"#!{sys.executable}\nimport os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+    )
     fake.chmod(0o700)
     launcher = write_launcher(tmp_path / "haproxy", str(fake), "127.0.0.1")
-    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(1)",
-                               str(launcher), "-db", "-f", str(cfg)])
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(1)",
+            str(launcher),
+            "-db",
+            "-f",
+            str(cfg),
+        ]
+    )
     deadline = time.time() + 10
     while not pid_file.exists() and time.time() < deadline:
         time.sleep(0.05)
     child = int(pid_file.read_text())
-    assert cfg.read_text().split("\n")[1::2] == ["    bind 127.0.0.1:9101", "    bind 127.0.0.1:8000", "  bind 127.0.0.1:8404"]
+    assert cfg.read_text().split("\n")[1::2] == [
+        "    bind 127.0.0.1:9101",
+        "    bind 127.0.0.1:8000",
+        "  bind 127.0.0.1:8404",
+    ]
     parent.wait(10)
     deadline = time.time() + 10
     while _alive(child) and time.time() < deadline:
@@ -299,7 +323,9 @@ def _alive(pid: int) -> bool:
 
 
 def _post_documents(url, body):
-    req = urllib.request.Request(url + "/documents", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url + "/documents", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read()), r.headers
@@ -308,27 +334,46 @@ def _post_documents(url, body):
 
 
 def _bioc(doc_id, *passages):
-    return {"id": doc_id, "infons": {}, "relations": [],
-            "passages": [{"offset": o, "infons": {"type": t}, "text": x, "annotations": [], "relations": []} for o, t, x in passages]}
+    return {
+        "id": doc_id,
+        "infons": {},
+        "relations": [],
+        "passages": [
+            {"offset": o, "infons": {"type": t}, "text": x, "annotations": [], "relations": []} for o, t, x in passages
+        ],
+    }
 
 
 def test_documents_come_back_annotated_at_document_offsets_sentence_by_sentence(api_url):
-    body = {"source": "test", "date": "", "key": "", "infons": {},
-            "documents": [_bioc("1", (0, "title", "Gout. Measles."), (15, "abstract", "Flu.")), _bioc("2", (7, "x", "Asthma"))]}
+    body = {
+        "source": "test",
+        "date": "",
+        "key": "",
+        "infons": {},
+        "documents": [
+            _bioc("1", (0, "title", "Gout. Measles."), (15, "abstract", "Flu.")),
+            _bioc("2", (7, "x", "Asthma")),
+        ],
+    }
     status, answer, headers = _post_documents(api_url, body)
     assert status == 200 and headers.get(VERSION_HEADER) == "7" and answer["source"] == "test"
-    got = [[(a["locations"][0]["offset"], a["text"], a["infons"]["type"]) for p in d["passages"] for a in p["annotations"]]
-           for d in answer["documents"]]
+    got = [
+        [(a["locations"][0]["offset"], a["text"], a["infons"]["type"]) for p in d["passages"] for a in p["annotations"]]
+        for d in answer["documents"]
+    ]
     # the stand-in tags the first three characters of every text it is sent: here every sentence
     assert got == [[(0, "Gou", "Disease"), (6, "Mea", "Disease"), (15, "Flu", "Disease")], [(7, "Ast", "Disease")]]
 
 
-@pytest.mark.parametrize("documents,status,field", [
-    ([_bioc(str(i), (0, "t", "a")) for i in range(4)], 413, "documents: 4 documents, at most 3"),
-    ([_bioc("1", (0, "t", "x" * 15), (16, "a", "y" * 10))], 413, "documents.0: 25 characters, at most 20"),
-    ([{"id": "1"}], 422, "documents.0: "),
-    ([_bioc("1", (0, "t", ""))], 422, "documents.0: "),
-])
+@pytest.mark.parametrize(
+    "documents,status,field",
+    [
+        ([_bioc(str(i), (0, "t", "a")) for i in range(4)], 413, "documents: 4 documents, at most 3"),
+        ([_bioc("1", (0, "t", "x" * 15), (16, "a", "y" * 10))], 413, "documents.0: 25 characters, at most 20"),
+        ([{"id": "1"}], 422, "documents.0: "),
+        ([_bioc("1", (0, "t", ""))], 422, "documents.0: "),
+    ],
+)
 def test_a_bad_documents_request_is_one_line_naming_the_document(api_url, documents, status, field):
     got, answer, _ = _post_documents(api_url, {"documents": documents})
     assert got == status and set(answer) == {"error"} and answer["error"].startswith(field), answer
@@ -346,8 +391,10 @@ def _chunked(url: str, path: str, chunks: list[bytes], finish: bool, content_typ
 
     where = urlsplit(url)
     with socket.create_connection((where.hostname, where.port), timeout=10) as s:
-        s.sendall(f"POST {path} HTTP/1.1\r\nHost: {where.netloc}\r\nContent-Type: {content_type}\r\n"
-                  "Transfer-Encoding: chunked\r\n\r\n".encode())
+        s.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {where.netloc}\r\nContent-Type: {content_type}\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
         for c in chunks:
             s.sendall(b"%x\r\n%s\r\n" % (len(c), c))
         if finish:
@@ -376,19 +423,26 @@ def test_types_that_name_no_type_are_a_422_naming_the_field(api_url):
     assert status == 422 and answer["error"].startswith("types: names no type"), answer
 
 
-@pytest.mark.parametrize("content_type, said", [
-    ("text/plain", "Content-Type 'text/plain'"),
-    ("application/x-www-form-urlencoded", "'application/x-www-form-urlencoded'"),  # curl -d without -H
-    (None, "no Content-Type"),
-])
+@pytest.mark.parametrize(
+    "content_type, said",
+    [
+        ("text/plain", "Content-Type 'text/plain'"),
+        ("application/x-www-form-urlencoded", "'application/x-www-form-urlencoded'"),  # curl -d without -H
+        (None, "no Content-Type"),
+    ],
+)
 def test_a_body_sent_without_a_json_content_type_is_a_422_that_says_so(api_url, content_type, said):
     import http.client
     from urllib.parse import urlsplit
 
     where = urlsplit(api_url)
     conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
-    conn.request("POST", "/predict", body=json.dumps({"texts": ["measles"]}).encode(),
-                 headers={"Content-Type": content_type} if content_type else {})
+    conn.request(
+        "POST",
+        "/predict",
+        body=json.dumps({"texts": ["measles"]}).encode(),
+        headers={"Content-Type": content_type} if content_type else {},
+    )
     r = conn.getresponse()
     answer = json.loads(r.read())
     conn.close()

@@ -7,6 +7,7 @@ from bioner.config import TrainConfig
 from bioner.errors import BionerError
 from bioner.studies.training import run_training
 from bioner.tracking.store import prepare_output_dir
+from helpers import save_pyfunc, save_random_model
 
 
 def _dead_port() -> int:
@@ -30,7 +31,6 @@ def test_output_dir_that_is_a_file_is_refused(tmp_path):
     f.write_text("x")
     with pytest.raises(BionerError, match=r"output_dir .*file.*not writable"):
         prepare_output_dir(str(f))
-
 
 
 def test_tracking_retries_a_refused_connection_but_not_a_bad_request(tmp_path):
@@ -72,7 +72,9 @@ def test_tracking_retries_a_refused_connection_but_not_a_bad_request(tmp_path):
     from bioner.tracking.metrics import transient
 
     # What MLflow raises once its HTTP client gave up on a server that refuses connections.
-    assert transient(MlflowException("API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/log-batch failed: Max retries"))
+    assert transient(
+        MlflowException("API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/log-batch failed: Max retries")
+    )
     assert not transient(MlflowException.invalid_parameter_value("bad value"))
 
 
@@ -80,17 +82,11 @@ def test_models_logged_before_the_layered_package_still_load(tmp_path, tiny_bert
     """Their entry file imports `bioner.pyfunc.BioNERPyfunc`, which must keep working."""
     import mlflow.pyfunc
 
-    from bioner.model import ModelMeta, build_model, load_tokenizer, save_model
-    from bioner.tracking.models import pip_requirements
-
-    folder = tmp_path / "folder"
-    meta = ModelMeta(labels=["O", "B-Disease", "I-Disease"], types=["Disease"], dataset="toy", encoder=tiny_bert,
-                     max_length=64)
-    save_model(build_model(tiny_bert, 3), load_tokenizer(tiny_bert), folder, meta)
+    folder = save_random_model(tmp_path / "folder", tiny_bert, max_length=64)
     old_entry = tmp_path / "mlflow_model.py"
-    old_entry.write_text("import mlflow.models\n\nfrom bioner.pyfunc import BioNERPyfunc\n\nmlflow.models.set_model(BioNERPyfunc())\n")
-    mlflow.pyfunc.save_model(str(tmp_path / "old"), python_model=str(old_entry), artifacts={"model": str(folder)},
-                             pip_requirements=pip_requirements())
-    loaded = mlflow.pyfunc.load_model(str(tmp_path / "old"))
+    old_entry.write_text(
+        "import mlflow.models\n\nfrom bioner.pyfunc import BioNERPyfunc\n\nmlflow.models.set_model(BioNERPyfunc())\n"
+    )
+    loaded = mlflow.pyfunc.load_model(str(save_pyfunc(tmp_path / "old", folder, python_model=old_entry)))
     out = loaded.predict(["Familial cancer ."])
     assert isinstance(out, list) and len(out) == 1 and isinstance(out[0], list)

@@ -29,8 +29,22 @@ from bioner.infer.tagger import Tagger
 
 def jar_scores(evaluator: Path, typ: str, gold: Path, pred: Path) -> dict[str, int]:
     """TP, FP and FN as the evaluator prints them (`mention TYPE PubTator GOLD PRED`)."""
-    out = subprocess.run(["java", "-cp", str(evaluator / "bc5cdr_eval.jar"), "ncbi.bc5cdr_eval.Evaluate", "mention", typ,
-                          "PubTator", str(gold), str(pred)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "java",
+            "-cp",
+            str(evaluator / "bc5cdr_eval.jar"),
+            "ncbi.bc5cdr_eval.Evaluate",
+            "mention",
+            typ,
+            "PubTator",
+            str(gold),
+            str(pred),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     fields = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line and not line.startswith("INFO"))
     return {k.lower(): int(fields[k]) for k in ("TP", "FP", "FN")}
 
@@ -65,19 +79,51 @@ def main() -> None:
         docs = list(gold_documents(spec, args.split))
         predicted = annotate(Tagger.load(args.model), [d.without_mentions() for d in docs])
         with tempfile.TemporaryDirectory() as tmp:
-            g, p = write_pubtator(Path(tmp) / "gold.pubtator", docs), write_pubtator(Path(tmp) / "pred.pubtator", predicted)
+            g, p = (
+                write_pubtator(Path(tmp) / "gold.pubtator", docs),
+                write_pubtator(Path(tmp) / "pred.pubtator", predicted),
+            )
             for typ in spec.types:
-                rows.append((f"{spec.name} {args.split}, {typ}: written out", jar_scores(args.evaluator, typ, g, p),
-                             ours(docs, predicted, typ)))
-        cli = subprocess.run([sys.executable, "-m", "bioner.cli", "evaluate", "--model", args.model, "--dataset", args.dataset,
-                              "--split", args.split, "--json"], capture_output=True, text=True, check=True)
+                rows.append(
+                    (
+                        f"{spec.name} {args.split}, {typ}: written out",
+                        jar_scores(args.evaluator, typ, g, p),
+                        ours(docs, predicted, typ),
+                    )
+                )
+        cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bioner.cli",
+                "evaluate",
+                "--model",
+                args.model,
+                "--dataset",
+                args.dataset,
+                "--split",
+                args.split,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         report = json.loads(cli.stdout)["per_type"]
         for typ in spec.types:
-            rows.append((f"{spec.name} {args.split}, {typ}: bioner evaluate --json", rows[-len(spec.types)][1],
-                         {k: report[typ][k] for k in ("tp", "fp", "fn")}))
+            rows.append(
+                (
+                    f"{spec.name} {args.split}, {typ}: bioner evaluate --json",
+                    rows[-len(spec.types)][1],
+                    {k: report[typ][k] for k in ("tp", "fp", "fn")},
+                )
+            )
     print("| files | evaluator TP / FP / FN | bioner TP / FP / FN | equal |\n|---|---|---|---|")
     for name, a, b in rows:
-        print(f"| {name} | {a['tp']} / {a['fp']} / {a['fn']} | {b['tp']} / {b['fp']} / {b['fn']} | {'yes' if a == b else 'NO'} |")
+        print(
+            f"| {name} | {a['tp']} / {a['fp']} / {a['fn']} | {b['tp']} / {b['fp']} / {b['fn']} | "
+            f"{'yes' if a == b else 'NO'} |"
+        )
     if any(a != b for _, a, b in rows):
         sys.exit(1)
 

@@ -61,12 +61,22 @@ def main() -> None:
         pub, txt, n = corpus(Path(tmp), args.copies)
         common = [bioner, "predict", "--model", args.model, "--precision", args.precision]
         text_s = timed(common + ["--input", str(txt)], args.repeats)
-        docs_s = timed(common + ["--input", str(pub), "--format", "pubtator", "--output", str(Path(tmp) / "out.pubtator")],
-                       args.repeats)
-    result = {"documents": n, "text_lines_s": text_s, "documents_s": docs_s, "text_lines_docs_per_s": n / text_s,
-              "documents_docs_per_s": n / docs_s, "ratio": text_s / docs_s}
-    print(f"{n} abstracts: one text per line {text_s:.1f} s ({n / text_s:.1f} docs/s); "
-          f"--format pubtator {docs_s:.1f} s ({n / docs_s:.1f} docs/s); documents / text = {text_s / docs_s:.2f}x")
+        docs_s = timed(
+            common + ["--input", str(pub), "--format", "pubtator", "--output", str(Path(tmp) / "out.pubtator")],
+            args.repeats,
+        )
+    result = {
+        "documents": n,
+        "text_lines_s": text_s,
+        "documents_s": docs_s,
+        "text_lines_docs_per_s": n / text_s,
+        "documents_docs_per_s": n / docs_s,
+        "ratio": text_s / docs_s,
+    }
+    print(
+        f"{n} abstracts: one text per line {text_s:.1f} s ({n / text_s:.1f} docs/s); "
+        f"--format pubtator {docs_s:.1f} s ({n / docs_s:.1f} docs/s); documents / text = {text_s / docs_s:.2f}x"
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 

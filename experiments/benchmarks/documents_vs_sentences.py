@@ -70,7 +70,7 @@ def by_gold_sentences(tagger: Tagger, docs: list[Document], gold: dict) -> tuple
     tags = tagger.tag([toks for _, (toks, _, _) in rows])
     pred = [d.without_mentions() for d in docs]
     by_id = {d.id: d for d in pred}
-    for (d, (toks, _, offs)), t in zip(rows, tags):
+    for (d, (_, _, offs)), t in zip(rows, tags, strict=True):
         doc = by_id[d.id]
         for typ, a, b in spans(t):
             start, end = offs[a][0], offs[b - 1][1]
@@ -83,7 +83,7 @@ def by_raw_text(tagger: Tagger, docs: list[Document], per_passage: bool) -> list
     pred = [d.without_mentions() for d in docs]
     for d in pred:
         units = [(p.offset, p.text) for p in d.passages] if per_passage else [(0, " ".join(p.text for p in d.passages))]
-        for (offset, text), ents in zip(units, tagger.entities([t for _, t in units])):
+        for (offset, _), ents in zip(units, tagger.entities([t for _, t in units]), strict=True):
             for e in ents:
                 start, end = offset + e["start"], offset + e["end"]
                 p = d.passage_at(start, end)
@@ -108,19 +108,27 @@ def main() -> None:
     pred, extra = by_gold_sentences(tagger, docs, gold)
     rows["gold sentences (IOB tokens)"] = (pred, time.perf_counter() - t0)
     t0 = time.perf_counter()
-    rows["documents (syntok sentences): bioner"] = (annotate(tagger, [d.without_mentions() for d in docs]), time.perf_counter() - t0)
+    rows["documents (syntok sentences): bioner"] = (
+        annotate(tagger, [d.without_mentions() for d in docs]),
+        time.perf_counter() - t0,
+    )
     for per_passage, name in ((True, "one raw text per passage"), (False, "one raw text per document")):
         t0 = time.perf_counter()
         rows[name] = (by_raw_text(tagger, docs, per_passage), time.perf_counter() - t0)
     result = {"documents": len(docs), "gold_mentions": sum(len(d.mentions) for d in docs), **extra, "rows": {}}
-    print(f"{len(docs)} documents, {result['gold_mentions']} gold mentions; IOB gold sentences scored as IOB "
-          f"(seqeval): F1 {100 * extra['iob_f1_seqeval']:.2f}")
+    print(
+        f"{len(docs)} documents, {result['gold_mentions']} gold mentions; IOB gold sentences scored as IOB "
+        f"(seqeval): F1 {100 * extra['iob_f1_seqeval']:.2f}"
+    )
     print("| tagged as | P | R | F1 (exact span, per document) | seconds |\n|---|---|---|---|---|")
     for name, (pred, secs) in rows.items():
         s = count_mentions(docs, pred, ["Disease"]).scores()
         result["rows"][name] = {k: s[k] for k in ("precision", "recall", "f1")} | {"seconds": secs}
         print(f"| {name} | {100 * s['precision']:.2f} | {100 * s['recall']:.2f} | {100 * s['f1']:.2f} | {secs:.1f} |")
-    gap = result["rows"]["documents (syntok sentences): bioner"]["f1"] - result["rows"]["gold sentences (IOB tokens)"]["f1"]
+    gap = (
+        result["rows"]["documents (syntok sentences): bioner"]["f1"]
+        - result["rows"]["gold sentences (IOB tokens)"]["f1"]
+    )
     print(f"documents - gold sentences: {100 * gap:+.2f} F1")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

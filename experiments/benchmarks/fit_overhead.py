@@ -1,7 +1,8 @@
 """Where a tiny Ray Train fit spends its time (the fixed cost every trial and test pays).
 
     PYTHONPATH=platform:tests python experiments/benchmarks/fit_overhead.py [--fits 2]
-    RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=2 PYTHONPATH=platform:tests python experiments/benchmarks/fit_overhead.py   # Ray's default
+    # Ray's default poll:
+    RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=2 PYTHONPATH=platform:tests python experiments/benchmarks/fit_overhead.py
 
 A 2-layer BERT (hidden 32) on 48 synthetic sentences, one epoch: the training itself takes about a
 second; the rest is Ray Train starting its controller and worker, the worker's first imports, and
@@ -45,21 +46,33 @@ def main() -> None:
     spec = write_spec(d / "synth.yaml", "corpus", name="synth")
     tok = load_tokenizer("minilm")
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64)).save_pretrained(d / "tiny")
+    BertModel(
+        BertConfig(
+            vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        )
+    ).save_pretrained(d / "tiny")
     tok.save_pretrained(d / "tiny")
     start_local_ray(num_cpus=2, logging_level="ERROR", log_to_driver=False)
     log = str(d / "times.txt")
     for i in range(args.fits):
-        cfg = TrainConfig(dataset=str(spec), encoder=str(d / "tiny"), epochs=1, batch_size=8, max_length=48,
-                          output_dir=str(d / f"out{i}"), experiment="fit-overhead")
+        cfg = TrainConfig(
+            dataset=str(spec),
+            encoder=str(d / "tiny"),
+            epochs=1,
+            batch_size=8,
+            max_length=48,
+            output_dir=str(d / f"out{i}"),
+            experiment="fit-overhead",
+        )
         job = worker_job(cfg, None, None, False)
         t = time.time()
         fit(job, f"fit{i}", d / "ray", loop=functools.partial(timed_loop, job, log))
         end = time.time()
         start, loop_end = map(float, open(log).read().splitlines()[-1].split())
-        print(f"fit {i}: {end - t:.1f} s = {start - t:.1f} s until the worker runs + {loop_end - start:.1f} s in the loop "
-              f"(set-up, imports, training) + {end - loop_end:.1f} s until the driver sees the end")
+        print(
+            f"fit {i}: {end - t:.1f} s = {start - t:.1f} s until the worker runs + {loop_end - start:.1f} s in the "
+            f"loop (set-up, imports, training) + {end - loop_end:.1f} s until the driver sees the end"
+        )
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ sampler, the fused AdamW of bioner.train.worker) in one process, on a randomly i
 encoder of a standard geometry built from a config, and times them against the HF recipe
 (BertForTokenClassification, random batches padded to their longest sentence as
 DataCollatorForTokenClassification does, AdamW), in fp32 (the Trainer's default) and in bf16
-autocast (Trainer bf16=True). With `--suite mfu` it measures model FLOP utilisation at max length 128 instead: large steps (1,024
-sentences), bioner's micro-batched step against the padded HF recipe, and padding-free packing
+autocast (Trainer bf16=True). With `--suite mfu` it measures model FLOP utilisation at max length
+128 instead: large steps (1,024 sentences), bioner's micro-batched step against the padded HF
+recipe, and padding-free packing
 (sentences end to end in fixed rows, block-diagonal attention: SDPA with a 4D mask, or flex
 attention; bioner.bench.packing), eager and compiled, after checking that a packed forward
 gives each sentence what it gets alone. The default suite (`steps`) also checks on the GPU:
@@ -65,8 +66,16 @@ def peak_tflops() -> float | None:
 
 
 def config(args, **kw) -> TrainConfig:
-    base = dict(dataset=args.dataset, encoder=args.tokenizer, batch_size=args.batch_size, max_length=args.max_length,
-                learning_rate=5e-5, seed=0, epochs=1, use_gpu=True)
+    base = dict(
+        dataset=args.dataset,
+        encoder=args.tokenizer,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        learning_rate=5e-5,
+        seed=0,
+        epochs=1,
+        use_gpu=True,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -86,26 +95,40 @@ def bioner_setup(args, tok, cfg: TrainConfig, bf16: bool = True, ddp: bool = Fal
     fb = FeatureBuilder(tok, data.spec.labels, cfg.max_length, data.queries, data.spec.types)
     enc = fb.encode(data.train.tokens, data.train.tags, mrc=cfg.multitask, annotated=data.train.annotated)
     torch.manual_seed(cfg.seed)
-    model = BioNERModel(BertModel(encoder_config(args, len(tok)), add_pooling_layer=False), len(data.spec.labels), cfg.dropout)
+    model = BioNERModel(
+        BertModel(encoder_config(args, len(tok)), add_pooling_layer=False), len(data.spec.labels), cfg.dropout
+    )
     model = model.to(device)
     if cfg.torch_compile:
         model = torch.compile(model, dynamic=True)
     if ddp:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[0] if device.type == "cuda" else None)
-    sampler = LengthGroupedBatches([len(x) for x in enc.ner_ids], cfg.batch_size, cfg.seed, group=50 if cfg.group_by_length else 0)
+    sampler = LengthGroupedBatches(
+        [len(x) for x in enc.ner_ids], cfg.batch_size, cfg.seed, group=50 if cfg.group_by_length else 0
+    )
     params, opt, sched = _optimizer(model, cfg, device, 10_000, None)
     step = Step(model, params, opt, sched, cfg, device, enc, tok.pad_token_id)
     step.bf16 = bf16 and step.bf16
     return model, sampler, step, enc
 
 
-def time_bioner(args, tok, cfg: TrainConfig, bf16: bool = True, pin: bool = True, warmup: int | None = None, steps: int | None = None) -> dict:
+def time_bioner(
+    args,
+    tok,
+    cfg: TrainConfig,
+    bf16: bool = True,
+    pin: bool = True,
+    warmup: int | None = None,
+    steps: int | None = None,
+) -> dict:
     model, sampler, step, enc = bioner_setup(args, tok, cfg, bf16)
     step.pin = pin and step.pin
     warmup = args.warmup if warmup is None else warmup
     n_params, n_embed = parameters(model)
     times, real, padded, sentences = [], 0, 0, 0
-    for i, idx in enumerate(epochs(sampler.all_batches, sampler.set_epoch, warmup + (args.steps if steps is None else steps))):
+    for i, idx in enumerate(
+        epochs(sampler.all_batches, sampler.set_epoch, warmup + (args.steps if steps is None else steps))
+    ):
         sync()
         t0 = time.perf_counter()
         step(idx)  # .tolist() inside: the step has finished
@@ -162,7 +185,9 @@ def time_hf(args, tok, cfg: TrainConfig, bf16: bool, warmup: int | None = None, 
     n_params, n_embed = parameters(model)
     warmup = args.warmup if warmup is None else warmup
     times, real, padded, sentences = [], 0, 0, 0
-    for i, idx in enumerate(epochs(*hf_batches(enc, cfg.batch_size, cfg.seed), warmup + (args.steps if steps is None else steps))):
+    for i, idx in enumerate(
+        epochs(*hf_batches(enc, cfg.batch_size, cfg.seed), warmup + (args.steps if steps is None else steps))
+    ):
         width = max(len(enc.ner_ids[j]) for j in idx)
         ids = torch.full((len(idx), width), tok.pad_token_id)
         labels = torch.full((len(idx), width), -100)
@@ -170,7 +195,16 @@ def time_hf(args, tok, cfg: TrainConfig, bf16: bool, warmup: int | None = None, 
         for r, j in enumerate(idx):
             n = len(enc.ner_ids[j])
             ids[r, :n], labels[r, :n], mask[r, :n] = torch.tensor(enc.ner_ids[j]), torch.tensor(enc.ner_labels[j]), 1
-        dt = hf_step(model, opt, lambda: {"input_ids": ids.to(DEVICE), "attention_mask": mask.to(DEVICE), "labels": labels.to(DEVICE)}, bf16)
+        dt = hf_step(
+            model,
+            opt,
+            lambda ids=ids, mask=mask, labels=labels: {
+                "input_ids": ids.to(DEVICE),
+                "attention_mask": mask.to(DEVICE),
+                "labels": labels.to(DEVICE),
+            },
+            bf16,
+        )
         if i >= warmup:
             times.append(dt)
             real += sum(len(enc.ner_ids[j]) for j in idx)
@@ -236,7 +270,7 @@ def time_packed(args, tok, cfg: TrainConfig, attn: str, compile_: bool, warmup: 
         b = packed_ner_batch(enc, rows, cfg.max_length, tok.pad_token_id)
         if DEVICE.type == "cuda":
             b = {k: v.pin_memory() for k, v in b.items()}
-        dt = hf_step(model, opt, lambda: packed_inputs(b, attn), bf16=True)
+        dt = hf_step(model, opt, lambda b=b: packed_inputs(b, attn), bf16=True)
         if i >= warmup:
             times.append(dt)
             real += sum(lengths[s] for row in rows for s in row)
@@ -267,14 +301,26 @@ def packing_check(args, tok, attn: str) -> dict:
                 worst = max(worst, (alone - packed[r, at : at + lengths[s]]).abs().max().item())
                 scale = max(scale, alone.abs().max().item())
                 at += lengths[s]
-    return {"sentences": sum(len(r) for r in rows), "rows": len(rows), "max_abs_difference": worst, "max_abs_logit": scale}
+    return {
+        "sentences": sum(len(r) for r in rows),
+        "rows": len(rows),
+        "max_abs_difference": worst,
+        "max_abs_logit": scale,
+    }
 
 
 def summary(times, real, padded, sentences, n_params, n_embed=0) -> dict:
     total = sum(times)
-    out = {"steps": len(times), "step_ms_median": 1000 * statistics.median(times), "sentences_per_s": sentences / total,
-           "real_tokens_per_s": real / total, "padding_share": 1 - real / padded,
-           "model_tflops": 6 * n_params * real / total / 1e12, "parameters": n_params, "embedding_parameters": n_embed}
+    out = {
+        "steps": len(times),
+        "step_ms_median": 1000 * statistics.median(times),
+        "sentences_per_s": sentences / total,
+        "real_tokens_per_s": real / total,
+        "padding_share": 1 - real / padded,
+        "model_tflops": 6 * n_params * real / total / 1e12,
+        "parameters": n_params,
+        "embedding_parameters": n_embed,
+    }
     peak = peak_tflops()
     if peak:
         out["mfu"] = out["model_tflops"] / peak
@@ -293,11 +339,17 @@ def bf16_vs_fp32(args, tok, n: int) -> dict:
         _, sampler, step, _ = bioner_setup(args, tok, cfg, bf16)
         losses[name] = [step(idx)[0] for idx in sampler.all_batches()[:n]]
     a, b = losses["fp32"], losses["bf16"]
-    rel = [abs(x - y) / max(abs(x), 1e-8) for x, y in zip(a, b)]
+    rel = [abs(x - y) / max(abs(x), 1e-8) for x, y in zip(a, b, strict=True)]
     k = max(1, n // 10)
-    return {"steps": n, "fp32_first": a[0], "bf16_first": b[0], "fp32_last10_mean": statistics.fmean(a[-k:]),
-            "bf16_last10_mean": statistics.fmean(b[-k:]), "max_relative_difference": max(rel),
-            "median_relative_difference": statistics.median(rel)}
+    return {
+        "steps": n,
+        "fp32_first": a[0],
+        "bf16_first": b[0],
+        "fp32_last10_mean": statistics.fmean(a[-k:]),
+        "bf16_last10_mean": statistics.fmean(b[-k:]),
+        "max_relative_difference": max(rel),
+        "median_relative_difference": statistics.median(rel),
+    }
 
 
 def ddp_micro_batches(args, tok) -> dict:
@@ -320,8 +372,12 @@ def ddp_micro_batches(args, tok) -> dict:
         grads[name] = torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None]).double()
     dist.destroy_process_group()
     a, b = grads.values()
-    return {"forwards": parts, "max_abs_difference": (a - b).abs().max().item(), "max_abs_gradient": a.abs().max().item(),
-            "relative_norm_difference": ((a - b).norm() / a.norm()).item()}
+    return {
+        "forwards": parts,
+        "max_abs_difference": (a - b).abs().max().item(),
+        "max_abs_gradient": a.abs().max().item(),
+        "relative_norm_difference": ((a - b).norm() / a.norm()).item(),
+    }
 
 
 def step_systems(args, tok) -> dict:
@@ -332,7 +388,9 @@ def step_systems(args, tok) -> dict:
         "bioner single task (default)": lambda: time_bioner(args, tok, config(args, beta=0.0)),
         "bioner single task, fp32": lambda: time_bioner(args, tok, config(args, beta=0.0), bf16=False),
         "bioner single task, no packing": lambda: time_bioner(args, tok, config(args, beta=0.0, packing=False)),
-        "bioner single task, length-grouped": lambda: time_bioner(args, tok, config(args, beta=0.0, group_by_length=True)),
+        "bioner single task, length-grouped": lambda: time_bioner(
+            args, tok, config(args, beta=0.0, group_by_length=True)
+        ),
         "bioner single task, unpinned copies": lambda: time_bioner(args, tok, config(args, beta=0.0), pin=False),
         "bioner single task, torch.compile": lambda: time_bioner(args, tok, config(args, beta=0.0, torch_compile=True)),
         "bioner multi-task (default)": lambda: time_bioner(args, tok, config(args, beta=1.0)),
@@ -344,42 +402,90 @@ def mfu_systems(args, tok) -> dict:
     """Steps large enough to fill the GPU, bf16: padded, micro-batched and packed, eager and compiled."""
     w, n, big = args.mfu_warmup, args.mfu_steps, args.big_batch
     return {
-        "packed rows, SDPA block-diagonal mask": lambda: time_packed(args, tok, config(args, beta=0.0), "sdpa", False, w, n),
-        "packed rows, flex attention": lambda: time_packed(args, tok, config(args, beta=0.0), "flex_attention", False, w, n),
-        f"HF recipe, bf16, batch {big}": lambda: time_hf(args, tok, config(args, beta=0.0, batch_size=big), bf16=True, warmup=w, steps=n),
-        f"bioner single task (default), batch {big}": lambda: time_bioner(args, tok, config(args, beta=0.0, batch_size=big), warmup=w, steps=n),
-        f"bioner multi-task (default), batch {big}": lambda: time_bioner(args, tok, config(args, beta=1.0, batch_size=big), warmup=w, steps=n),
+        "packed rows, SDPA block-diagonal mask": lambda: time_packed(
+            args, tok, config(args, beta=0.0), "sdpa", False, w, n
+        ),
+        "packed rows, flex attention": lambda: time_packed(
+            args, tok, config(args, beta=0.0), "flex_attention", False, w, n
+        ),
+        f"HF recipe, bf16, batch {big}": lambda: time_hf(
+            args, tok, config(args, beta=0.0, batch_size=big), bf16=True, warmup=w, steps=n
+        ),
+        f"bioner single task (default), batch {big}": lambda: time_bioner(
+            args, tok, config(args, beta=0.0, batch_size=big), warmup=w, steps=n
+        ),
+        f"bioner multi-task (default), batch {big}": lambda: time_bioner(
+            args, tok, config(args, beta=1.0, batch_size=big), warmup=w, steps=n
+        ),
         f"bioner single task, no packing, batch {big}": lambda: time_bioner(
-            args, tok, config(args, beta=0.0, batch_size=big, packing=False), warmup=w, steps=n),
+            args, tok, config(args, beta=0.0, batch_size=big, packing=False), warmup=w, steps=n
+        ),
         "packed rows, SDPA, torch.compile": lambda: time_packed(args, tok, config(args, beta=0.0), "sdpa", True, w, n),
         f"bioner single task, torch.compile, batch {big}": lambda: time_bioner(
-            args, tok, config(args, beta=0.0, batch_size=big, torch_compile=True), warmup=2 * w, steps=n),
+            args, tok, config(args, beta=0.0, batch_size=big, torch_compile=True), warmup=2 * w, steps=n
+        ),
         f"bioner single task, torch.compile, one forward, batch {big}": lambda: time_bioner(
-            args, tok, config(args, beta=0.0, batch_size=big, torch_compile=True, micro_batch_tokens=big * args.max_length),
-            warmup=2 * w, steps=n),
-        "packed rows, flex attention, torch.compile": lambda: time_packed(args, tok, config(args, beta=0.0), "flex_attention", True, w, n),
+            args,
+            tok,
+            config(args, beta=0.0, batch_size=big, torch_compile=True, micro_batch_tokens=big * args.max_length),
+            warmup=2 * w,
+            steps=n,
+        ),
+        "packed rows, flex attention, torch.compile": lambda: time_packed(
+            args, tok, config(args, beta=0.0), "flex_attention", True, w, n
+        ),
     }
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tokenizer", required=True, help="folder with a BERT tokenizer (the encoder is random, built from --geometry)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--tokenizer", required=True, help="folder with a BERT tokenizer (the encoder is random, built from --geometry)"
+    )
     p.add_argument("--dataset", default="experiments/datasets/ncbi-disease.yaml", help="dataset spec (name or path)")
     p.add_argument("--geometry", default="bert-base", choices=sorted(GEOMETRIES), help="encoder shape")
-    p.add_argument("--suite", default="steps", choices=["steps", "mfu"],
-                   help="steps: batch --batch-size, bioner against the HF recipe, with the bf16 and DDP checks; "
-                        "mfu: model FLOP utilisation of large steps, padded, micro-batched and packed")
+    p.add_argument(
+        "--suite",
+        default="steps",
+        choices=["steps", "mfu"],
+        help="steps: batch --batch-size, bioner against the HF recipe, with the bf16 and DDP checks; "
+        "mfu: model FLOP utilisation of large steps, padded, micro-batched and packed",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="sentences per optimizer step (suite steps)")
-    p.add_argument("--max-length", type=int, default=None, help="longest encoder input (default 256, the paper's; suite mfu: 128)")
-    p.add_argument("--warmup", type=int, default=170, help="steps run before timing (170: an NCBI-disease epoch at batch 32)")
+    p.add_argument(
+        "--max-length", type=int, default=None, help="longest encoder input (default 256, the paper's; suite mfu: 128)"
+    )
+    p.add_argument(
+        "--warmup", type=int, default=170, help="steps run before timing (170: an NCBI-disease epoch at batch 32)"
+    )
     p.add_argument("--steps", type=int, default=170, help="timed steps per system")
-    p.add_argument("--big-batch", type=int, default=1024, help="sentences per optimizer step of the padded and micro-batched systems (suite mfu)")
-    p.add_argument("--rows", type=int, default=256, help="rows of --max-length positions per step of the packed systems (suite mfu)")
-    p.add_argument("--mfu-warmup", type=int, default=10, help="steps run before timing (suite mfu; compiled bioner: twice this)")
+    p.add_argument(
+        "--big-batch",
+        type=int,
+        default=1024,
+        help="sentences per optimizer step of the padded and micro-batched systems (suite mfu)",
+    )
+    p.add_argument(
+        "--rows",
+        type=int,
+        default=256,
+        help="rows of --max-length positions per step of the packed systems (suite mfu)",
+    )
+    p.add_argument(
+        "--mfu-warmup", type=int, default=10, help="steps run before timing (suite mfu; compiled bioner: twice this)"
+    )
     p.add_argument("--mfu-steps", type=int, default=40, help="timed steps per system (suite mfu)")
     p.add_argument("--systems", default="", help="';'-separated names (or prefixes) of the systems to run; default all")
-    p.add_argument("--fidelity-steps", type=int, default=150, help="steps of the bf16-vs-fp32 comparison (0: skip; suite steps)")
-    p.add_argument("--skip-checks", action="store_true", help="suite steps: only the timings (no bf16-vs-fp32, no DDP gradient check)")
+    p.add_argument(
+        "--fidelity-steps", type=int, default=150, help="steps of the bf16-vs-fp32 comparison (0: skip; suite steps)"
+    )
+    p.add_argument(
+        "--skip-checks",
+        action="store_true",
+        help="suite steps: only the timings (no bf16-vs-fp32, no DDP gradient check)",
+    )
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a smoke run of the script itself")
     p.add_argument("--out", type=Path, default=Path("gpu_step.json"), help="where the figures go (JSON)")
     args = p.parse_args(argv)
@@ -393,8 +499,15 @@ def main(argv=None) -> int:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
-    res = {"device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu", "torch": torch.__version__, "geometry": args.geometry,
-           "suite": args.suite, "batch_size": args.batch_size, "max_length": args.max_length, "systems": {}}
+    res = {
+        "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "geometry": args.geometry,
+        "suite": args.suite,
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "systems": {},
+    }
     if args.suite == "mfu":
         import transformers
 
@@ -418,13 +531,16 @@ def main(argv=None) -> int:
             continue
         r["wall_s"] = time.perf_counter() - t0
         res["systems"][name] = r
-        print(f"{name:48s} {r['step_ms_median']:7.1f} ms/step {r['sentences_per_s']:8.0f} sent/s "
-              f"{r['real_tokens_per_s']:9.0f} tok/s  pad {r['padding_share']:.0%}  MFU {r.get('mfu', float('nan')):.1%} "
-              f"({r.get('mfu_without_embeddings', float('nan')):.1%} w/o embeddings)  {r.get('peak_mem_gib', 0):.1f} GiB  "
-              f"{r['wall_s']:.0f} s", flush=True)
+        print(
+            f"{name:48s} {r['step_ms_median']:7.1f} ms/step {r['sentences_per_s']:8.0f} sent/s "
+            f"{r['real_tokens_per_s']:9.0f} tok/s  pad {r['padding_share']:.0%}  MFU {r.get('mfu', float('nan')):.1%} "
+            f"({r.get('mfu_without_embeddings', float('nan')):.1%} w/o embeddings)  {r.get('peak_mem_gib', 0):.1f} "
+            f"GiB  {r['wall_s']:.0f} s",
+            flush=True,
+        )
         args.out.write_text(json.dumps(res, indent=2), encoding="utf-8")  # what is done so far, if stopped
     base = res["systems"].get("HF recipe, fp32", {}).get("sentences_per_s")
-    for name, r in res["systems"].items():
+    for r in res["systems"].values():
         if base and "sentences_per_s" in r:
             r["speedup_vs_hf_fp32"] = r["sentences_per_s"] / base
     if args.suite == "steps" and not args.skip_checks:

@@ -32,8 +32,14 @@ from bioner.model.io import load_model
 
 def quantise(src: Path, dst: Path) -> None:
     keep = [n.name for n in onnx.load(str(src)).graph.node if FP32_NODES.search(n.name)]
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fused ops have no inferred types
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        nodes_to_exclude=keep,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )  # fused ops have no inferred types
 
 
 def batches(enc: list[list[int]], size: int):
@@ -98,8 +104,10 @@ def main() -> None:
     stats = pstats.Stats(prof)
     total = stats.total_tt
     ort_s = sum(v[3] for k, v in stats.stats.items() if k[2] == "run" and "onnxruntime" in k[0])
-    print(f"Tagger.entities in requests of 64, int8: {len(texts) / total:.1f} sentences/s under cProfile, "
-          f"{100 * ort_s / total:.0f} % of the time in ONNX Runtime's run")
+    print(
+        f"Tagger.entities in requests of 64, int8: {len(texts) / total:.1f} sentences/s under cProfile, "
+        f"{100 * ort_s / total:.0f} % of the time in ONNX Runtime's run"
+    )
 
 
 if __name__ == "__main__":

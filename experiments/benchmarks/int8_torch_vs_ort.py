@@ -33,7 +33,11 @@ KEEP_FP32 = re.compile(r"layer\.\d+\.output\.dense$")
 
 
 def torch_int8(model: torch.nn.Module, keep_fp32: bool) -> torch.nn.Module:
-    names = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not (keep_fp32 and KEEP_FP32.search(n))}
+    names = {
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and not (keep_fp32 and KEEP_FP32.search(n))
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch 2.13: torch.ao.quantization is deprecated (the point of the comparison)
         return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), names, dtype=torch.qint8)
@@ -53,8 +57,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path, help="a bioner model folder (trained: agreement on a random head means nothing)")
     p.add_argument("dataset", help="a dataset spec name or path: its test split is tagged and scored")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads for every system (default: torch's)")
-    p.add_argument("--repeats", type=int, default=2, help="timed passes over the test texts per system; the fastest counts")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="intra-op threads for every system (default: torch's)",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=2, help="timed passes over the test texts per system; the fastest counts"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     logging.getLogger().setLevel(logging.ERROR)
@@ -75,13 +86,19 @@ def main() -> None:
         f1 = score(test.tags, tagger.tag(test.tokens), spec.types)["f1"]
         sets = [sorted((e["start"], e["end"], e["type"]) for e in es) for es in ents]
         reference = reference or sets
-        same = sum(a == b for a, b in zip(sets, reference))
+        same = sum(a == b for a, b in zip(sets, reference, strict=True))
         rows.append((name, rate, f1, same))
-        print(f"{name}: {rate:.1f} sentences/s, test F1 {f1:.4f}, same entities as fp32 on {same} / {len(texts)} texts", flush=True)
+        print(
+            f"{name}: {rate:.1f} sentences/s, test F1 {f1:.4f}, same entities as fp32 on {same} / {len(texts)} texts",
+            flush=True,
+        )
     print(f"\n{args.model} on {spec.name}, {len(texts)} test texts, {args.threads} thread(s)\n")
     print("| system | sentences/s | vs fp32 | test F1 | same entities as fp32 |\n|---|---|---|---|---|")
     for name, rate, f1, same in rows:
-        print(f"| {name} | {rate:.1f} | {rate / rows[0][1]:.2f}x | {f1 * 100:.2f} | {same} / {len(texts)} ({same / len(texts):.1%}) |")
+        print(
+            f"| {name} | {rate:.1f} | {rate / rows[0][1]:.2f}x | {f1 * 100:.2f} | {same} / {len(texts)} "
+            f"({same / len(texts):.1%}) |"
+        )
 
 
 if __name__ == "__main__":

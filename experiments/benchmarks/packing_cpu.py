@@ -24,7 +24,9 @@ def main() -> None:
     p.add_argument("--encoder", default="minilm", help="tokenizer to encode with")
     p.add_argument("--batch", type=int, default=1024, help="sentences per step")
     p.add_argument("--row-len", type=int, default=128, help="positions per packed row (the longest input)")
-    p.add_argument("--forward-rows", type=int, default=128, help="packed rows per forward (micro-batch positions / row length)")
+    p.add_argument(
+        "--forward-rows", type=int, default=128, help="packed rows per forward (micro-batch positions / row length)"
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed steps; each figure is their median")
     args = p.parse_args()
     cfg = TrainConfig(dataset=args.dataset, encoder=args.encoder, max_length=args.row_len, beta=0.0)
@@ -45,8 +47,11 @@ def main() -> None:
         fit_ms.append(1e3 * (t1 - t0))
         build_ms.append(1e3 * (t2 - t1))
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-    print(f"{args.batch} sentences of {data.spec.name} -> {len(rows)} rows of {args.row_len} in {len(chunks)} forward(s): "
-          f"first fit {med(fit_ms):.1f} ms, packed tensors {med(build_ms):.1f} ms (medians of {args.repeats})")
+    print(
+        f"{args.batch} sentences of {data.spec.name} -> {len(rows)} rows of {args.row_len} in {len(chunks)} "
+        f"forward(s): first fit {med(fit_ms):.1f} ms, packed tensors {med(build_ms):.1f} ms (medians of "
+        f"{args.repeats})"
+    )
 
 
 if __name__ == "__main__":

@@ -22,9 +22,10 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
+from itertools import pairwise
 from pathlib import Path
-from typing import Callable
 
 from bioner.data.iob import iter_sentences
 from bioner.data.sentences import split_sentences
@@ -119,10 +120,16 @@ def gold_ends(docs: list[dict], sentences: list[list[str]]) -> tuple[dict[str, l
                 bad_sentences += 1
             else:
                 ends[text].append(idx[amap[k - 1]] + 1)
-    stats = {"iob_sentences": len(sentences), "iob_tokens": sum(map(len, sentences)), "distinct_texts": len(comps),
-             "texts_aligned": len(groups), "texts_with_other_tokenisation": differing_docs,
-             "sentences_placed_nowhere": len(lost), "tokens_not_aligned": bad_tokens,
-             "sentence_ends_not_aligned": bad_sentences}
+    stats = {
+        "iob_sentences": len(sentences),
+        "iob_tokens": sum(map(len, sentences)),
+        "distinct_texts": len(comps),
+        "texts_aligned": len(groups),
+        "texts_with_other_tokenisation": differing_docs,
+        "sentences_placed_nowhere": len(lost),
+        "tokens_not_aligned": bad_tokens,
+        "sentence_ends_not_aligned": bad_sentences,
+    }
     return ends, stats
 
 
@@ -146,7 +153,7 @@ _RULE = re.compile(r"(?<=[.?!])\s+(?=[A-Z0-9])")
 
 def regex_baseline(text: str) -> Spans:
     cuts = [0] + [m.end() for m in _RULE.finditer(text)] + [len(text)]
-    return _stripped(text, zip(cuts, cuts[1:]))
+    return _stripped(text, pairwise(cuts))
 
 
 def _stripped(text: str, spans) -> Spans:
@@ -160,7 +167,7 @@ def _stripped(text: str, spans) -> Spans:
 
 
 def syntok_raw(text: str) -> Spans:
-    from syntok import segmenter  # lazy: measured only here
+    from syntok import segmenter  # lazy (platform/README.md)
 
     out = []
     for paragraph in segmenter.analyze(text):
@@ -172,24 +179,28 @@ def syntok_raw(text: str) -> Spans:
 
 
 def splitters() -> dict[str, Callable[[str], Spans]]:
-    found = {"regex baseline ([.?!] + space + capital/digit)": regex_baseline,
-             f"syntok {metadata.version('syntok')} (segmenter.analyze)": syntok_raw,
-             "bioner split_sentences (syntok, offsets checked)": split_sentences}
+    found = {
+        "regex baseline ([.?!] + space + capital/digit)": regex_baseline,
+        f"syntok {metadata.version('syntok')} (segmenter.analyze)": syntok_raw,
+        "bioner split_sentences (syntok, offsets checked)": split_sentences,
+    }
     try:
-        import pysbd  # lazy: optional
+        import pysbd  # optional: left out when not installed
 
         seg = pysbd.Segmenter(language="en", clean=False, char_span=True)
         found[f"pySBD {metadata.version('pysbd')} (char_span)"] = lambda t: _stripped(
-            t, [(s.start, s.end) for s in seg.segment(t)])
+            t, [(s.start, s.end) for s in seg.segment(t)]
+        )
     except ImportError:
         print("pySBD not installed: left out", file=sys.stderr)
     try:
-        import spacy  # lazy: optional
+        import spacy  # optional: left out when not installed
 
         nlp = spacy.blank("en")
         nlp.add_pipe("sentencizer")
         found[f"spaCy {spacy.__version__} sentencizer (blank en)"] = lambda t: _stripped(
-            t, [(s.start_char, s.end_char) for s in nlp(t).sents])
+            t, [(s.start_char, s.end_char) for s in nlp(t).sents]
+        )
     except ImportError:
         print("spaCy not installed: left out", file=sys.stderr)
     return found
@@ -202,7 +213,7 @@ def crossing(doc: dict, ends: set[int]) -> int:
 
 def measure(name: str, split, docs: list[dict], gold: list[set[int]], repeats: int) -> dict:
     pred = [predicted_ends(d, split) for d in docs]
-    tp = sum(len(p & g) for p, g in zip(pred, gold))
+    tp = sum(len(p & g) for p, g in zip(pred, gold, strict=True))
     n_pred, n_gold = sum(map(len, pred)), sum(map(len, gold))
     prec, rec = tp / max(n_pred, 1), tp / max(n_gold, 1)
     best = float("inf")
@@ -213,27 +224,38 @@ def measure(name: str, split, docs: list[dict], gold: list[set[int]], repeats: i
                 split(text)
         best = min(best, time.perf_counter() - t0)
     chars = sum(len(text) for d in docs for _, text in d["passages"])
-    return {"splitter": name, "precision": prec, "recall": rec, "f1": 2 * prec * rec / max(prec + rec, 1e-12),
-            "predicted_boundaries": n_pred, "correct_boundaries": tp,
-            "docs_exact": sum(p == g for p, g in zip(pred, gold)) / len(docs),
-            "mentions_crossing": sum(crossing(d, p) for d, p in zip(docs, pred)),
-            "docs_per_s": len(docs) / best, "chars_per_s": chars / best}
+    return {
+        "splitter": name,
+        "precision": prec,
+        "recall": rec,
+        "f1": 2 * prec * rec / max(prec + rec, 1e-12),
+        "predicted_boundaries": n_pred,
+        "correct_boundaries": tp,
+        "docs_exact": sum(p == g for p, g in zip(pred, gold, strict=True)) / len(docs),
+        "mentions_crossing": sum(crossing(d, p) for d, p in zip(docs, pred, strict=True)),
+        "docs_per_s": len(docs) / best,
+        "chars_per_s": chars / best,
+    }
 
 
 def table(gold: dict, rows: list[dict]) -> str:
-    lines = [f"Gold: {gold['documents']} documents ({gold['distinct_texts']} distinct texts), "
-             f"{gold['internal_boundaries']} passage-internal sentence ends, {gold['mentions']} mentions, "
-             f"{gold['mentions_crossing']} crossing a gold sentence end; not aligned: {gold['tokens_not_aligned']} "
-             f"tokens, {gold['sentence_ends_not_aligned']} sentence ends, "
-             f"{gold['sentences_placed_nowhere']} sentences.",
-             "",
-             "| splitter | boundary P | boundary R | boundary F1 | docs split exactly as gold | mentions crossing "
-             "| docs/s | chars/s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Gold: {gold['documents']} documents ({gold['distinct_texts']} distinct texts), "
+        f"{gold['internal_boundaries']} passage-internal sentence ends, {gold['mentions']} mentions, "
+        f"{gold['mentions_crossing']} crossing a gold sentence end; not aligned: {gold['tokens_not_aligned']} "
+        f"tokens, {gold['sentence_ends_not_aligned']} sentence ends, "
+        f"{gold['sentences_placed_nowhere']} sentences.",
+        "",
+        "| splitter | boundary P | boundary R | boundary F1 | docs split exactly as gold | mentions crossing "
+        "| docs/s | chars/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['splitter']} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} | "
-                     f"{r['docs_exact']:.3f} | {r['mentions_crossing']} | {r['docs_per_s']:,.0f} "
-                     f"| {r['chars_per_s']:,.0f} |")
+        lines.append(
+            f"| {r['splitter']} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} | "
+            f"{r['docs_exact']:.3f} | {r['mentions_crossing']} | {r['docs_per_s']:,.0f} "
+            f"| {r['chars_per_s']:,.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -248,16 +270,24 @@ def main() -> None:
     sentences = [toks for toks, _ in iter_sentences(args.iob, ["Disease"])]
     ends, stats = gold_ends(docs, sentences)
     gold = [internal_ends(d, ends.get(d["text"], [])) for d in docs]
-    stats.update(documents=len(docs), internal_boundaries=sum(map(len, gold)),
-                 mentions=sum(len(d["mentions"]) for d in docs),
-                 mentions_crossing=sum(crossing(d, g) for d, g in zip(docs, gold)),
-                 mentions_crossing_passages=sum(s < len(d["title"]) < e for d in docs for s, e, _, _ in d["mentions"]))
+    stats.update(
+        documents=len(docs),
+        internal_boundaries=sum(map(len, gold)),
+        mentions=sum(len(d["mentions"]) for d in docs),
+        mentions_crossing=sum(crossing(d, g) for d, g in zip(docs, gold, strict=True)),
+        mentions_crossing_passages=sum(s < len(d["title"]) < e for d in docs for s, e, _, _ in d["mentions"]),
+    )
     rows = [measure(name, split, docs, gold, args.repeats) for name, split in splitters().items()]
     print(table(stats, rows))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        figures = {"gold": stats, "splitters": rows, "python": platform.python_version(),
-                   "machine": platform.machine(), "processor": platform.processor()}
+        figures = {
+            "gold": stats,
+            "splitters": rows,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+        }
         args.out.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
 

@@ -1,7 +1,7 @@
 """Encoder positions an epoch feeds, single task against multi-task with every type or k per sentence.
 
-On a CPU the step time of the multi-task model follows the tokens it encodes (measured: a 2.75x step
-for 2.76x the tokens, experiments/benchmarks/README.md), so the count below is the epoch's cost
+On a CPU the step time of the multi-task model follows the tokens it encodes (experiments/benchmarks/README.md,
+"Results"), so the count below is the epoch's cost
 without training a model. With k types drawn per sentence the MRC rows of a sentence are k of its
 annotated types; the count is the expectation over the draw (the mean row length of the sentence).
 
@@ -20,17 +20,27 @@ from bioner.model import load_tokenizer
 
 
 def positions(dataset: str, encoder: str, query_source: str, max_length: int, ks: list[int]) -> dict:
-    cfg = TrainConfig(dataset=dataset, encoder=encoder, query_source=query_source, max_length=max_length, beta=1.0,
-                      train_splits=["train"], train_fraction=1.0)
+    cfg = TrainConfig(
+        dataset=dataset,
+        encoder=encoder,
+        query_source=query_source,
+        max_length=max_length,
+        beta=1.0,
+        train_splits=["train"],
+        train_fraction=1.0,
+    )
     data = load_job_data(cfg)
     tok = load_tokenizer(encoder)
     enc = FeatureBuilder(tok, data.spec.labels, max_length, data.queries, data.spec.types).encode(
-        data.train.tokens, data.train.tags, mrc=True, annotated=data.train.annotated)
+        data.train.tokens, data.train.tags, mrc=True, annotated=data.train.annotated
+    )
     ner = sum(len(r) for r in enc.ner_ids)
     out = {"types": len(data.spec.types), "sentences": len(data.train), "single task": ner}
     out["multi-task, every type"] = ner + sum(len(enc.mrc_ids[r]) for rows in enc.mrc_of for r in rows)
     for k in ks:
-        mrc = sum(min(k, len(rows)) * statistics.fmean(len(enc.mrc_ids[r]) for r in rows) for rows in enc.mrc_of if rows)
+        mrc = sum(
+            min(k, len(rows)) * statistics.fmean(len(enc.mrc_ids[r]) for r in rows) for rows in enc.mrc_of if rows
+        )
         out[f"multi-task, k = {k}"] = ner + round(mrc)
     return out
 

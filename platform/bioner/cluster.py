@@ -23,8 +23,21 @@ from .errors import BionerError, ConfigError, first_line
 # gitignore-style patterns, relative to the working directory: the job needs configs, specs and
 # corpora, never the laptop's virtualenv, stores, caches or run outputs.
 EXCLUDES = [
-    ".venv", "venv", ".git", "outputs", "mlruns", "mlartifacts", "*.db", "**/__pycache__",
-    ".pytest_cache", ".ruff_cache", ".mypy_cache", "*.egg-info", "build", "dist", ".bench",
+    ".venv",
+    "venv",
+    ".git",
+    "outputs",
+    "mlruns",
+    "mlartifacts",
+    "*.db",
+    "**/__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".mypy_cache",
+    "*.egg-info",
+    "build",
+    "dist",
+    ".bench",
 ]
 # Commands whose config takes `tracking_uri`: the submitted URI is passed to them as --set.
 TRACKED = ("train", "tune", "sweep", "fidelity")
@@ -52,7 +65,7 @@ def resolve_address(address: str | None) -> str:
 
 
 def _dashboard_of(addr: str) -> str:
-    from ray.dashboard.utils import get_address_for_submission_client  # lazy: ray takes seconds to import, `bioner --help` none
+    from ray.dashboard.utils import get_address_for_submission_client  # lazy (platform/README.md)
 
     with _environ(RAY_API_SERVER_ADDRESS=None, RAY_ADDRESS=None):
         try:
@@ -67,7 +80,7 @@ def auth_headers() -> dict[str, str]:
     Ray's SDK sends it only when the client itself has RAY_AUTH_MODE=token; a laptop that submits
     to a remote cluster usually has no reason to set that, so the token is sent whenever one exists.
     """
-    from ray._raylet import AuthenticationTokenLoader  # lazy: start-up time
+    from ray._raylet import AuthenticationTokenLoader  # lazy (platform/README.md)
     from ray.exceptions import AuthenticationError
 
     loader = AuthenticationTokenLoader.instance()
@@ -100,25 +113,29 @@ def _environ(**values: str | None):
 @contextlib.contextmanager
 def ray_errors(address: str):
     """Turn the Jobs API's failures into one line that says what to do."""
-    import requests  # lazy: start-up time
+    import requests  # lazy (platform/README.md)
     from ray.exceptions import AuthenticationError
 
     try:
         yield
     except AuthenticationError as e:
         if "Forbidden" in str(e) or "invalid" in str(e):
-            raise BionerError(f"{address}: the cluster refused the Ray token (403): it is not this cluster's; {TOKEN_HELP}") from None
+            raise BionerError(
+                f"{address}: the cluster refused the Ray token (403): it is not this cluster's; {TOKEN_HELP}"
+            ) from None
         raise BionerError(f"{address}: the cluster wants a token (401): {TOKEN_HELP}") from None
     except (ConnectionError, requests.exceptions.ConnectionError):
-        raise BionerError(f"{address}: no Ray dashboard answers there (is the cluster up? `ray dashboard CLUSTER.yaml` opens a tunnel)") from None
+        raise BionerError(
+            f"{address}: no Ray dashboard answers there (is the cluster up? `ray dashboard CLUSTER.yaml` opens a "
+            "tunnel)"
+        ) from None
     except RuntimeError as e:
         raise BionerError(f"{address}: {first_line(e)}") from None
 
 
-
 def client(address: str | None):
     """A JobSubmissionClient for exactly this address, with the token when one is found."""
-    from ray.job_submission import JobSubmissionClient  # lazy: start-up time
+    from ray.job_submission import JobSubmissionClient  # lazy (platform/README.md)
 
     addr = resolve_address(address)
     # Ray lets $RAY_API_SERVER_ADDRESS / $RAY_ADDRESS override the address argument; a local Ray
@@ -130,11 +147,15 @@ def client(address: str | None):
 def tracking_warning(uri: str | None, address: str, command: str) -> str | None:
     """Why this tracking URI may not reach the cluster (None: fine). Raises for a relative store path."""
     if not uri and command in TRACKED:
-        return ("no --tracking-uri and no $MLFLOW_TRACKING_URI: runs go to a SQLite file inside the job's "
-                "temporary working directory on the cluster; pass --tracking-uri http://HOST:5000 to keep them")
+        return (
+            "no --tracking-uri and no $MLFLOW_TRACKING_URI: runs go to a SQLite file inside the job's "
+            "temporary working directory on the cluster; pass --tracking-uri http://HOST:5000 to keep them"
+        )
     if not uri and command in TRACKED_BY_OPTION:
-        return ("no --tracking-uri and no $MLFLOW_TRACKING_URI: the job reads models:/ URIs from an empty SQLite store "
-                "inside its temporary working directory on the cluster; pass --tracking-uri http://HOST:5000")
+        return (
+            "no --tracking-uri and no $MLFLOW_TRACKING_URI: the job reads models:/ URIs from an empty SQLite store "
+            "inside its temporary working directory on the cluster; pass --tracking-uri http://HOST:5000"
+        )
     if not uri:
         return None
     path = _store_path(uri)
@@ -144,7 +165,10 @@ def tracking_warning(uri: str | None, address: str, command: str) -> str | None:
                 f"--tracking-uri {uri}: a relative store path resolves inside the job's temporary working directory "
                 "on the cluster and is lost; use an MLflow server (http://HOST:5000) or an absolute path"
             )
-        return f"--tracking-uri {uri} is a path on the cluster's machines: fine on a one-machine cluster, otherwise every node must see it"
+        return (
+            f"--tracking-uri {uri} is a path on the cluster's machines: fine on a one-machine cluster, otherwise every "
+            "node must see it"
+        )
     host = urlparse(address).hostname or ""
     if urlparse(uri).hostname in LOOPBACK and host not in LOOPBACK:
         return f"--tracking-uri {uri} names loopback: the job resolves it on the cluster, not on this machine"
@@ -155,7 +179,7 @@ def _store_path(uri: str) -> str | None:
     """The file behind a sqlite:, file: or bare-path tracking URI; None for a server."""
     p = urlparse(uri)
     if p.scheme == "sqlite":  # sqlite:///rel.db is relative, sqlite:////abs.db absolute
-        return uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+        return uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
     if p.scheme == "file":
         return p.path
     return uri if p.scheme == "" else None
@@ -227,8 +251,11 @@ def submit(address: str | None, args: list[str], tracking_uri: str | None, worki
     cmd = entrypoint(args, tracking_uri)
     c, addr = client(address)
     with ray_errors(addr), _quiet_packaging():
-        job_id = c.submit_job(entrypoint=cmd, runtime_env=runtime_env(working_dir, tracking_uri),
-                              metadata={"bioner_command": args[0] if args else ""})
+        job_id = c.submit_job(
+            entrypoint=cmd,
+            runtime_env=runtime_env(working_dir, tracking_uri),
+            metadata={"bioner_command": args[0] if args else ""},
+        )
     return Submitted(job_id, addr, cmd)
 
 

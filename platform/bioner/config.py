@@ -31,22 +31,35 @@ class TrainConfig(BaseModel):
 
     dataset: str = Field("ncbi-disease", description="dataset name (experiments/datasets/<name>.yaml) or a spec path")
     encoder: str = Field("minilm", description="'minilm' (packaged, offline), 'biobert', a local folder or a hub name")
-    query_source: QuerySource = Field("annotation", description="MRC query source: none, wikipedia, annotation, dictionary, random")
+    query_source: QuerySource = Field(
+        "annotation", description="MRC query source: none, wikipedia, annotation, dictionary, random"
+    )
     alpha: float = Field(1.0, ge=0, le=1, description="weight of the NER (BIO cross-entropy) loss")
     beta: float = Field(1.0, ge=0, le=1, description="weight of the MRC (start/end BCE) loss; 0 = single-task baseline")
     learning_rate: float = Field(3e-5, gt=0, le=1, description="peak AdamW learning rate")
     epochs: int = Field(3, ge=1, description="passes over the training sentences")
     batch_size: int = Field(32, ge=1, description="sentences per step (global, split over workers)")
     max_length: int = Field(256, ge=16, le=8192, description="longest encoder input; longer sentences are windowed")
-    train_fraction: float = Field(1.0, gt=0, le=1, description="seeded fraction of training sentences kept (low-resource runs)")
+    train_fraction: float = Field(
+        1.0, gt=0, le=1, description="seeded fraction of training sentences kept (low-resource runs)"
+    )
     seed: int = Field(42, description="seed for initialisation, sampling and shuffling")
     num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP: gloo on CPU, NCCL on GPU)")
     use_gpu: bool = Field(False, description="one GPU per worker")
-    cpus_per_worker: float | None = Field(None, ge=0.1, description="CPU cores per worker (Ray resource, may be fractional); default: the cluster's cores / num_workers")
-    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db")
+    cpus_per_worker: float | None = Field(
+        None,
+        ge=0.1,
+        description="CPU cores per worker (Ray resource, may be fractional); "
+        "default: the cluster's cores / num_workers",
+    )
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db"
+    )
     experiment: str = Field("bioner", min_length=1, description="MLflow experiment name")
     output_dir: str = Field("outputs", description="folder for the MLflow store, checkpoints, models and predictions")
-    train_splits: list[SplitName] = Field(["train", "devel"], min_length=1, description="splits merged for training (paper: train+devel)")
+    train_splits: list[SplitName] = Field(
+        ["train", "devel"], min_length=1, description="splits merged for training (paper: train+devel)"
+    )
     eval_split: SplitName = Field("test", description="split scored at the end (paper: test)")
     eval_every_epoch: bool = Field(False, description="also score eval_split after every epoch (for tuning on devel)")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of steps with linear learning-rate warm-up")
@@ -55,43 +68,62 @@ class TrainConfig(BaseModel):
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout after the encoder")
     dictionary_examples: int = Field(3, ge=1, description="entity strings in a dictionary query")
     group_by_length: bool = Field(
-        False, description="batch sentences of similar length (less padding, faster); off: plain random batches as the HF recipe"
+        False,
+        description="batch sentences of similar length (less padding, faster); "
+        "off: plain random batches as the HF recipe",
     )
     micro_batching: bool = Field(
-        True, description="run each optimizer step's sentences as length-sorted micro-batches (loss normalised by the whole batch, "
-        "gradients accumulated: the same step, far less padding); false: one forward per task padded to its longest row, as the HF recipe"
+        True,
+        description="run each optimizer step's sentences as length-sorted micro-batches (loss normalised by the "
+        "whole batch, gradients accumulated: the same step, far less padding); false: one forward per task padded "
+        "to its longest row, as the HF recipe",
     )
     micro_batch_tokens: int | None = Field(
-        None, ge=16, description="padded positions per training micro-batch; default: 4096 on a CPU; on a GPU what half its free memory holds, 16384 to 131072"
+        None,
+        ge=16,
+        description="padded positions per training micro-batch; default: 4096 on a CPU, where small products stay "
+        "in cache; on a GPU, where larger is faster, what half its free memory holds, 16384 to 131072",
     )
     packing: bool | None = Field(
-        None, description="lay each micro-batch's rows end to end in rows as long as the longest input, each attending only to "
-        "itself (block-diagonal mask through the encoder's SDPA attention) with its own positions: almost no padding and one width "
-        "per step, the same loss and gradient; default: on where the step runs bf16 (a GPU, a CPU with AMX), off elsewhere "
-        "(experiments/benchmarks/README.md)"
+        None,
+        description="lay each micro-batch's rows end to end in rows as long as the longest input, each attending "
+        "only to itself (block-diagonal mask through the encoder's SDPA attention) with its own positions: almost no "
+        "padding and one width per step, the same loss and gradient; default: on where the step runs bf16 (a GPU, a "
+        "CPU with AMX), off elsewhere, where length-sorted micro-batches already pad little",
     )
     mrc_types_per_sentence: int | None = Field(
-        None, ge=1, description="MRC: entity types asked per sentence and epoch, drawn (seeded) from those its corpus annotates, "
+        None,
+        ge=1,
+        description="MRC: entity types asked per sentence and epoch, drawn (seeded) from those its corpus annotates, "
         "the loss weighted so its expectation is the full loss; 'all' (the default, the paper): every type. "
-        "1 keeps the MRC cost of a one-type corpus"
+        "1 keeps the MRC cost of a one-type corpus",
     )
     mrc_eval_rows: int = Field(
-        6000, ge=0, description="scoring the MRC head (mrc_<split>_f1) asks every annotated type about each sentence: at most this many "
-        "(sentence, type) rows, from a seeded sample of sentences; 0: not scored"
+        6000,
+        ge=0,
+        description="scoring the MRC head (mrc_<split>_f1) asks every annotated type about each sentence: at most this "
+        "many (sentence, type) rows, from a seeded sample of sentences; 0: not scored",
     )
     init_from: str | None = Field(
-        None, description="a saved model folder to start from (bioner extend): its weights and head rows are kept, types it lacks get new rows"
+        None,
+        description="a saved model folder to start from (bioner extend): its weights and head rows are kept, types it "
+        "lacks get new rows",
     )
     eval_batch_size: int = Field(64, ge=1, description="sentences per inference batch")
-    max_failures: int = Field(0, ge=0, description="Ray Train restarts from the last checkpoint after a worker failure, this many times")
+    max_failures: int = Field(
+        0, ge=0, description="Ray Train restarts from the last checkpoint after a worker failure, this many times"
+    )
     trust_remote_code: bool = Field(False, description="allow model code from the hub (off: it runs arbitrary code)")
-    torch_compile: bool = Field(False, description="compile the model with torch.compile (dynamic shapes); pays a compile time once per worker")
+    torch_compile: bool = Field(
+        False, description="compile the model with torch.compile (dynamic shapes); pays a compile time once per worker"
+    )
     bf16: bool = Field(
-        True, description="bf16 autocast in training where the chip multiplies bf16 natively: a GPU that supports it, or a CPU with "
-        "AMX when it packs its micro-batches (`packing`; unpacked, bf16 measured no faster there) and the encoder is at least 256 wide; "
-        "other CPUs train in fp32. Weights, "
-        "optimizer and inference stay fp32; the run's tag bioner.precision says which ran; false: fp32 everywhere "
-        "(experiments/benchmarks/README.md)"
+        True,
+        description="bf16 autocast in training where the chip multiplies bf16 natively: a GPU that supports it, or "
+        "a CPU with AMX when it packs its micro-batches (`packing`: its bf16 kernels are built per shape, and packed "
+        "micro-batches have few shapes) and the encoder is at least 256 wide (narrower products do not repay the "
+        "casts); other CPUs train in fp32. Weights, optimizer and inference stay fp32; the run's tag bioner.precision "
+        "says which ran; false: fp32 everywhere",
     )
     run_name: str | None = Field(None, description="MLflow run name (default: dataset-source-seed)")
 
@@ -102,7 +134,9 @@ class TrainConfig(BaseModel):
         # it must not climb out of it. run_name follows the same rule, so no later use of it as
         # a folder name can either.
         if v is not None and (any(c in v for c in "/\\") or v.strip(".") == "" or any(ord(c) < 32 for c in v)):
-            raise ValueError(f"{v!r}: no '/', '\\', control characters, and not '.' or '..' (it names a folder under output_dir)")
+            raise ValueError(
+                f"{v!r}: no '/', '\\', control characters, and not '.' or '..' (it names a folder under output_dir)"
+            )
         return v
 
     @field_validator("mrc_types_per_sentence", mode="before")
@@ -128,7 +162,7 @@ class TrainConfig(BaseModel):
     def multitask(self) -> bool:
         return self.beta > 0
 
-    def train_config(self, **updates: Any) -> "TrainConfig":
+    def train_config(self, **updates: Any) -> TrainConfig:
         """The plain TrainConfig of one run: this config's training keys (a tune, sweep or bench
         config has more keys) with `updates` applied, validated like a file."""
         values = {k: getattr(self, k) for k in TrainConfig.model_fields}
@@ -140,7 +174,10 @@ class TrainConfig(BaseModel):
     def resolved_tracking_uri(self) -> str:
         """tracking_uri, else $MLFLOW_TRACKING_URI as this process found it (MLflow's convention), else
         the embedded store in output_dir."""
-        return absolute_sqlite_uri(self.tracking_uri or ENV_TRACKING_URI) or f"sqlite:///{Path(self.output_dir).resolve() / 'mlflow.db'}"
+        return (
+            absolute_sqlite_uri(self.tracking_uri or ENV_TRACKING_URI)
+            or f"sqlite:///{Path(self.output_dir).resolve() / 'mlflow.db'}"
+        )
 
 
 def absolute_sqlite_uri(uri: str | None) -> str | None:
@@ -157,7 +194,7 @@ def sqlite_file(tracking_uri: str) -> Path | None:
     """The database file of a `sqlite:///` tracking URI (None for a server or another backend)."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    return Path(tracking_uri[len("sqlite:///"):].split("?", 1)[0]).expanduser()
+    return Path(tracking_uri[len("sqlite:///") :].split("?", 1)[0]).expanduser()
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -178,7 +215,9 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):  # `--set epochs=1 --set epochs.x=2`
                 where = ".".join(parts[: i + 1])
-                raise ConfigError(f"--set {key}: {where} is already set to {node!r} by an earlier --set, not a mapping with keys")
+                raise ConfigError(
+                    f"--set {key}: {where} is already set to {node!r} by an earlier --set, not a mapping with keys"
+                )
         node[parts[-1]] = value
     return out
 
@@ -205,8 +244,6 @@ def read_yaml(path: str | os.PathLike) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: a config is a mapping of key: value")
     return raw
-
-
 
 
 def here() -> Path:
@@ -249,14 +286,25 @@ def resolve_folder_path(folder: Any, config_path: str | os.PathLike | None) -> A
 def _set_without_effect(cfg: BaseModel) -> str | None:
     """A key the user set that the rest of the config makes do nothing. Only a plain training config:
     a study's beta is set per trial or cell, where a config-wide rule would be wrong."""
-    if (type(cfg) is TrainConfig and cfg.beta == 0 and cfg.mrc_types_per_sentence is not None
-            and "mrc_types_per_sentence" in cfg.model_fields_set):
-        return ("mrc_types_per_sentence has no effect with beta=0 (the single task asks no MRC queries): "
-                "drop it, or set beta > 0")
+    if (
+        type(cfg) is TrainConfig
+        and cfg.beta == 0
+        and cfg.mrc_types_per_sentence is not None
+        and "mrc_types_per_sentence" in cfg.model_fields_set
+    ):
+        return (
+            "mrc_types_per_sentence has no effect with beta=0 (the single task asks no MRC queries): drop it, or set "
+            "beta > 0"
+        )
     return None
 
 
-def load_config(model: type[BaseModel], path: str | os.PathLike | None, overrides: list[str] | None = None, ignore: set[str] = frozenset()):
+def load_config(
+    model: type[BaseModel],
+    path: str | os.PathLike | None,
+    overrides: list[str] | None = None,
+    ignore: set[str] = frozenset(),
+):
     """YAML + `--set` overrides validated as `model`; keys in `ignore` (another command's) are dropped."""
     raw = read_yaml(path) if path else {}
     raw = deep_update(raw, parse_overrides(overrides))

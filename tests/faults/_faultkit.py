@@ -63,16 +63,6 @@ def finished_runs(tracking_uri: str) -> list:
     return [r for r in client.search_runs(exps) if r.info.status == "FINISHED"] if exps else []
 
 
-def save_random_model(folder: Path, encoder: str, max_length: int = 128) -> Path:
-    """An untrained model folder (random heads on the tiny encoder): inference needs no training."""
-    from bioner.model import ModelMeta, build_model, load_tokenizer, save_model
-
-    meta = ModelMeta(labels=["O", "B-Disease", "I-Disease"], types=["Disease"], dataset="toy", encoder=encoder,
-                     max_length=max_length)
-    save_model(build_model(encoder, meta.num_labels), load_tokenizer(encoder), folder, meta)
-    return folder
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,8 +74,12 @@ def clean_env(**extra: str) -> dict:
     # no Ray address, and no MLflow store that an in-process job of this session wrote to the variable
     # nor the single-machine switch that the session's own local Ray set in this process (bioner.train.local_ray):
     # a child that runs `ray start --address` would refuse to join a cluster
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    }
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
@@ -133,11 +127,27 @@ class MlflowServer:
     def start(self, timeout: float = 90) -> None:
         import requests
 
-        cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--backend-store-uri", self.store, "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.root / "server.log", "ab"),
-                                     env=clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),  # as cluster/local/up.sh
-                                     start_new_session=True)
+        cmd = [
+            str(VENV_BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--backend-store-uri",
+            self.store,
+            "--artifacts-destination",
+            str(self.root / "artifacts"),
+            "--workers",
+            "1",
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "server.log", "ab"),
+            env=clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),  # as cluster/local/up.sh
+            start_new_session=True,
+        )
 
         def up():
             try:

@@ -9,7 +9,7 @@ import json
 import pytest
 from _faultkit import assert_refused, bioner
 
-from helpers import EXPERIMENTS
+from helpers import EXPERIMENTS, save_random_model
 
 NCBI_DOCS = EXPERIMENTS / "corpora" / "NCBI-disease-PubTator"
 
@@ -22,27 +22,31 @@ def first_documents(dst, n: int):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, tiny_bert):
-    import torch
-
-    from bioner.model import ModelMeta, build_model, load_tokenizer, save_model
-
-    torch.manual_seed(5)
-    m = build_model(tiny_bert, 3)
-    with torch.no_grad():  # decisive random heads: entities at arbitrary words
-        m.ner_head.weight.mul_(50)
-    meta = ModelMeta(labels=["O", "B-Disease", "I-Disease"], types=["Disease"], max_length=64, dataset="toy",
-                     encoder=tiny_bert)
-    return str(save_model(m, load_tokenizer(tiny_bert), tmp_path_factory.mktemp("docs") / "model", meta))
+    # decisive random heads: entities at arbitrary words
+    folder = tmp_path_factory.mktemp("docs") / "model"
+    return str(save_random_model(folder, tiny_bert, max_length=64, seed=5, head_scale=50))
 
 
 def test_predict_writes_bioc_that_bioc_reads_back_with_ids_passages_and_scores(tmp_path, model):
     import bioc
 
     src = first_documents(tmp_path / "in.pubtator", 4)
-    o = bioner("predict", "--model", model, "--input", str(src), "--output", str(tmp_path / "o.pubtator"))  # format from .pubtator
+    o = bioner(
+        "predict", "--model", model, "--input", str(src), "--output", str(tmp_path / "o.pubtator")
+    )  # format from .pubtator
     assert o.code == 0, o.stderr
-    o = bioner("predict", "--model", model, "--input", str(src), "--format", "pubtator", "--output", str(tmp_path / "x.pubtator"),
-               "--keep-annotations")
+    o = bioner(
+        "predict",
+        "--model",
+        model,
+        "--input",
+        str(src),
+        "--format",
+        "pubtator",
+        "--output",
+        str(tmp_path / "x.pubtator"),
+        "--keep-annotations",
+    )
     assert o.code == 0, o.stderr
     kept = (tmp_path / "x.pubtator").read_text(encoding="utf-8")
     assert kept.count("SpecificDisease") == src.read_text(encoding="utf-8").count("SpecificDisease")
@@ -54,7 +58,17 @@ def test_predict_writes_bioc_that_bioc_reads_back_with_ids_passages_and_scores(t
     with open_writer(tmp_path / "o.xml", "bioc") as w:
         for d in docs:
             w.write(d)
-    o = bioner("predict", "--model", model, "--input", str(tmp_path / "o.xml"), "--format", "bioc", "--output", str(tmp_path / "p.xml"))
+    o = bioner(
+        "predict",
+        "--model",
+        model,
+        "--input",
+        str(tmp_path / "o.xml"),
+        "--format",
+        "bioc",
+        "--output",
+        str(tmp_path / "p.xml"),
+    )
     assert o.code == 0, o.stderr
     with open(tmp_path / "p.xml", encoding="utf-8") as f:
         collection = bioc.biocxml.load(f)
@@ -77,7 +91,9 @@ def test_predict_jsonl_documents_and_todays_text_lines_both_carry_scores(tmp_pat
     o = bioner("predict", "--model", model, "--input", str(src))
     assert o.code == 0, o.stderr
     rec = json.loads(o.stdout.splitlines()[0])
-    assert rec["id"] == "a" and all(rec["text"][e["start"]:e["end"]] == e["text"] and "score" in e for e in rec["entities"])
+    assert rec["id"] == "a" and all(
+        rec["text"][e["start"] : e["end"]] == e["text"] and "score" in e for e in rec["entities"]
+    )
     o = bioner("predict", "--model", model, "Colon cancer and α-thalassemia.")
     assert o.code == 0 and all("score" in e for e in json.loads(o.stdout)["entities"])
 
@@ -89,7 +105,9 @@ def test_evaluate_json_scores_a_spec_of_documents(model):
     assert set(r) == {"precision", "recall", "f1", "per_type", "per_corpus"}
     d = r["per_type"]["Disease"]
     gold = d["tp"] + d["fn"]
-    assert gold == sum(1 for x in (NCBI_DOCS / "test.pubtator").read_text(encoding="utf-8").splitlines() if x.count("\t") >= 4)
+    assert gold == sum(
+        1 for x in (NCBI_DOCS / "test.pubtator").read_text(encoding="utf-8").splitlines() if x.count("\t") >= 4
+    )
     assert 0 <= r["f1"] <= 1 and r["per_corpus"]["ncbi-disease-pubtator"]["f1"] == r["f1"]
 
 
@@ -107,7 +125,11 @@ def test_datasets_check_reports_what_the_conversion_decided():
     assert o.code == 0, o.stderr
     text = " ".join(o.stdout.split())
     assert "60 documents" in text and "472 documents" in text
-    for what in ("mentions crossing a sentence boundary", "inside or overlapping a longer mention", "discontinuous mentions"):
+    for what in (
+        "mentions crossing a sentence boundary",
+        "inside or overlapping a longer mention",
+        "discontinuous mentions",
+    ):
         assert what in text
     # the two NCBI mentions that end inside a word, counted and placed (FILE:DOCUMENT:OFFSET)
     assert "2 mentions starting or ending inside a word (the word split there): " in text
@@ -117,20 +139,36 @@ def test_datasets_check_reports_what_the_conversion_decided():
 PUBTATOR_OK = "1|t|Colon cancer.\n1|a|It is common.\n1\t0\t12\tColon cancer\tDisease\tD1\n\n"
 
 
-@pytest.mark.parametrize("name, content, needles", [
-    ("offsets.pubtator", "1|t|Colon cancer.\n1|a|It is common.\n1\t0\t11\tColon cancer\tDisease\tD1\n\n",
-     ["offsets.pubtator:3:"]),
-    ("dup.pubtator", PUBTATOR_OK + PUBTATOR_OK.replace("\n\n", "\n"), ["dup.pubtator:", "1"]),
-    ("broken.xml", "<collection><source/><document><id>1</id><passage><offset>0</offset><text>x</passage>", ["broken.xml:1"]),
-    ("empty.xml", "<?xml version='1.0'?>\n<collection><source/><date/><key/>\n<document><id>7</id>\n<passage><offset>0</offset>"
-                  "<text></text></passage></document></collection>", ["empty.xml", "7"]),
-])
+@pytest.mark.parametrize(
+    "name, content, needles",
+    [
+        (
+            "offsets.pubtator",
+            "1|t|Colon cancer.\n1|a|It is common.\n1\t0\t11\tColon cancer\tDisease\tD1\n\n",
+            ["offsets.pubtator:3:"],
+        ),
+        ("dup.pubtator", PUBTATOR_OK + PUBTATOR_OK.replace("\n\n", "\n"), ["dup.pubtator:", "1"]),
+        (
+            "broken.xml",
+            "<collection><source/><document><id>1</id><passage><offset>0</offset><text>x</passage>",
+            ["broken.xml:1"],
+        ),
+        (
+            "empty.xml",
+            "<?xml "
+            "version='1.0'?>\n<collection><source/><date/><key/>\n<document><id>7</id>\n<passage><offset>0</offset><text></text></passage></document></collection>",
+            ["empty.xml", "7"],
+        ),
+    ],
+)
 def test_bad_documents_are_refused_with_one_line_before_any_output(tmp_path, model, name, content, needles):
     src = tmp_path / name
     src.write_text(content, encoding="utf-8")
     fmt = "bioc" if name.endswith(".xml") else "pubtator"
     out = tmp_path / "out"
-    line = assert_refused(bioner("predict", "--model", model, "--input", str(src), "--format", fmt, "--output", str(out)), *needles)
+    line = assert_refused(
+        bioner("predict", "--model", model, "--input", str(src), "--format", fmt, "--output", str(out)), *needles
+    )
     assert line.startswith(str(src)), line
     assert not out.exists()
 
@@ -141,12 +179,18 @@ def test_a_brat_ann_without_its_txt_is_refused(tmp_path, model):
     (folder / "a.txt").write_text("Colon cancer.", encoding="utf-8")
     (folder / "a.ann").write_text("T1\tDisease 0 12\tColon cancer\n", encoding="utf-8")
     (folder / "b.ann").write_text("T1\tDisease 0 5\tColon\n", encoding="utf-8")
-    assert_refused(bioner("predict", "--model", model, "--input", str(folder), "--format", "brat", "--output", str(tmp_path / "o")),
-                   "b.ann")
+    assert_refused(
+        bioner(
+            "predict", "--model", model, "--input", str(folder), "--format", "brat", "--output", str(tmp_path / "o")
+        ),
+        "b.ann",
+    )
 
 
 def test_a_document_over_the_text_limit_is_refused(tmp_path, model, monkeypatch):
     monkeypatch.setenv("BIONER_MAX_TEXT_CHARS", "1000")
     src = tmp_path / "big.jsonl"
     src.write_text(json.dumps({"id": "big", "text": "word " * 1000}) + "\n", encoding="utf-8")
-    assert_refused(bioner("predict", "--model", model, "--input", str(src), "--output", str(tmp_path / "o.jsonl")), "big.jsonl")
+    assert_refused(
+        bioner("predict", "--model", model, "--input", str(src), "--output", str(tmp_path / "o.jsonl")), "big.jsonl"
+    )

@@ -11,9 +11,9 @@ import subprocess
 import sys
 
 import pytest
-from _faultkit import assert_refused, bioner, clean_env, save_random_model
+from _faultkit import assert_refused, bioner, clean_env
 
-from helpers import EXPERIMENTS, write_corpus, write_spec
+from helpers import EXPERIMENTS, save_pyfunc, save_random_model, write_corpus, write_spec
 
 SMALL = {"train": "flu\tB-Disease\nx\tO\n", "devel": "a\tO\n", "test": "a\tO\n"}
 
@@ -25,7 +25,15 @@ def toy(tmp_path):
 
 
 def train(spec, out, *sets: str):
-    args = ["train", str(EXPERIMENTS / "quickstart.yaml"), "-q", "--set", f"dataset={spec}", "--set", f"output_dir={out}"]
+    args = [
+        "train",
+        str(EXPERIMENTS / "quickstart.yaml"),
+        "-q",
+        "--set",
+        f"dataset={spec}",
+        "--set",
+        f"output_dir={out}",
+    ]
     for s in sets:
         args += ["--set", s]
     return bioner(*args)
@@ -42,7 +50,10 @@ def _make_directory(p):
         (lambda p: p.unlink(), "train.tsv: file not found"),
         (_make_directory, "train.tsv: is a directory, expected a TSV file"),
         (lambda p: p.write_bytes(b""), "train.tsv:1: empty split: no sentences"),
-        (lambda p: p.write_text("flu\tB-Disease\nx\tO\n\ny\tB-Gene\n"), "train.tsv:4: entity type 'Gene' is not declared"),
+        (
+            lambda p: p.write_text("flu\tB-Disease\nx\tO\n\ny\tB-Gene\n"),
+            "train.tsv:4: entity type 'Gene' is not declared",
+        ),
     ],
     ids=["missing", "directory", "zero-bytes", "bad-line"],
 )
@@ -88,10 +99,9 @@ def test_a_million_one_word_sentences_are_checked_in_constant_memory(tmp_path):
     def peak_kib(corpus):
         spec = write_spec(tmp_path / f"{corpus.name}.yaml", str(corpus), name=corpus.name)
         code = (
-            "import atexit, resource, sys\n"
-            "atexit.register(lambda: sys.stderr.write(f'maxrss={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'))\n"
-            f"sys.argv = ['bioner', 'datasets', 'check', {str(spec)!r}]\n"
-            "from bioner.cli import main\nmain()\n"
+            "import atexit, resource, sys\natexit.register(lambda: "
+            "sys.stderr.write(f'maxrss={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'))\nsys.argv = "
+            f"['bioner', 'datasets', 'check', {str(spec)!r}]\nfrom bioner.cli import main\nmain()\n"
         )
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=clean_env())
         assert r.returncode == 0, r.stderr[-2000:]
@@ -130,8 +140,10 @@ def test_a_bad_config_value_is_one_line_naming_the_key(tmp_path, toy, sets, key)
     "types_yaml, key",
     [
         ("entity_types: {}\n", "entity_types"),
-        ('entity_types:\n  Disease:\n    wikipedia: w\n    annotation: a\n    dictionary: "entities like these"\n',
-         "entity_types.Disease.dictionary"),
+        (
+            'entity_types:\n  Disease:\n    wikipedia: w\n    annotation: a\n    dictionary: "entities like these"\n',
+            "entity_types.Disease.dictionary",
+        ),
         ("entity_types:\n  ../../x:\n    wikipedia: w\n    annotation: a\n", "entity_types"),
     ],
     ids=["no-types", "dictionary-without-examples", "path-like-type"],
@@ -148,18 +160,13 @@ def pyfunc_model(tmp_path_factory, tiny_bert):
     """The MLflow pyfunc flavour of a (random) model, saved and loaded as `mlflow models serve` does."""
     import mlflow.pyfunc
 
-    from bioner.tracking.models import MODEL_CODE, pip_requirements
-
     d = tmp_path_factory.mktemp("pyfunc")
-    folder = save_random_model(d / "folder", tiny_bert)
-    mlflow.pyfunc.save_model(str(d / "mlflow"), python_model=str(MODEL_CODE), artifacts={"model": str(folder)},
-                               pip_requirements=pip_requirements())
-    return mlflow.pyfunc.load_model(str(d / "mlflow"))
+    return mlflow.pyfunc.load_model(str(save_pyfunc(d / "mlflow", save_random_model(d / "folder", tiny_bert))))
 
 
 def _valid(text: str, ents: list[dict]) -> None:
     for e in ents:
-        assert text[e["start"]:e["end"]] == e["text"] and e["text"].strip() and e["type"] == "Disease"
+        assert text[e["start"] : e["end"]] == e["text"] and e["text"].strip() and e["type"] == "Disease"
 
 
 @pytest.mark.parametrize(
@@ -199,8 +206,10 @@ def test_predict_answers_a_megabyte_of_text(pyfunc_model):
 def test_predict_cli_refuses_undecodable_text_and_input(tmp_path, tiny_bert):
     model = save_random_model(tmp_path / "m", tiny_bert)
     # bytes that are not UTF-8 reach sys.argv as lone surrogates (surrogateescape)
-    assert_refused(bioner("predict", "--model", str(model), "ok", b"bad \xff".decode("utf-8", "surrogateescape")),
-                   "TEXT argument 2: not valid UTF-8")
+    assert_refused(
+        bioner("predict", "--model", str(model), "ok", b"bad \xff".decode("utf-8", "surrogateescape")),
+        "TEXT argument 2: not valid UTF-8",
+    )
     bad = tmp_path / "in.txt"
     bad.write_bytes(b"fine\nbad \xff\n")
     assert_refused(bioner("predict", "--model", str(model), "--input", str(bad)), f"--input {bad}: not UTF-8")
@@ -257,7 +266,9 @@ def test_a_read_only_output_dir_stops_train_before_training(toy, small_fs):
 def test_less_free_space_than_the_floor_stops_train_before_training(toy, small_fs):
     # 1 MiB free against the default floor of 512 MiB: the message says both and how to lower it.
     corpus, spec = toy
-    line = assert_refused(train(spec, small_fs / "out"), f"output_dir {small_fs / 'out'}", "a job needs at least 512 MiB")
+    line = assert_refused(
+        train(spec, small_fs / "out"), f"output_dir {small_fs / 'out'}", "a job needs at least 512 MiB"
+    )
     assert "MiB free" in line and "BIONER_MIN_FREE_MB" in line
     assert not (small_fs / "out" / "mlflow.db").exists()
 

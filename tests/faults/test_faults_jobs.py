@@ -23,8 +23,18 @@ from helpers import EXPERIMENTS
 
 
 def train_args(spec, encoder, out: Path, *sets: str) -> list[str]:
-    base = [f"dataset={spec}", f"encoder={encoder}", f"output_dir={out}", "experiment=jobs", "batch_size=8",
-            "max_length=48", "train_fraction=1.0", "num_workers=1", "cpus_per_worker=1", *sets]
+    base = [
+        f"dataset={spec}",
+        f"encoder={encoder}",
+        f"output_dir={out}",
+        "experiment=jobs",
+        "batch_size=8",
+        "max_length=48",
+        "train_fraction=1.0",
+        "num_workers=1",
+        "cpus_per_worker=1",
+        *sets,
+    ]
     args = ["train", str(EXPERIMENTS / "quickstart.yaml"), "-q"]
     for s in base:
         args += ["--set", s]
@@ -40,10 +50,17 @@ def spec(make_dataset):
 
 
 @pytest.mark.usefixtures("no_ray_in_process")
-@pytest.mark.parametrize("encoder, needle", [
-    ("/nonexistent/encoder", "encoder '/nonexistent/encoder': no such folder"),
-    ("no-such-org/no-such-model", "not in the Hugging Face cache, and the hub is out of reach (HF_HUB_OFFLINE is set)"),
-], ids=["missing-folder", "hub-name-offline"])
+@pytest.mark.parametrize(
+    "encoder, needle",
+    [
+        ("/nonexistent/encoder", "encoder '/nonexistent/encoder': no such folder"),
+        (
+            "no-such-org/no-such-model",
+            "not in the Hugging Face cache, and the hub is out of reach (HF_HUB_OFFLINE is set)",
+        ),
+    ],
+    ids=["missing-folder", "hub-name-offline"],
+)
 def test_an_encoder_that_cannot_load_is_refused_before_any_run_or_ray(tmp_path, spec, encoder, needle):
     import ray
 
@@ -55,9 +72,13 @@ def test_an_encoder_that_cannot_load_is_refused_before_any_run_or_ray(tmp_path, 
 def test_a_hub_name_with_the_hub_unreachable_fails_at_once(tmp_path, spec):
     """Not offline by flag, but the hub does not answer (a closed local port stands for a cut network)."""
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "bioner.cli", *train_args(spec, "no-such-org/no-such-model", out)],
-                       capture_output=True, text=True, timeout=300,
-                       env=clean_env(HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9"))
+    r = subprocess.run(
+        [sys.executable, "-m", "bioner.cli", *train_args(spec, "no-such-org/no-such-model", out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=clean_env(HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9"),
+    )
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
     assert "the hub is out of reach (http://127.0.0.1:9 does not answer" in lines[0]
@@ -65,12 +86,23 @@ def test_a_hub_name_with_the_hub_unreachable_fails_at_once(tmp_path, spec):
 
 
 @pytest.mark.usefixtures("no_ray_in_process")
-@pytest.mark.parametrize("max_length, needles", [
-    (1024, ["max_length 1024: the encoder", "takes at most 512 positions", "set max_length between {low} and 512"]),
-    (16, ["max_length 16: too short for the longest query, the special tokens and 8 pieces", "the minimum here is {low}"]),
-], ids=["above-positions", "below-query"])
-def test_max_length_outside_what_the_encoder_and_queries_allow_is_refused_up_front(tmp_path, spec, tiny_bert, minilm_tokenizer,
-                                                                                   max_length, needles):
+@pytest.mark.parametrize(
+    "max_length, needles",
+    [
+        (1024, ["max_length 1024: the encoder", "takes at most 512 positions", "set max_length between {low} and 512"]),
+        (
+            16,
+            [
+                "max_length 16: too short for the longest query, the special tokens and 8 pieces",
+                "the minimum here is {low}",
+            ],
+        ),
+    ],
+    ids=["above-positions", "below-query"],
+)
+def test_max_length_outside_what_the_encoder_and_queries_allow_is_refused_up_front(
+    tmp_path, spec, tiny_bert, minilm_tokenizer, max_length, needles
+):
     import ray
 
     # [CLS] query [SEP] sentence [SEP], the sentence at least 8 pieces; helpers.write_spec's annotation query
@@ -85,13 +117,18 @@ def test_max_length_outside_what_the_encoder_and_queries_allow_is_refused_up_fro
 # --- 5. use_gpu without GPUs ---------------------------------------------------------------------
 
 
-@pytest.mark.timeout(240, method="thread")  # before #17 the job waited for a GPU forever (in C: a signal cannot stop it)
+@pytest.mark.timeout(
+    240, method="thread"
+)  # before #17 the job waited for a GPU forever (in C: a signal cannot stop it)
 def test_use_gpu_on_a_cluster_without_gpus_is_one_line_and_opens_no_run(ray_local, tmp_path, spec, tiny_bert):
     if ray_local.cluster_resources().get("GPU", 0):
         pytest.skip("this machine's Ray has GPUs")
     out = tmp_path / "out"
-    assert_refused(bioner(*train_args(spec, tiny_bert, out, "use_gpu=true")), "use_gpu: 1 worker(s) need 1 GPU(s)",
-                   "the Ray cluster has 0")
+    assert_refused(
+        bioner(*train_args(spec, tiny_bert, out, "use_gpu=true")),
+        "use_gpu: 1 worker(s) need 1 GPU(s)",
+        "the Ray cluster has 0",
+    )
     assert not (out / "mlflow.db").exists()
 
 
@@ -105,12 +142,18 @@ def test_processes_creating_one_sqlite_store_at_once_all_succeed(tmp_path):
     ready = tmp_path / "ready"
     ready.mkdir()
     # A barrier instead of a start time 8 s ahead: each process imports mlflow, says so, and goes once all three have.
-    code = ("import os, pathlib, time; import mlflow; from bioner.tracking.store import use_experiment\n"
-            f"ready = pathlib.Path({str(ready)!r}); (ready / str(os.getpid())).touch(); deadline = time.time() + 120\n"
-            "while len(list(ready.iterdir())) < 3 and time.time() < deadline: time.sleep(0.005)\n"
-            f"print(use_experiment({uri!r}, 'together', pathlib.Path({str(tmp_path)!r})))\n")
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=clean_env()) for _ in range(3)]
+    code = (
+        "import os, pathlib, time; import mlflow; from bioner.tracking.store import use_experiment\n"
+        f"ready = pathlib.Path({str(ready)!r}); (ready / str(os.getpid())).touch(); deadline = time.time() + 120\n"
+        "while len(list(ready.iterdir())) < 3 and time.time() < deadline: time.sleep(0.005)\n"
+        f"print(use_experiment({uri!r}, 'together', pathlib.Path({str(tmp_path)!r})))\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env()
+        )
+        for _ in range(3)
+    ]
     results = [(p.wait(timeout=300), p.stdout.read().strip(), p.stderr.read()) for p in procs]
     assert all(code == 0 for code, _, _ in results), [err[-1500:] for _, _, err in results]
     assert len({out for _, out, _ in results}) == 1  # one experiment, found or created by each
@@ -124,8 +167,10 @@ def two_jobs(tmp_path_factory, spec, tiny_bert, _ray_session):
     """Two jobs of one experiment in one output_dir, both ended KILLED as a kill after their last
     checkpoint leaves them: A (seed 1, 1 epoch), then B (seed 2, 2 epochs: two checkpoints)."""
     out = tmp_path_factory.mktemp("two-jobs") / "out"
-    args = {"A": train_args(spec, tiny_bert, out, "beta=0", "seed=1", "epochs=1"),
-            "B": train_args(spec, tiny_bert, out, "beta=0", "seed=2", "epochs=2")}
+    args = {
+        "A": train_args(spec, tiny_bert, out, "beta=0", "seed=1", "epochs=1"),
+        "B": train_args(spec, tiny_bert, out, "beta=0", "seed=2", "epochs=2"),
+    }
     uri = f"sqlite:///{out / 'mlflow.db'}"
     run_ids = {}
     for name, a in args.items():
@@ -185,10 +230,16 @@ def test_a_damaged_state_file_or_snapshot_or_deleted_checkpoints_are_one_line(ra
     for d in _checkpoints(out, b):
         for f in d.rglob("*.safetensors"):
             f.unlink()
-    assert_refused(bioner(*two_jobs["args"]["B"], "--resume"), "--resume: no checkpoint of this run can be restored",
-                   "epoch 2:", "epoch 1:")
+    assert_refused(
+        bioner(*two_jobs["args"]["B"], "--resume"),
+        "--resume: no checkpoint of this run can be restored",
+        "epoch 2:",
+        "epoch 1:",
+    )
     shutil.rmtree(out / "ray_results" / b)
-    assert_refused(bioner(*two_jobs["args"]["B"], "--resume"), f"--resume: run {b} logged epochs but its checkpoints are gone")
+    assert_refused(
+        bioner(*two_jobs["args"]["B"], "--resume"), f"--resume: run {b} logged epochs but its checkpoints are gone"
+    )
     state = out / "train" / "jobs" / "jobs" / f"{b}.json"
     state.write_text('{"run_id": "' + b)
     assert_refused(bioner(*two_jobs["args"]["B"], "--resume"), f"--resume: {state} is damaged")

@@ -34,9 +34,15 @@ pytestmark = pytest.mark.timeout(1200)
 
 
 def _node_ports(ports: list[int]) -> list[str]:
-    names = ["--node-manager-port", "--object-manager-port", "--metrics-export-port", "--dashboard-agent-listen-port",
-             "--dashboard-agent-grpc-port", "--runtime-env-agent-port"]
-    return [x for name, port in zip(names, ports) for x in (name, str(port))]
+    names = [
+        "--node-manager-port",
+        "--object-manager-port",
+        "--metrics-export-port",
+        "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port",
+        "--runtime-env-agent-port",
+    ]
+    return [x for name, port in zip(names, ports, strict=True) for x in (name, str(port))]
 
 
 def _stop_session(proc: subprocess.Popen) -> None:
@@ -79,16 +85,52 @@ def two_nodes(tmp_path_factory):
     procs: list[subprocess.Popen] = []
 
     def start(args: list[str], log: str) -> subprocess.Popen:
-        p = subprocess.Popen([str(VENV_BIN / "ray"), "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1",
-                              "--num-cpus", "1", *args], stdout=open(d / log, "wb"), stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        p = subprocess.Popen(
+            [
+                str(VENV_BIN / "ray"),
+                "start",
+                "--block",
+                "--disable-usage-stats",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--num-cpus",
+                "1",
+                *args,
+            ],
+            stdout=open(d / log, "wb"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
         procs.append(p)
-        wait_for(lambda: "Ray runtime started" in (d / log).read_text(errors="replace"), 180, f"Ray ({log}) to start", proc=p, every=1)
+        wait_for(
+            lambda: "Ray runtime started" in (d / log).read_text(errors="replace"),
+            180,
+            f"Ray ({log}) to start",
+            proc=p,
+            every=1,
+        )
         return p
 
     try:
-        start(["--head", "--port", str(gcs), "--temp-dir", str(temp_dir), "--dashboard-host", "127.0.0.1", "--dashboard-port",
-               str(dash), "--ray-client-server-port", str(client), *_node_ports(ports[:6])], "head.log")
+        start(
+            [
+                "--head",
+                "--port",
+                str(gcs),
+                "--temp-dir",
+                str(temp_dir),
+                "--dashboard-host",
+                "127.0.0.1",
+                "--dashboard-port",
+                str(dash),
+                "--ray-client-server-port",
+                str(client),
+                *_node_ports(ports[:6]),
+            ],
+            "head.log",
+        )
         start(["--address", f"127.0.0.1:{gcs}", *_node_ports(ports[6:12])], "node2.log")
         server.start()
         url = f"http://127.0.0.1:{dash}"
@@ -104,7 +146,9 @@ def two_nodes(tmp_path_factory):
 def _state(url: str, what: str, **filters: str) -> list[dict]:
     params = {"detail": "1", "limit": "10000"}
     if filters:
-        params.update(filter_keys=list(filters), filter_predicates=["="] * len(filters), filter_values=list(filters.values()))
+        params.update(
+            filter_keys=list(filters), filter_predicates=["="] * len(filters), filter_values=list(filters.values())
+        )
     r = requests.get(f"{url}/api/v0/{what}", params=params, timeout=30)
     r.raise_for_status()
     return r.json()["data"]["result"]["result"]
@@ -122,13 +166,36 @@ def test_a_tune_job_trains_across_two_nodes_scores_logs_and_registers(two_nodes,
     synthetic_corpus(work / "corpus", sizes=(48, 16, 16), seed=3)
     write_spec(work / "twonode.yaml", "corpus", name="twonode")
     (work / "tune.yaml").write_text(
-        "dataset: twonode.yaml\nencoder: " + tiny_bert + "\nbatch_size: 8\nmax_length: 48\ntrain_fraction: 1.0\nbeta: 0\n"
+        "dataset: twonode.yaml\nencoder: "
+        + tiny_bert
+        + "\nbatch_size: 8\nmax_length: 48\ntrain_fraction: 1.0\nbeta: 0\n"
         "num_workers: 2\nexperiment: twonode\nnum_samples: 1\nmax_epochs: 1\ngrace_period: 1\nrefit_seeds: 1\n"
-        "search: {alpha: [1.0, 1.0], beta: [0.0, 0.0], learning_rate: [1.0e-3, 2.0e-3], query_source: [none]}\n")
+        "search: {alpha: [1.0, 1.0], beta: [0.0, 0.0], learning_rate: [1.0e-3, 2.0e-3], query_source: [none]}\n"
+    )
     out = tmp_path / "out"  # absolute: both nodes of this host write checkpoints there
-    r = subprocess.run([sys.executable, "-m", "bioner.cli", "submit", "--address", two_nodes.dashboard, "--tracking-uri",
-                        two_nodes.tracking_uri, "--working-dir", str(work), "--", "tune", "tune.yaml", "--set", f"output_dir={out}"],
-                       capture_output=True, text=True, timeout=1100, env=two_nodes.env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bioner.cli",
+            "submit",
+            "--address",
+            two_nodes.dashboard,
+            "--tracking-uri",
+            two_nodes.tracking_uri,
+            "--working-dir",
+            str(work),
+            "--",
+            "tune",
+            "tune.yaml",
+            "--set",
+            f"output_dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1100,
+        env=two_nodes.env,
+    )
     logs = r.stdout + r.stderr
     assert r.returncode == 0 and "SUCCEEDED" in r.stdout, logs[-6000:]
     assert "Found multiple active Ray instances" not in logs and "Traceback" not in logs, logs[-6000:]
@@ -142,10 +209,16 @@ def test_a_tune_job_trains_across_two_nodes_scores_logs_and_registers(two_nodes,
     assert set().union(*runs.values()) == {n["node_id"] for n in _nodes(two_nodes.dashboard)}
     # the job named its cluster to Ray Train's placement-group cleaners (else they ask "the" Ray of the host)
     cleaners = _state(two_nodes.dashboard, "actors", class_name="PlacementGroupCleaner")
-    assert cleaners and all(json.loads(c["serialized_runtime_env"]).get("env_vars", {}).get("RAY_API_SERVER_ADDRESS")
-                            == two_nodes.dashboard for c in cleaners), [c["serialized_runtime_env"] for c in cleaners]
+    assert cleaners and all(
+        json.loads(c["serialized_runtime_env"]).get("env_vars", {}).get("RAY_API_SERVER_ADDRESS") == two_nodes.dashboard
+        for c in cleaners
+    ), [c["serialized_runtime_env"] for c in cleaners]
     # whether Ray unpacked the job's folder again under it this time (it depends on timing): for the record
-    again = [f.name for f in two_nodes.temp_dir.glob("session_latest/logs/runtime_env_setup-*.log") if "Removing" in f.read_text()]
+    again = [
+        f.name
+        for f in two_nodes.temp_dir.glob("session_latest/logs/runtime_env_setup-*.log")
+        if "Removing" in f.read_text()
+    ]
     print(f"the job's folder was unpacked again under the driver: {bool(again)} {again}")
 
     client = MlflowClient(two_nodes.tracking_uri)

@@ -31,8 +31,14 @@ class Job:
     """A `bioner` process whose merged stdout/stderr lines are collected as they come."""
 
     def __init__(self, args: list[str], **env: str):
-        self.proc = subprocess.Popen([sys.executable, "-m", "bioner.cli", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, env=clean_env(**env), start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bioner.cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=clean_env(**env),
+            start_new_session=True,
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -123,9 +129,22 @@ def corpus_spec(make_dataset):
 
 
 def train_args(spec, encoder, out: Path, *extra: str) -> list[str]:
-    sets = [f"dataset={spec}", f"encoder={encoder}", f"output_dir={out}", "experiment=faults", "epochs=3",
-            "batch_size=4", "max_length=48", "learning_rate=1e-3", "train_fraction=1.0", "train_splits=[train]",
-            "eval_split=test", "beta=0", "num_workers=1", *extra]
+    sets = [
+        f"dataset={spec}",
+        f"encoder={encoder}",
+        f"output_dir={out}",
+        "experiment=faults",
+        "epochs=3",
+        "batch_size=4",
+        "max_length=48",
+        "learning_rate=1e-3",
+        "train_fraction=1.0",
+        "train_splits=[train]",
+        "eval_split=test",
+        "beta=0",
+        "num_workers=1",
+        *extra,
+    ]
     args = ["train", str(EXPERIMENTS / "quickstart.yaml"), "-q"]
     for s in sets:
         args += ["--set", s]
@@ -155,7 +174,9 @@ def test_worker_killed_mid_epoch_then_job_killed_then_resumed(tmp_path, corpus_s
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
 
-        wait_for(lambda: checkpointed_epoch(storage) >= 2, 240, "epoch 2's checkpoint after the restart", job, every=0.2)
+        wait_for(
+            lambda: checkpointed_epoch(storage) >= 2, 240, "epoch 2's checkpoint after the restart", job, every=0.2
+        )
         wait_for(lambda: any(e == "2/3" for _, e in job.epochs_printed()), 30, "the epoch 2 line", job, every=0.2)
         assert steps(client, run.info.run_id) == [1, 2]
         job.kill_all()
@@ -181,24 +202,51 @@ def test_worker_killed_mid_epoch_then_job_killed_then_resumed(tmp_path, corpus_s
 
     assert_refused(bioner(*args, "--resume"), "--resume: the last job of experiment 'faults'", "has finished")
     assert_refused(bioner(*args, "--set", "epochs=4", "--resume"), "--resume: epochs is 4, the interrupted job had 3")
-    assert_refused(bioner(*args, "--set", "experiment=other", "--resume"), "--resume: no training job of experiment 'other'")
+    assert_refused(
+        bioner(*args, "--set", "experiment=other", "--resume"), "--resume: no training job of experiment 'other'"
+    )
 
 
 def test_tune_driver_sigkilled_then_resumed(tmp_path, make_dataset, tiny_bert):
     """SIGKILL of the `bioner tune` process group after its first trial, then `--resume`."""
     spec = make_dataset("kill")
     out = tmp_path / "out"
-    args = ["tune", str(EXPERIMENTS / "tune-smoke.yaml"), "-q",
-            "--set", f"dataset={spec}", "--set", f"encoder={tiny_bert}", "--set", f"output_dir={out}",
-            "--set", "experiment=kill", "--set", "train_fraction=1.0", "--set", "num_samples=2",
-            "--set", "max_epochs=1", "--set", "refit_seeds=1", "--set", "max_length=48", "--set", "register=false"]
+    args = [
+        "tune",
+        str(EXPERIMENTS / "tune-smoke.yaml"),
+        "-q",
+        "--set",
+        f"dataset={spec}",
+        "--set",
+        f"encoder={tiny_bert}",
+        "--set",
+        f"output_dir={out}",
+        "--set",
+        "experiment=kill",
+        "--set",
+        "train_fraction=1.0",
+        "--set",
+        "num_samples=2",
+        "--set",
+        "max_epochs=1",
+        "--set",
+        "refit_seeds=1",
+        "--set",
+        "max_length=48",
+        "--set",
+        "register=false",
+    ]
     uri = f"sqlite:///{out / 'mlflow.db'}"
 
     job = Job(args)
     try:
         # one trial at a time: a second trial's run exists only once the first has finished
-        seen = wait_for(lambda: (lambda r: r if len(r) >= 2 else None)(trial_runs_in_store(out / "mlflow.db", "kill")),
-                        300, "the second trial", job)
+        seen = wait_for(
+            lambda: (lambda r: r if len(r) >= 2 else None)(trial_runs_in_store(out / "mlflow.db", "kill")),
+            300,
+            "the second trial",
+            job,
+        )
         job.kill_all()
     finally:
         if job.proc.poll() is None:
@@ -227,8 +275,10 @@ def test_tune_driver_sigkilled_then_resumed(tmp_path, make_dataset, tiny_bert):
         assert r.info.run_id == second_run
     (parent,) = client.search_runs([exp], "tags.`bioner.kind` = 'tune'")
     assert parent.info.status == "FINISHED" and "test_f1_mean" in parent.data.metrics
-    study = optuna.load_study(study_name=json.loads((out / "tune" / "kill" / "bioner_tune.json").read_text())["study_name"],
-                              storage=f"sqlite:///{out / 'optuna.db'}")
+    study = optuna.load_study(
+        study_name=json.loads((out / "tune" / "kill" / "bioner_tune.json").read_text())["study_name"],
+        storage=f"sqlite:///{out / 'optuna.db'}",
+    )
     states = sorted(t.state.name for t in study.trials)
     assert states == ["COMPLETE"] * 2 + ["FAIL"] * len(lost), states
 
@@ -245,9 +295,13 @@ def test_mlflow_server_restarted_during_a_run_loses_no_metric(tmp_path, corpus_s
     server.start()
     store = server.store
     out = tmp_path / "out"
-    job = Job(train_args(corpus_spec, tiny_bert, out, f"tracking_uri={server.uri}", "epochs=2"),
-              MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", BIONER_TRACKING_RETRY_S="180")
+    job = Job(
+        train_args(corpus_spec, tiny_bert, out, f"tracking_uri={server.uri}", "epochs=2"),
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+        BIONER_TRACKING_RETRY_S="180",
+    )
     try:
+
         def logged_steps():
             _, runs = the_run(store, "faults")
             return steps(MlflowClient(store), runs[0].info.run_id) if runs else []

@@ -15,13 +15,12 @@ import select
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from _faultkit import assert_refused, bioner, clean_env, save_random_model
+from _faultkit import assert_refused, bioner, clean_env
 
-from helpers import EXPERIMENTS, synthetic_corpus, write_corpus, write_spec
+from helpers import EXPERIMENTS, in_threads, save_random_model, synthetic_corpus, write_corpus, write_spec
 
 SMALL = {"train": "flu\tB-Disease\nx\tO\n", "devel": "a\tO\n", "test": "a\tO\n"}
 
@@ -42,9 +41,12 @@ def _spec(tmp_path: Path, body: str) -> Path:
 
 
 def test_a_type_declared_twice_is_refused_with_both_line_numbers(tmp_path):
-    spec = _spec(tmp_path, "entity_types:\n"
-                           "  Disease:\n    wikipedia: first\n    annotation: first\n"
-                           "  Disease:\n    wikipedia: second\n    annotation: second\n")
+    spec = _spec(
+        tmp_path,
+        "entity_types:\n"
+        "  Disease:\n    wikipedia: first\n    annotation: first\n"
+        "  Disease:\n    wikipedia: second\n    annotation: second\n",
+    )
     line = assert_refused(bioner("datasets", "check", str(spec)), "'Disease'", "lines 4 and 7")
     assert line.startswith(f"{spec}:7:")
 
@@ -52,18 +54,30 @@ def test_a_type_declared_twice_is_refused_with_both_line_numbers(tmp_path):
 # --- 7. query templates --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("template", ["Entities like {examples} or {other} ?", "Entities like {examples} or {0} ?",
-                                      "Entities like {examples} { ?",
-                                      "Entities like {examples} and {examples.x} ?", "Entities like {{examples}} ?"],
-                         ids=["other-field", "positional", "lone-brace", "attribute", "escaped-only"])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "Entities like {examples} or {other} ?",
+        "Entities like {examples} or {0} ?",
+        "Entities like {examples} { ?",
+        "Entities like {examples} and {examples.x} ?",
+        "Entities like {{examples}} ?",
+    ],
+    ids=["other-field", "positional", "lone-brace", "attribute", "escaped-only"],
+)
 def test_a_dictionary_template_that_cannot_be_filled_is_refused_by_datasets_check(tmp_path, template):
-    spec = _spec(tmp_path, f'entity_types:\n  Disease:\n    wikipedia: w\n    annotation: a\n    dictionary: "{template}"\n')
+    spec = _spec(
+        tmp_path, f'entity_types:\n  Disease:\n    wikipedia: w\n    annotation: a\n    dictionary: "{template}"\n'
+    )
     assert_refused(bioner("datasets", "check", str(spec)), "entity_types.Disease.dictionary")
 
 
 def test_a_template_with_literal_braces_is_accepted(tmp_path):
-    spec = _spec(tmp_path, 'entity_types:\n  Disease:\n    wikipedia: w\n    annotation: a\n'
-                           '    dictionary: "Entities like {examples} {{in braces}} ?"\n')
+    spec = _spec(
+        tmp_path,
+        "entity_types:\n  Disease:\n    wikipedia: w\n    annotation: a\n"
+        '    dictionary: "Entities like {examples} {{in braces}} ?"\n',
+    )
     o = bioner("datasets", "check", str(spec))
     assert o.code == 0, o.stderr
 
@@ -90,8 +104,16 @@ def test_metric_names_are_cut_to_what_mlflow_takes():
 
 
 def test_a_set_that_reaches_into_a_value_is_one_line(tmp_path):
-    o = bioner("train", str(EXPERIMENTS / "quickstart.yaml"), "--set", f"output_dir={tmp_path}", "--set", "epochs=1",
-               "--set", "epochs.x=2")
+    o = bioner(
+        "train",
+        str(EXPERIMENTS / "quickstart.yaml"),
+        "--set",
+        f"output_dir={tmp_path}",
+        "--set",
+        "epochs=1",
+        "--set",
+        "epochs.x=2",
+    )
     assert_refused(o, "--set epochs.x", "epochs is already set to 1")
 
 
@@ -115,6 +137,7 @@ def _edit_meta(**changes):
         meta = json.loads((d / "bioner.json").read_text())
         meta.update(changes)
         (d / "bioner.json").write_text(json.dumps(meta))
+
     return edit
 
 
@@ -123,14 +146,18 @@ def _truncate(d: Path):
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
 
 
-@pytest.mark.parametrize("damage, needle", [
-    (lambda d: [(d / f).unlink() for f in ("tokenizer.json", "tokenizer_config.json")], "tokenizer.json"),
-    (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json missing"),
-    (_truncate, "model.safetensors: truncated"),
-    (_edit_meta(num_labels=5), "num_labels is 5"),
-    (_edit_meta(labels=["O", "B-Disease"]), "labels ['O', 'B-Disease']"),
-    (_edit_meta(max_length=1024), "max_length 1024 is more than the encoder's 512 positions"),
-], ids=["no-tokenizer", "no-tokenizer-json", "truncated-weights", "num-labels", "short-labels", "max-length"])
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        (lambda d: [(d / f).unlink() for f in ("tokenizer.json", "tokenizer_config.json")], "tokenizer.json"),
+        (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json missing"),
+        (_truncate, "model.safetensors: truncated"),
+        (_edit_meta(num_labels=5), "num_labels is 5"),
+        (_edit_meta(labels=["O", "B-Disease"]), "labels ['O', 'B-Disease']"),
+        (_edit_meta(max_length=1024), "max_length 1024 is more than the encoder's 512 positions"),
+    ],
+    ids=["no-tokenizer", "no-tokenizer-json", "truncated-weights", "num-labels", "short-labels", "max-length"],
+)
 def test_a_damaged_model_folder_is_one_line_naming_what(tmp_path, model, damage, needle):
     d = _broken_copy(model, tmp_path / "m", damage)
     assert_refused(bioner("predict", "--model", str(d), "Breast cancer and flu ."), str(d), needle)
@@ -152,8 +179,13 @@ def test_an_inflated_config_is_refused_before_the_network_is_built(tmp_path, mod
         f"sys.argv = ['bioner', 'predict', '--model', {str(d)!r}, 'flu']\n"
         "bioner.cli.main()\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                       env=clean_env(MALLOC_ARENA_MAX="2", OMP_NUM_THREADS="1"))
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=clean_env(MALLOC_ARENA_MAX="2", OMP_NUM_THREADS="1"),
+    )
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
     assert "config.json does not match model.safetensors" in lines[0] and "16384" in lines[0]
@@ -177,7 +209,9 @@ def test_input_lines_split_only_at_newlines(tmp_path, model):
 
 def test_input_that_is_a_directory_or_an_empty_device_says_what_it_is(tmp_path, model):
     assert_refused(bioner("predict", "--model", str(model), "--input", str(tmp_path)), "is a directory")
-    assert_refused(bioner("predict", "--model", str(model), "--input", "/dev/null"), "nothing to tag", "character device")
+    assert_refused(
+        bioner("predict", "--model", str(model), "--input", "/dev/null"), "nothing to tag", "character device"
+    )
     assert_refused(bioner("predict", "--model", str(model), "--input", str(tmp_path / "nope.txt")), "file not found")
 
 
@@ -189,12 +223,10 @@ def test_input_from_a_pipe_as_a_process_substitution_gives_it(model):
         with os.fdopen(w, "w") as f:
             f.write("\n".join(texts) + "\n")
 
-    t = threading.Thread(target=feed)
-    t.start()
     try:
-        recs = _records(bioner("predict", "--model", str(model), "--input", f"/dev/fd/{r}"))
+        with in_threads(feed):
+            recs = _records(bioner("predict", "--model", str(model), "--input", f"/dev/fd/{r}"))
     finally:
-        t.join()
         os.close(r)
     assert [x["text"] for x in recs] == texts
 
@@ -203,8 +235,13 @@ def test_input_from_a_pipe_as_a_process_substitution_gives_it(model):
 def test_predict_streams_stdin_before_it_ends(model, source):
     """300 lines in, stdin left open: the first records come out while the input is still open
     (reading everything first wrote nothing until the end)."""
-    p = subprocess.Popen([sys.executable, "-m", "bioner.cli", "predict", "--model", str(model), "--input", source],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
+    p = subprocess.Popen(
+        [sys.executable, "-m", "bioner.cli", "predict", "--model", str(model), "--input", source],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+    )
     try:
         p.stdin.write("".join(f"the patient {i} was seen with flu\n" for i in range(300)).encode())
         p.stdin.flush()
@@ -238,13 +275,35 @@ def test_a_line_over_the_character_limit_is_refused_before_any_output(tmp_path, 
 
 @pytest.mark.parametrize("threshold", ["2", "-1", "nan", "0", "1"])
 def test_promote_threshold_must_be_a_p_value(tmp_path, threshold):
-    assert_refused(bioner("promote", "--dataset", "ncbi-disease", "--threshold", threshold, "--tracking-uri",
-                          f"sqlite:///{tmp_path / 'mlflow.db'}"), f"--threshold {float(threshold)}", "between 0 and 1")
+    assert_refused(
+        bioner(
+            "promote",
+            "--dataset",
+            "ncbi-disease",
+            "--threshold",
+            threshold,
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+        ),
+        f"--threshold {float(threshold)}",
+        "between 0 and 1",
+    )
 
 
 def test_promote_force_with_a_blank_reason_is_refused(tmp_path):
-    assert_refused(bioner("promote", "--dataset", "ncbi-disease", "--force", "--reason", "  ", "--tracking-uri",
-                          f"sqlite:///{tmp_path / 'mlflow.db'}"), "--force needs --reason")
+    assert_refused(
+        bioner(
+            "promote",
+            "--dataset",
+            "ncbi-disease",
+            "--force",
+            "--reason",
+            "  ",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+        ),
+        "--force needs --reason",
+    )
 
 
 def test_promote_where_there_is_no_store_creates_none(tmp_path, monkeypatch):
@@ -312,7 +371,12 @@ def test_the_corpus_hashes_are_recorded_on_the_version(registry):
     v = register(1)
     tags = MlflowClient(uri).get_model_version("bioner-promo", v).tags
     hashes = content_hashes(load_spec(spec))
-    assert {k: tags[f"corpus.{k}_sha256"] for k in hashes} == hashes and set(hashes) == {"spec", "train", "devel", "test"}
+    assert {k: tags[f"corpus.{k}_sha256"] for k in hashes} == hashes and set(hashes) == {
+        "spec",
+        "train",
+        "devel",
+        "test",
+    }
 
 
 # --- a spec by name, predict and evaluate arguments, serve --model, runs compare ------------------------------------
@@ -326,10 +390,29 @@ def test_a_spec_found_by_name_in_the_working_folder_reaches_the_ray_worker(tmp_p
     write_spec(work / "experiments" / "datasets" / "my-spec.yaml", "../corpora/mine", name="my-spec")
     monkeypatch.chdir(work)
     monkeypatch.delenv("BIONER_DATASETS", raising=False)
-    o = bioner("train", str(EXPERIMENTS / "quickstart.yaml"), "--quiet", "--set", "dataset=my-spec",
-               "--set", f"encoder={tiny_bert}", "--set", f"output_dir={tmp_path / 'out'}", "--set", "epochs=1",
-               "--set", "beta=0", "--set", "max_length=64", "--set", "batch_size=8", "--set", "train_fraction=1",
-               "--set", "experiment=by-name")
+    o = bioner(
+        "train",
+        str(EXPERIMENTS / "quickstart.yaml"),
+        "--quiet",
+        "--set",
+        "dataset=my-spec",
+        "--set",
+        f"encoder={tiny_bert}",
+        "--set",
+        f"output_dir={tmp_path / 'out'}",
+        "--set",
+        "epochs=1",
+        "--set",
+        "beta=0",
+        "--set",
+        "max_length=64",
+        "--set",
+        "batch_size=8",
+        "--set",
+        "train_fraction=1",
+        "--set",
+        "experiment=by-name",
+    )
     assert o.code == 0, (o.stdout + o.stderr)[-3000:]
     assert "MLflow run:" in o.stdout and "Traceback" not in o.stderr
 
@@ -355,30 +438,49 @@ def documents_input(tmp_path) -> Path:
 @pytest.mark.parametrize("types", ["", ",", " , "])
 def test_predict_types_that_name_no_type_are_refused(model, no_model_load, documents_input, types):
     """`--types ""` names no type: an answer with no entities would look like a model that found none."""
-    assert_refused(bioner("predict", "--model", str(model), "--types", types, "flu"), f"--types {types!r}",
-                   "names no type")
-    assert_refused(bioner("predict", "--model", str(model), "--types", types, "--format", "text", "--input",
-                          str(documents_input)), "--types", "names no type")
+    assert_refused(
+        bioner("predict", "--model", str(model), "--types", types, "flu"), f"--types {types!r}", "names no type"
+    )
+    assert_refused(
+        bioner("predict", "--model", str(model), "--types", types, "--format", "text", "--input", str(documents_input)),
+        "--types",
+        "names no type",
+    )
 
 
 @pytest.mark.parametrize("n", ["0", "-3"])
 def test_a_batch_size_below_1_is_refused_by_predict_and_evaluate(model, no_model_load, make_dataset, n):
-    assert_refused(bioner("predict", "--model", str(model), "--batch-size", n, "flu"), f"--batch-size {n}",
-                   "at least 1")
-    assert_refused(bioner("evaluate", "--model", str(model), "--dataset", str(make_dataset("bs")), "--batch-size", n),
-                   f"--batch-size {n}", "at least 1")
+    assert_refused(
+        bioner("predict", "--model", str(model), "--batch-size", n, "flu"), f"--batch-size {n}", "at least 1"
+    )
+    assert_refused(
+        bioner("evaluate", "--model", str(model), "--dataset", str(make_dataset("bs")), "--batch-size", n),
+        f"--batch-size {n}",
+        "at least 1",
+    )
 
 
 def test_argument_errors_come_before_the_model_loads(model, no_model_load, make_dataset, documents_input):
     """Arguments that need no model are refused before it loads (an int8 model is built first); the types
     come from the folder's bioner.json alone."""
     assert_refused(bioner("predict", "--model", str(model), "--precision", "bf16", "flu"), "--precision 'bf16'", "int8")
-    assert_refused(bioner("evaluate", "--model", str(model), "--dataset", str(make_dataset("prec")), "--precision",
-                          "bf16"), "--precision 'bf16'")
-    assert_refused(bioner("predict", "--model", str(model), "--types", "Disease,Gene", "flu"),
-                   "--types Gene", "not known to this model", "Disease")
-    assert_refused(bioner("predict", "--model", str(model), "--types", "Gene", "--format", "text", "--input",
-                          str(documents_input)), "--types Gene", "not known to this model")
+    assert_refused(
+        bioner("evaluate", "--model", str(model), "--dataset", str(make_dataset("prec")), "--precision", "bf16"),
+        "--precision 'bf16'",
+    )
+    assert_refused(
+        bioner("predict", "--model", str(model), "--types", "Disease,Gene", "flu"),
+        "--types Gene",
+        "not known to this model",
+        "Disease",
+    )
+    assert_refused(
+        bioner(
+            "predict", "--model", str(model), "--types", "Gene", "--format", "text", "--input", str(documents_input)
+        ),
+        "--types Gene",
+        "not known to this model",
+    )
     chem = make_dataset("chem-only", types=("Chemical",))
     assert_refused(bioner("evaluate", "--model", str(model), "--dataset", str(chem)), "none of its types (Chemical)")
 
@@ -389,14 +491,18 @@ def test_a_byte_order_mark_before_the_first_line_is_not_text(tmp_path, model):
     f.write_bytes(b"\xef\xbb\xbfflu and gout were seen\r\nmeasles\n")
     recs = _records(bioner("predict", "--model", str(model), "--input", str(f), "--precision", "fp32"))
     assert [r["text"] for r in recs] == ["flu and gout were seen", "measles"]
-    assert all(r["text"][e["start"]:e["end"]] == e["text"] for r in recs for e in r["entities"])
+    assert all(r["text"][e["start"] : e["end"]] == e["text"] for r in recs for e in r["entities"])
 
 
-@pytest.mark.parametrize("damage, needle", [
-    (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json missing"),
-    (_truncate, "model.safetensors: truncated"),
-    (_edit_meta(max_length=1024), "max_length 1024 is more than the encoder's 512 positions"),
-], ids=["no-tokenizer-json", "truncated-weights", "max-length"])
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json missing"),
+        (_truncate, "model.safetensors: truncated"),
+        (_edit_meta(max_length=1024), "max_length 1024 is more than the encoder's 512 positions"),
+    ],
+    ids=["no-tokenizer-json", "truncated-weights", "max-length"],
+)
 def test_serve_refuses_a_broken_model_folder_before_ray_starts(tmp_path, model, damage, needle, monkeypatch):
     """`serve --model` checks a folder as predict does: one line, not replicas that fail to start."""
     from bioner.serve import deploy

@@ -16,25 +16,37 @@ import time
 
 import pytest
 import requests
-from _faultkit import VENV_BIN, clean_env, free_port, save_random_model, wait_for
+from _faultkit import VENV_BIN, clean_env, free_port, wait_for
+
+from helpers import save_pyfunc, save_random_model
 
 TIMEOUT_S = 3
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_bert):
-    import mlflow.pyfunc
-
-    from bioner.tracking.models import MODEL_CODE, pip_requirements
-
     d = tmp_path_factory.mktemp("serve")
-    folder = save_random_model(d / "folder", tiny_bert)
-    mlflow.pyfunc.save_model(str(d / "mlflow"), python_model=str(MODEL_CODE), artifacts={"model": str(folder)},
-                             pip_requirements=pip_requirements())
+    save_pyfunc(d / "mlflow", save_random_model(d / "folder", tiny_bert))
     port = free_port()
-    proc = subprocess.Popen([str(VENV_BIN / "mlflow"), "models", "serve", "-m", str(d / "mlflow"), "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=open(d / "serve.log", "wb"),
-                            env=clean_env(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT=str(TIMEOUT_S)), start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(VENV_BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            str(d / "mlflow"),
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(d / "serve.log", "wb"),
+        env=clean_env(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT=str(TIMEOUT_S)),
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
 
     def up():
@@ -79,7 +91,10 @@ def test_a_10_mb_text_is_refused_at_once_naming_the_limit(server):
     r = _invoke(url, json.dumps({"inputs": ["flu " * 2_500_000]}).encode())
     assert r.status_code == 400, r.text[:500]
     assert len(r.content) < 2000
-    assert "10,000,000 characters, more than the limit of 1,000,000 per text" in r.text and "BIONER_MAX_TEXT_CHARS" in r.text
+    assert (
+        "10,000,000 characters, more than the limit of 1,000,000 per text" in r.text
+        and "BIONER_MAX_TEXT_CHARS" in r.text
+    )
 
 
 def test_too_many_texts_in_one_request_are_refused(server):

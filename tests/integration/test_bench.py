@@ -3,14 +3,12 @@
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from bioner.bench.config import HF_TRAINER, BenchConfig
 from bioner.bench.train import bench_sentences, run_train_bench
 from bioner.cli import app
-from bioner.model import build_model, load_tokenizer, save_model
-from helpers import EXPERIMENTS
+from helpers import EXPERIMENTS, save_random_model
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +17,17 @@ def spec(make_dataset):
 
 
 def test_train_bench_systems_see_the_same_sentences(spec, tiny_bert, tmp_path, ray_local):
-    cfg = BenchConfig(dataset=str(spec), encoder=tiny_bert, batch_size=8, max_length=64, steps=2, skip_steps=1, repeats=2,
-                      systems=["bioner single", "bioner multi", HF_TRAINER], out=str(tmp_path))
+    cfg = BenchConfig(
+        dataset=str(spec),
+        encoder=tiny_bert,
+        batch_size=8,
+        max_length=64,
+        steps=2,
+        skip_steps=1,
+        repeats=2,
+        systems=["bioner single", "bioner multi", HF_TRAINER],
+        out=str(tmp_path),
+    )
     rep = run_train_bench(cfg, log=lambda m: None)
     res = rep["results"]
     single, multi, hf = res["bioner single"], res["bioner multi"], res[HF_TRAINER]
@@ -37,16 +44,13 @@ def test_train_bench_systems_see_the_same_sentences(spec, tiny_bert, tmp_path, r
 
 
 def test_predict_bench_finds_the_same_entities_as_pipeline_and_trainer(spec, tiny_bert, tmp_path, minilm_tokenizer):
-    torch.manual_seed(3)
-    m = build_model(tiny_bert, 3)
-    with torch.no_grad():  # a decisive random head: many entities, so agreement means something
-        m.ner_head.weight.mul_(50)
-    meta = {"labels": ["O", "B-Disease", "I-Disease"], "types": ["Disease"], "max_length": 64, "multitask": False,
-            "queries": None, "dataset": "synth", "encoder": tiny_bert}
-    model = save_model(m, load_tokenizer(tiny_bert), tmp_path / "model", meta)
+    # a decisive random head: many entities, so agreement means something
+    model = save_random_model(tmp_path / "model", tiny_bert, max_length=64, seed=3, head_scale=50, dataset="synth")
     cfg = tmp_path / "bench.yaml"
-    cfg.write_text(f"dataset: {spec}\nencoder: {tiny_bert}\nmodel: {model}\neval_split: test\nsentences: 30\nrepeats: 1\n"
-                   f"eval_batch_size: 8\nout: {tmp_path / 'out'}\n")
+    cfg.write_text(
+        f"dataset: {spec}\nencoder: {tiny_bert}\nmodel: {model}\neval_split: test\nsentences: 30\nrepeats: 1\n"
+        f"eval_batch_size: 8\nout: {tmp_path / 'out'}\n"
+    )
     res = CliRunner().invoke(app, ["bench", "predict", str(cfg)])
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "out" / "predict.json").read_text())
@@ -59,9 +63,29 @@ def test_predict_bench_finds_the_same_entities_as_pipeline_and_trainer(spec, tin
 
 def test_fidelity_trains_both_systems_on_every_seed(spec, tiny_bert, tmp_path, ray_local):
     out = tmp_path / "fidelity.json"
-    res = CliRunner().invoke(app, ["fidelity", str(EXPERIMENTS / "fidelity.yaml"), "--seeds", "2", "--out", str(out),
-                                   "--set", f"dataset={spec}", "--set", f"encoder={tiny_bert}", "--set", "epochs=1",
-                                   "--set", "batch_size=8", "--set", "max_length=64", "--set", f"output_dir={tmp_path / 'o'}"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "fidelity",
+            str(EXPERIMENTS / "fidelity.yaml"),
+            "--seeds",
+            "2",
+            "--out",
+            str(out),
+            "--set",
+            f"dataset={spec}",
+            "--set",
+            f"encoder={tiny_bert}",
+            "--set",
+            "epochs=1",
+            "--set",
+            "batch_size=8",
+            "--set",
+            "max_length=64",
+            "--set",
+            f"output_dir={tmp_path / 'o'}",
+        ],
+    )
     assert res.exit_code == 0, res.output
     rep = json.loads(out.read_text())
     assert [r["seed"] for r in rep["runs"]] == [42, 43]
@@ -74,6 +98,8 @@ def test_random_encoder_has_the_named_geometry(tmp_path):
     res = CliRunner().invoke(app, ["bench", "random-encoder", str(tmp_path / "enc"), "--geometry", "minilm"])
     assert res.exit_code == 0, res.output
     cfg = json.loads((tmp_path / "enc" / "config.json").read_text())
-    assert (cfg["hidden_size"], cfg["num_hidden_layers"]) == (384, 6) and (tmp_path / "enc" / "tokenizer.json").is_file()
+    assert (cfg["hidden_size"], cfg["num_hidden_layers"]) == (384, 6) and (
+        tmp_path / "enc" / "tokenizer.json"
+    ).is_file()
     bad = CliRunner().invoke(app, ["bench", "random-encoder", str(tmp_path / "x"), "--geometry", "gpt"])
     assert bad.exit_code != 0

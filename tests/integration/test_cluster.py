@@ -50,8 +50,14 @@ def cluster(tmp_path_factory):
     base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "MLFLOW_TRACKING_URI"}
     env = {**base, "RAY_AUTH_TOKEN_PATH": str(token), "PATH": f"{BIN}:{base.get('PATH', '')}"}
     up_env = {
-        **env, "BIN": str(BIN), "BIONER_CLUSTER_DIR": str(d / "state"), "BIONER_RAY_TEMP_DIR": ray_tmp,
-        "RAY_DASHBOARD_PORT": str(dash), "MLFLOW_PORT": str(mlflow_port), "RAY_NUM_CPUS": "4", "MLFLOW_WORKERS": "1",
+        **env,
+        "BIN": str(BIN),
+        "BIONER_CLUSTER_DIR": str(d / "state"),
+        "BIONER_RAY_TEMP_DIR": ray_tmp,
+        "RAY_DASHBOARD_PORT": str(dash),
+        "MLFLOW_PORT": str(mlflow_port),
+        "RAY_NUM_CPUS": "4",
+        "MLFLOW_WORKERS": "1",
     }
     try:
         r = _run([REPO / "cluster/local/up.sh"], up_env, timeout=300)
@@ -64,9 +70,17 @@ def cluster(tmp_path_factory):
 
 def _tune_args(d: Path, spec: Path, encoder: str, experiment: str) -> list[str]:
     sets = [
-        f"dataset={spec}", f"encoder={encoder}", f"output_dir={d / experiment}", f"experiment={experiment}",
+        f"dataset={spec}",
+        f"encoder={encoder}",
+        f"output_dir={d / experiment}",
+        f"experiment={experiment}",
         # One trial: a search of several is test_tune's; here the path through the Jobs API and the server counts.
-        "train_fraction=1.0", "num_samples=1", "max_epochs=1", "refit_seeds=1", "batch_size=16", "max_length=64",
+        "train_fraction=1.0",
+        "num_samples=1",
+        "max_epochs=1",
+        "refit_seeds=1",
+        "batch_size=16",
+        "max_length=64",
         "search.learning_rate=[5.0e-4, 2.0e-3]",
         # Two jobs share 4 logical CPUs: one CPU per training worker leaves room for both at once.
         "cpus_per_worker=1",
@@ -84,15 +98,59 @@ def jobs(cluster, tmp_path_factory, make_dataset, tiny_bert):
     d = tmp_path_factory.mktemp("jobs")
     spec = make_dataset("synth", sizes=(32, 12, 12))
     ray_env = {**cluster.env, "RAY_AUTH_MODE": "token"}  # Ray's CLI sends the token only in token mode
-    runtime_env = json.dumps({"excludes": ["outputs", "mlruns", "mlartifacts", "*.db"], "env_vars": {"MLFLOW_TRACKING_URI": cluster.tracking_uri}})
-    train = {"dataset": spec, "encoder": tiny_bert, "output_dir": d / "train", "experiment": "cluster-ray-cli", "epochs": 1,
-             "batch_size": 16, "max_length": 64, "train_fraction": 1.0, "cpus_per_worker": 1, "tracking_uri": cluster.tracking_uri}
+    runtime_env = json.dumps(
+        {
+            "excludes": ["outputs", "mlruns", "mlartifacts", "*.db"],
+            "env_vars": {"MLFLOW_TRACKING_URI": cluster.tracking_uri},
+        }
+    )
+    train = {
+        "dataset": spec,
+        "encoder": tiny_bert,
+        "output_dir": d / "train",
+        "experiment": "cluster-ray-cli",
+        "epochs": 1,
+        "batch_size": 16,
+        "max_length": 64,
+        "train_fraction": 1.0,
+        "cpus_per_worker": 1,
+        "tracking_uri": cluster.tracking_uri,
+    }
     ray_args = ["train", "experiments/tune-smoke.yaml", *[x for k, v in train.items() for x in ("--set", f"{k}={v}")]]
-    r = _run([BIN / "ray", "job", "submit", "--address", cluster.address, "--submission-id", RAY_CLI_JOB, "--no-wait",
-              "--working-dir", ".", "--runtime-env-json", runtime_env, "--", "bioner", *ray_args], ray_env)
+    r = _run(
+        [
+            BIN / "ray",
+            "job",
+            "submit",
+            "--address",
+            cluster.address,
+            "--submission-id",
+            RAY_CLI_JOB,
+            "--no-wait",
+            "--working-dir",
+            ".",
+            "--runtime-env-json",
+            runtime_env,
+            "--",
+            "bioner",
+            *ray_args,
+        ],
+        ray_env,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
-    ours = _run([BIN / "bioner", "submit", "--address", cluster.address, "--tracking-uri", cluster.tracking_uri, "--",
-                 *_tune_args(d, spec, tiny_bert, "cluster-submit")], cluster.env)
+    ours = _run(
+        [
+            BIN / "bioner",
+            "submit",
+            "--address",
+            cluster.address,
+            "--tracking-uri",
+            cluster.tracking_uri,
+            "--",
+            *_tune_args(d, spec, tiny_bert, "cluster-submit"),
+        ],
+        cluster.env,
+    )
     theirs = _run([BIN / "bioner", "jobs", "logs", RAY_CLI_JOB, "--follow", "--address", cluster.address], cluster.env)
     return ours, theirs
 
@@ -100,11 +158,15 @@ def jobs(cluster, tmp_path_factory, make_dataset, tiny_bert):
 def test_submission_without_the_token_is_refused(cluster, tmp_path):
     env = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH_TOKEN")}
     env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
-    r = _run([BIN / "bioner", "submit", "--address", cluster.address, "--", "datasets", "check", "ncbi-disease"], env, timeout=120)
+    r = _run(
+        [BIN / "bioner", "submit", "--address", cluster.address, "--", "datasets", "check", "ncbi-disease"],
+        env,
+        timeout=120,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        f"{cluster.address}: the cluster wants a token (401): set RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH to a file holding it, "
-        "or put it in ~/.ray/auth_token (`ray get-auth-token` on the head node prints it)"
+        f"{cluster.address}: the cluster wants a token (401): set RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH to a file "
+        "holding it, or put it in ~/.ray/auth_token (`ray get-auth-token` on the head node prints it)"
     ]
     assert "Traceback" not in r.stdout + r.stderr
 
@@ -116,7 +178,11 @@ def _tune_runs(uri: str, experiment: str):
     parents = client.search_runs([exp.experiment_id], "tags.`bioner.kind` = 'tune'")
     assert len(parents) == 1
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
-    return parents[0], [r for r in children if r.data.tags.get("bioner.kind") == "trial"], [r for r in children if r.data.tags.get("bioner.kind") == "refit"]
+    return (
+        parents[0],
+        [r for r in children if r.data.tags.get("bioner.kind") == "trial"],
+        [r for r in children if r.data.tags.get("bioner.kind") == "refit"],
+    )
 
 
 def test_bioner_submit_runs_a_tune_that_logs_to_the_server(cluster, jobs):
@@ -146,10 +212,12 @@ def test_plain_ray_job_submit_works_too(cluster, jobs):
 
 
 def test_jobs_list_shows_both_jobs_and_stop_leaves_a_finished_one(cluster, jobs):
-    r = _run([BIN / "bioner", "jobs", "list", "--address", cluster.address], {**cluster.env, "COLUMNS": "200"}, timeout=120)
+    r = _run(
+        [BIN / "bioner", "jobs", "list", "--address", cluster.address], {**cluster.env, "COLUMNS": "200"}, timeout=120
+    )
     assert r.returncode == 0, r.stderr
-    rows = [l for l in r.stdout.splitlines() if "SUCCEEDED" in l]
-    assert len(rows) == 2 and any(RAY_CLI_JOB in l for l in rows)
+    rows = [line for line in r.stdout.splitlines() if "SUCCEEDED" in line]
+    assert len(rows) == 2 and any(RAY_CLI_JOB in row for row in rows)
     r = _run([BIN / "bioner", "jobs", "stop", RAY_CLI_JOB, "--address", cluster.address], cluster.env, timeout=120)
     assert r.returncode == 0 and f"{RAY_CLI_JOB} is not running (SUCCEEDED)" in r.stdout, r.stdout + r.stderr
 

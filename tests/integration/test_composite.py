@@ -34,7 +34,9 @@ def corpora(make_dataset, tmp_path_factory):
 @pytest.fixture(scope="module")
 def composite(corpora, tiny_bert, tmp_path_factory):
     out = tmp_path_factory.mktemp("composite")
-    cfg = TrainConfig(dataset=str(corpora[2]), encoder=tiny_bert, epochs=4, output_dir=str(out), experiment="composite", **COMMON)
+    cfg = TrainConfig(
+        dataset=str(corpora[2]), encoder=tiny_bert, epochs=4, output_dir=str(out), experiment="composite", **COMMON
+    )
     return cfg, run_training(cfg, progress=False)
 
 
@@ -83,8 +85,12 @@ def test_a_disease_model_extended_with_chemicals_keeps_diseases(corpora, tiny_be
     cfg = TrainConfig(dataset=str(dis), encoder=tiny_bert, epochs=3, output_dir=str(out), experiment="dis", **COMMON)
     parent = run_training(cfg, progress=False)
     monkeypatch.setenv("BIONER_DATASETS", str(dis.parent))  # the parent's corpus, found by the name it records
-    ext = run_extend(str(parent.model_dir), str(chem), [f"output_dir={out}", "epochs=3", "batch_size=16", "learning_rate=2e-3"],
-                     progress=False)
+    ext = run_extend(
+        str(parent.model_dir),
+        str(chem),
+        [f"output_dir={out}", "epochs=3", "batch_size=16", "learning_rate=2e-3"],
+        progress=False,
+    )
     assert ext.added == ["Chemical"] and ext.types == ["Disease", "Chemical"] and ext.name == "dis+chem"
     meta = json.loads((ext.result.model_dir / "bioner.json").read_text())
     assert meta["labels"] == ["O", "B-Disease", "I-Disease", "B-Chemical", "I-Chemical"]

@@ -34,8 +34,15 @@ def still_bert(tmp_path_factory, minilm_tokenizer) -> str:
 
     d = tmp_path_factory.mktemp("still-bert")
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    cfg = BertConfig(
+        vocab_size=minilm_tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     BertModel(cfg).save_pretrained(d)
     minilm_tokenizer.save_pretrained(d)
     return str(d)
@@ -46,27 +53,55 @@ def _one_step_both_ways(job, out: str, micro_tokens: int) -> None:
     w.model.train()
     idx = next(iter(w.sampler))
     result = {}
-    for name, max_tokens, packing in (("whole", None, False), ("micro", micro_tokens, False), ("packed", 2 * w.step.row_len, True)):
+    for name, max_tokens, packing in (
+        ("whole", None, False),
+        ("micro", micro_tokens, False),
+        ("packed", 2 * w.step.row_len, True),
+    ):
         w.step.max_tokens, w.step.packing = max_tokens, packing
         w.opt.zero_grad(set_to_none=True)
-        result[name] = {"losses": w.step.backward(idx).tolist(), "parts": len(w.step.parts(idx)),
-                        "grads": [p.grad.detach().clone() for p in w.step.params]}
+        result[name] = {
+            "losses": w.step.backward(idx).tolist(),
+            "parts": len(w.step.parts(idx)),
+            "grads": [p.grad.detach().clone() for p in w.step.params],
+        }
     whole = result["whole"]["grads"]
     # float tolerance, as torch.allclose(rtol=1e-4, atol=1e-7): <= 1 everywhere. (The key biases'
     # true gradient is 0, softmax being blind to a shift of every key: there both sides are 1e-13 noise.)
-    worst = {way: max(float(((a - b).abs() / (1e-7 + 1e-4 * a.abs())).max()) for a, b in zip(whole, result[way]["grads"]))
-             for way in ("micro", "packed")}
-    report = {"worst": worst, "parts": result["micro"]["parts"], "whole_parts": result["whole"]["parts"],
-              "packed_parts": result["packed"]["parts"],
-              "losses": [result[way]["losses"] for way in ("whole", "micro", "packed")], "params": len(whole),
-              "nonzero": sum(int(g.abs().sum() > 0) for g in whole), "sentences": len(idx)}
+    worst = {
+        way: max(
+            float(((a - b).abs() / (1e-7 + 1e-4 * a.abs())).max())
+            for a, b in zip(whole, result[way]["grads"], strict=True)
+        )
+        for way in ("micro", "packed")
+    }
+    report = {
+        "worst": worst,
+        "parts": result["micro"]["parts"],
+        "whole_parts": result["whole"]["parts"],
+        "packed_parts": result["packed"]["parts"],
+        "losses": [result[way]["losses"] for way in ("whole", "micro", "packed")],
+        "params": len(whole),
+        "nonzero": sum(int(g.abs().sum() > 0) for g in whole),
+        "sentences": len(idx),
+    }
     Path(out, f"rank{w.rank}.json").write_text(json.dumps(report))
 
 
 def _config(spec, encoder: str, workers: int, query: str, out) -> TrainConfig:
-    return TrainConfig(dataset=str(spec), encoder=encoder, batch_size=32, max_length=64, dropout=0.0, seed=3,
-                       query_source=query, num_workers=workers, cpus_per_worker=1, output_dir=str(out),
-                       bf16=False)  # fp32: the three layouts then differ by summation order alone
+    return TrainConfig(
+        dataset=str(spec),
+        encoder=encoder,
+        batch_size=32,
+        max_length=64,
+        dropout=0.0,
+        seed=3,
+        query_source=query,
+        num_workers=workers,
+        cpus_per_worker=1,
+        output_dir=str(out),
+        bf16=False,
+    )  # fp32: the three layouts then differ by summation order alone
 
 
 def _each_job(jobs: list, micro_tokens: int) -> None:
@@ -98,7 +133,9 @@ def test_micro_batched_step_has_the_whole_batch_gradient(tmp_path, make_dataset,
     else:
         spec = make_dataset("micro", sizes=(64, 4, 4))
         job = worker_job(_config(spec, still_bert, workers, query, tmp_path), progress=False)
-        result = fit(job, "micro", tmp_path / "ray", loop=functools.partial(_one_step_both_ways, job, str(tmp_path), 48))
+        result = fit(
+            job, "micro", tmp_path / "ray", loop=functools.partial(_one_step_both_ways, job, str(tmp_path), 48)
+        )
         out = tmp_path
     assert result.error is None, result.error
     for rank in range(workers):
@@ -113,8 +150,9 @@ def test_micro_batched_step_has_the_whole_batch_gradient(tmp_path, make_dataset,
 
 def test_micro_batches_cover_every_row_once_within_the_bound_and_end_with_both_tasks(make_dataset, minilm_tokenizer):
     spec = load_spec(make_dataset("parts", sizes=(40, 4, 4)))
-    cfg = TrainConfig(dataset=str(spec.path), encoder="minilm", query_source="annotation", micro_batch_tokens=96,
-                      packing=False)  # the length-sorted split (packing's parts: tests/test_packing.py)
+    cfg = TrainConfig(
+        dataset=str(spec.path), encoder="minilm", query_source="annotation", micro_batch_tokens=96, packing=False
+    )  # the length-sorted split (packing's parts: tests/test_packing.py)
     data = load_job_data(cfg)
     fb = FeatureBuilder(minilm_tokenizer, spec.labels, cfg.max_length, data.queries, spec.types)
     enc = fb.encode(read_split(spec, "train").tokens, read_split(spec, "train").tags, mrc=True)

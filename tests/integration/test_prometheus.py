@@ -31,7 +31,8 @@ TRAIN = textwrap.dedent("""
 
     spec, encoder, out, port = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
     # Ray serves every worker's metrics on this port; report them every 0.5 s, not every 10 s.
-    start_local_ray(num_cpus=2, _metrics_export_port=port, _system_config={"metrics_report_interval_ms": 500}, log_to_driver=False)
+    start_local_ray(num_cpus=2, _metrics_export_port=port, _system_config={"metrics_report_interval_ms": 500},
+                    log_to_driver=False)
     uri = f"sqlite:///{out / 'mlflow.db'}"
     client = MlflowClient(uri)
     run_id = client.create_run(client.create_experiment("prom")).info.run_id
@@ -92,9 +93,14 @@ def _start_prometheus(tmp_path, targets: list[str]):
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(conf))
     port = _free_port()
     proc = subprocess.Popen(
-        [_prometheus(), f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "w"),
+        [
+            _prometheus(),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "prometheus.log", "w"),
     )
     return proc, f"http://127.0.0.1:{port}"
 
@@ -111,10 +117,16 @@ def test_prometheus_scraping_a_training_run_has_every_dashboard_metric(tmp_path,
     ray_port = _free_port()
     prom, api = _start_prometheus(tmp_path, [f"127.0.0.1:{ray_port}"])
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    train = subprocess.Popen([sys.executable, "-c", TRAIN, str(spec), tiny_bert, str(tmp_path), str(ray_port)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(tmp_path / "train.log", "w"), text=True, env=env)
+    train = subprocess.Popen(
+        [sys.executable, "-c", TRAIN, str(spec), tiny_bert, str(tmp_path), str(ray_port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=open(tmp_path / "train.log", "w"),
+        text=True,
+        env=env,
+    )
     try:
-        line = next((l for l in train.stdout if l.startswith("RUN")), "")
+        line = next((out for out in train.stdout if out.startswith("RUN")), "")
         assert line.startswith("RUN") and line.split()[2] == "OK", (tmp_path / "train.log").read_text()[-3000:]
         run_id = line.split()[1]
         wanted = dashboard_metrics()
@@ -122,12 +134,18 @@ def test_prometheus_scraping_a_training_run_has_every_dashboard_metric(tmp_path,
         while not wanted <= _names(api) and time.time() < deadline:
             time.sleep(1)
         assert wanted - _names(api) == set()
-        series = requests.get(f"{api}/api/v1/series", params={"match[]": "ray_bioner_train_loss"}, timeout=5).json()["data"]
+        series = requests.get(f"{api}/api/v1/series", params={"match[]": "ray_bioner_train_loss"}, timeout=5).json()[
+            "data"
+        ]
         assert {(s["run_id"], s["dataset"], s["rank"]) for s in series} == {(run_id, "synth", "0")}
-        f1 = requests.get(f"{api}/api/v1/query", params={"query": 'ray_bioner_eval_f1{split="devel"}'}, timeout=5).json()["data"]["result"]
+        f1 = requests.get(
+            f"{api}/api/v1/query", params={"query": 'ray_bioner_eval_f1{split="devel"}'}, timeout=5
+        ).json()["data"]["result"]
         assert f1 and 0.0 <= float(f1[0]["value"][1]) <= 1.0
         # The worker may exit before Ray exports its last update, so epoch 2 is not guaranteed.
-        epochs = requests.get(f"{api}/api/v1/query", params={"query": "max(max_over_time(ray_bioner_epoch[10m]))"}, timeout=5).json()
+        epochs = requests.get(
+            f"{api}/api/v1/query", params={"query": "max(max_over_time(ray_bioner_epoch[10m]))"}, timeout=5
+        ).json()
         assert float(epochs["data"]["result"][0]["value"][1]) in (1.0, 2.0)
     finally:
         if train.poll() is None:

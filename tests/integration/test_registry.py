@@ -62,8 +62,19 @@ def test_promotion_gate(store):
 
     r = CliRunner().invoke(app, ["promote", "--dataset", "synth-reg", "--tracking-uri", store["uri"], "--force"])
     assert r.exit_code != 0  # --force without --reason
-    r = CliRunner().invoke(app, ["promote", "--dataset", "synth-reg", "--tracking-uri", store["uri"], "--force",
-                                 "--reason", "hotfix for a tokenizer bug"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "promote",
+            "--dataset",
+            "synth-reg",
+            "--tracking-uri",
+            store["uri"],
+            "--force",
+            "--reason",
+            "hotfix for a tokenizer bug",
+        ],
+    )
     assert r.exit_code == 0, r.output
     tags = client.get_model_version("bioner-synth-reg", v3).tags
     assert tags["promotion.forced"] == "true" and "hotfix for a tokenizer bug" in tags["promotion.reason"]
@@ -83,9 +94,22 @@ def test_mlflow_models_serve_answers_with_entities(store):
     port = _free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
-        [str(mlflow_bin), "models", "serve", "-m", "models:/bioner-synth-reg@champion", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        [
+            str(mlflow_bin),
+            "models",
+            "serve",
+            "-m",
+            "models:/bioner-synth-reg@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
         # the scoring server execs `uvicorn` by name: the venv's bin must be on PATH
         env={**os.environ, "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"},
     )
@@ -98,13 +122,19 @@ def test_mlflow_models_serve_answers_with_entities(store):
                 break
             except OSError:
                 if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError("mlflow models serve did not come up: " + proc.stderr.read().decode()[-1500:])
+                    raise AssertionError(
+                        "mlflow models serve did not come up: " + proc.stderr.read().decode()[-1500:]
+                    ) from None
                 time.sleep(1)
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps({"inputs": texts}).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": texts}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         preds = json.loads(urllib.request.urlopen(req, timeout=60).read())["predictions"]
-        bad = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=b"{not json",
-                                     headers={"Content-Type": "application/json"})
+        bad = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=b"{not json", headers={"Content-Type": "application/json"}
+        )
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(bad, timeout=30)
         assert e.value.code == 400
@@ -113,9 +143,9 @@ def test_mlflow_models_serve_answers_with_entities(store):
             os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
     assert len(preds) == 2
-    for t, ents in zip(texts, preds):
+    for t, ents in zip(texts, preds, strict=True):
         for ent in ents:
-            assert t[ent["start"]:ent["end"]] == ent["text"]
+            assert t[ent["start"] : ent["end"]] == ent["text"]
     assert any(e["text"] == "lyme disease" for e in preds[0])
     r = CliRunner().invoke(app, ["predict", "--model", "models:/bioner-synth-reg@champion", *texts])
-    assert [json.loads(l)["entities"] for l in r.stdout.strip().splitlines()] == preds
+    assert [json.loads(line)["entities"] for line in r.stdout.strip().splitlines()] == preds

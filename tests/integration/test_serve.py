@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 import mlflow
 import pytest
@@ -25,7 +26,7 @@ from bioner.serve.config import VERSION_HEADER, serve_config
 from bioner.serve.deploy import DEPLOYMENT, start
 from bioner.tracking.registry import promote, register_challenger
 from bioner.train.local_ray import free_port, start_local_ray
-from helpers import is_loopback
+from helpers import client_threads, is_loopback, run_concurrently
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -65,8 +66,18 @@ def server(registry):
     """Two replicas (half a CPU each) following models:/bioner-synth-reg@champion, shut down at the end."""
     from ray import serve
 
-    cfg = serve_config(model=f"models:/bioner-{DS}@champion", tracking_uri=registry["uri"], app_name=APP, replicas=2,
-                       cpus_per_replica=0.5, port=free_port(), poll_s=0.5, max_texts=8, max_chars=500, max_batch_texts=16)
+    cfg = serve_config(
+        model=f"models:/bioner-{DS}@champion",
+        tracking_uri=registry["uri"],
+        app_name=APP,
+        replicas=2,
+        cpus_per_replica=0.5,
+        port=free_port(),
+        poll_s=0.5,
+        max_texts=8,
+        max_chars=500,
+        max_batch_texts=16,
+    )
     start(cfg)
     yield {"url": f"http://127.0.0.1:{cfg.port}", "cfg": cfg}
     serve.shutdown()
@@ -97,10 +108,13 @@ def get(url: str, path: str) -> dict:
 
 def same_entities(got, expected) -> bool:
     """Equal entities; scores within int8's rounding (activations are quantised per batch, and batches differ)."""
+
     def strip(lists):
         return [[{k: v for k, v in e.items() if k != "score"} for e in es] for es in lists]
 
-    scores = [(a["score"], b["score"]) for ga, eb in zip(got, expected) for a, b in zip(ga, eb)]
+    scores = [
+        (a["score"], b["score"]) for ga, eb in zip(got, expected, strict=True) for a, b in zip(ga, eb, strict=True)
+    ]
     return strip(got) == strip(expected) and all(abs(a - b) < 0.05 for a, b in scores)
 
 
@@ -116,73 +130,110 @@ def test_answers_equal_bioner_predict(server, registry):
     assert status == 200 and version == registry["v1"]
     assert same_entities(got, [expected[t] for t in texts[:8]])
     # one text per request, from several clients at once: batched together on the replicas, same answers
-    answers = {}
-    threads = [threading.Thread(target=lambda t=t: answers.__setitem__(t, post(server["url"], {"texts": [t]}))) for t in texts]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert same_entities([answers[t][1][0] for t in texts], [expected[t] for t in texts])
+    answers = run_concurrently([lambda t=t: post(server["url"], {"texts": [t]}) for t in texts])
+    assert same_entities([a[1][0] for a in answers], [expected[t] for t in texts])
 
     status, only, _ = post(server["url"], {"texts": texts[:8], "types": ["Disease"]})
-    assert status == 200 and same_entities(only, [expected[t] for t in texts[:8]])  # the model's one type: nothing filtered out
+    assert status == 200 and same_entities(
+        only, [expected[t] for t in texts[:8]]
+    )  # the model's one type: nothing filtered out
     status, answer, _ = post(server["url"], {"texts": texts[:2], "types": ["Gene"]})
     assert status == 422 and answer["error"].startswith("types: Gene not known")
 
     info = get(server["url"], "/model")
-    assert info["name"] == f"bioner-{DS}" and info["version"] == registry["v1"] and info["run_id"] == registry["run"].run_id
+    assert (
+        info["name"] == f"bioner-{DS}"
+        and info["version"] == registry["v1"]
+        and info["run_id"] == registry["run"].run_id
+    )
     assert info["types"] == ["Disease"] and info["loaded_at"] and info["alias"] == "champion"
     assert get(server["url"], "/health")["status"] == "ok"
 
 
 def test_documents_answer_as_bioner_predict_format_bioc_json(server, registry, tmp_path):
     texts = registry["texts"]
-    docs = [{"id": f"d{i}", "infons": {}, "relations": [],
-             "passages": [{"offset": 0, "infons": {"type": "title"}, "text": texts[i], "annotations": [], "relations": []},
-                          {"offset": len(texts[i]) + 1, "infons": {"type": "abstract"}, "annotations": [], "relations": [],
-                           "text": f"{texts[i + 1]} . {texts[i + 2]} ."}]} for i in range(0, 12, 3)]
+    docs = [
+        {
+            "id": f"d{i}",
+            "infons": {},
+            "relations": [],
+            "passages": [
+                {"offset": 0, "infons": {"type": "title"}, "text": texts[i], "annotations": [], "relations": []},
+                {
+                    "offset": len(texts[i]) + 1,
+                    "infons": {"type": "abstract"},
+                    "annotations": [],
+                    "relations": [],
+                    "text": f"{texts[i + 1]} . {texts[i + 2]} .",
+                },
+            ],
+        }
+        for i in range(0, 12, 3)
+    ]
     collection = {"source": "test", "date": "", "key": "", "infons": {}, "documents": docs}
     src = tmp_path / "docs.json"
     src.write_text(json.dumps(collection), encoding="utf-8")
-    r = CliRunner().invoke(app, ["predict", "--model", f"models:/bioner-{DS}@champion", "--input", str(src),
-                                 "--output", str(tmp_path / "out.json")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "--model",
+            f"models:/bioner-{DS}@champion",
+            "--input",
+            str(src),
+            "--output",
+            str(tmp_path / "out.json"),
+        ],
+    )
     assert r.exit_code == 0, r.output
-    req = urllib.request.Request(server["url"] + "/documents", data=json.dumps(collection).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        server["url"] + "/documents", data=json.dumps(collection).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as answer:
         assert answer.headers.get(VERSION_HEADER) == registry["v1"]
         served = json.loads(answer.read())
 
     def mentions(c):
-        return [[(a["locations"][0]["offset"], a["locations"][0]["length"], a["text"], a["infons"]["type"])
-                 for p in d["passages"] for a in p["annotations"]] for d in c["documents"]]
+        return [
+            [
+                (a["locations"][0]["offset"], a["locations"][0]["length"], a["text"], a["infons"]["type"])
+                for p in d["passages"]
+                for a in p["annotations"]
+            ]
+            for d in c["documents"]
+        ]
 
     expected = mentions(json.loads((tmp_path / "out.json").read_text(encoding="utf-8")))
     assert any(expected) and mentions(served) == expected
     assert served["source"] == "test" and [d["id"] for d in served["documents"]] == [d["id"] for d in docs]
 
 
-@pytest.mark.parametrize("body,status,field", [
-    ({"texts": ["flu"] * 9}, 413, "texts: 9 texts"),
-    ({"texts": ["flu " * 200]}, 413, "texts.0: 800 characters"),
-    (b'{"texts": [', 422, "body: not valid JSON"),
-    ({"texts": "flu"}, 422, "texts: "),
-    ({"texts": ["flu", 3]}, 422, "texts.1: "),
-    ({"sentences": ["flu"]}, 422, "texts: Field required"),
-    (b'{"texts": ["\\udc80"]}', 422, "texts.0: not valid UTF-8"),
-])
+@pytest.mark.parametrize(
+    "body,status,field",
+    [
+        ({"texts": ["flu"] * 9}, 413, "texts: 9 texts"),
+        ({"texts": ["flu " * 200]}, 413, "texts.0: 800 characters"),
+        (b'{"texts": [', 422, "body: not valid JSON"),
+        ({"texts": "flu"}, 422, "texts: "),
+        ({"texts": ["flu", 3]}, 422, "texts.1: "),
+        ({"sentences": ["flu"]}, 422, "texts: Field required"),
+        (b'{"texts": ["\\udc80"]}', 422, "texts.0: not valid UTF-8"),
+    ],
+)
 def test_a_clients_mistake_is_a_413_or_422_never_a_500(server, body, status, field):
     got, answer, _ = post(server["url"], body)
     assert got == status and answer["error"].startswith(field), answer
 
 
-def _load(url: str, texts: list[str], stop: threading.Event, log: list) -> None:
-    i = 0
-    while not stop.is_set():
+def _logged_request(url: str, texts: list[str], log: list) -> Callable[[int], None]:
+    """A client's i-th request: one text; (time sent, status, answering version) appended to `log`."""
+
+    def request(i: int) -> None:
         t0 = time.time()
-        status, answer, version = post(url, {"texts": [texts[i % len(texts)]]})
+        status, _, version = post(url, {"texts": [texts[i % len(texts)]]})
         log.append((t0, status, version))
-        i += 1
+
+    return request
 
 
 def _allowed(t_sent: float, timeline: list[tuple[float, str]]) -> set[str]:
@@ -194,21 +245,14 @@ def _allowed(t_sent: float, timeline: list[tuple[float, str]]) -> set[str]:
 def test_alias_moves_under_load_switch_versions_without_a_failed_request(server, registry):
     client, uri = registry["client"], registry["uri"]
     timeline = [(0.0, registry["v1"])]
-    stop, log = threading.Event(), []
-    clients = [threading.Thread(target=_load, args=(server["url"], registry["texts"], stop, log)) for _ in range(3)]
-    for c in clients:
-        c.start()
-    try:
+    log = []
+    with client_threads(3, _logged_request(server["url"], registry["texts"], log)):
         for n in range(2):
             time.sleep(1.5)
             version = register_challenger(client, DS, registry["run"].model_uri, f"move {n}", {})
             assert promote(DS, force=True, reason=f"serving test, move {n}", tracking_uri=uri, progress=False).promoted
             timeline.append((time.time(), version))
         time.sleep(2.0)
-    finally:
-        stop.set()
-        for c in clients:
-            c.join(60)
     failed = [r for r in log if r[1] != 200]
     print(f"alias moves under load: {len(log)} requests, {len(failed)} failed, versions {sorted({r[2] for r in log})}")
     assert not failed, f"{len(failed)} of {len(log)} requests failed: {failed[:3]}"
@@ -231,11 +275,8 @@ def test_a_killed_replica_is_restarted_and_the_service_keeps_answering(server, r
     before = _replicas()
     assert len(before) == 2
     victim, pid = next(iter(before.items()))
-    stop, log = threading.Event(), []
-    clients = [threading.Thread(target=_load, args=(server["url"], registry["texts"], stop, log)) for _ in range(2)]
-    for c in clients:
-        c.start()
-    try:
+    log, clients = [], 2
+    with client_threads(clients, _logged_request(server["url"], registry["texts"], log)):
         time.sleep(1.0)
         killed = time.time()
         os.kill(pid, signal.SIGKILL)
@@ -245,16 +286,14 @@ def test_a_killed_replica_is_restarted_and_the_service_keeps_answering(server, r
         restarted = time.time()
         assert victim not in _replicas() and len(_replicas()) == 2, f"no new replica after 120 s: {_replicas()}"
         time.sleep(1.0)
-    finally:
-        stop.set()
-        for c in clients:
-            c.join(60)
     failed = [r for r in log if r[1] != 200]
     during = [r for r in log if killed < r[0] < restarted and r[1] == 200]
-    print(f"replica killed under load: {len(log)} requests, {len(failed)} failed {[r[1] for r in failed]}, "
-          f"{len(during)} answered while the new replica started ({restarted - killed:.1f} s)")
+    print(
+        f"replica killed under load: {len(log)} requests, {len(failed)} failed {[r[1] for r in failed]}, "
+        f"{len(during)} answered while the new replica started ({restarted - killed:.1f} s)"
+    )
     # at most the requests the dead replica held fail; the other replica answers while Serve starts a new one
-    assert len(failed) <= len(clients), failed
+    assert len(failed) <= clients, failed
     assert during, "nothing answered while the killed replica was being replaced"
     assert post(server["url"], {"texts": registry["texts"][:2]})[0] == 200
 
@@ -268,8 +307,11 @@ def _listening(pids: set[int]) -> list[tuple[str, int, str]]:
             names[pid] = psutil.Process(pid).name()
         except psutil.NoSuchProcess:
             pass
-    return [(c.laddr.ip, c.laddr.port, names[c.pid]) for c in psutil.net_connections("inet")
-            if c.status == psutil.CONN_LISTEN and c.pid in names]
+    return [
+        (c.laddr.ip, c.laddr.port, names[c.pid])
+        for c in psutil.net_connections("inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in names
+    ]
 
 
 def _haproxies() -> set[int]:
@@ -278,7 +320,6 @@ def _haproxies() -> set[int]:
 
     folder = os.environ.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "\0")
     return {p.pid for p in psutil.process_iter(["cmdline"]) if any(folder in a for a in p.info["cmdline"] or [])}
-
 
 
 def test_the_served_application_listens_on_loopback_but_for_rays_token_guarded_replica_port(server):
@@ -292,8 +333,11 @@ def test_the_served_application_listens_on_loopback_but_for_rays_token_guarded_r
     haproxy = _haproxies()
     assert haproxy, "no HAProxy process with bioner's configuration folder"
     on_haproxy = _listening(haproxy)
-    assert {p for _, p, _ in on_haproxy} >= {server["cfg"].port, int(os.environ["RAY_SERVE_HAPROXY_STATS_PORT"]),
-                                              int(os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"])}, on_haproxy
+    assert {p for _, p, _ in on_haproxy} >= {
+        server["cfg"].port,
+        int(os.environ["RAY_SERVE_HAPROXY_STATS_PORT"]),
+        int(os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"]),
+    }, on_haproxy
     assert [a for a in on_haproxy if not is_loopback(a[0])] == []
     ours = {p.pid for p in psutil.Process().children(recursive=True)}
     wide = [a for a in _listening(ours) if not is_loopback(a[0])]
@@ -330,9 +374,23 @@ def test_the_bioner_serve_command_answers_and_stops_cleanly_on_sigterm(registry)
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": registry["uri"]}
     env.pop("RAY_ADDRESS", None)
-    cmd = [sys.executable, "-m", "bioner.cli", "serve", "--model", f"models:/bioner-{DS}@champion", "--port", str(port),
-           "--cpus-per-replica", "0.5", "--poll-s", "5"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "bioner.cli",
+        "serve",
+        "--model",
+        f"models:/bioner-{DS}@champion",
+        "--port",
+        str(port),
+        "--cpus-per-replica",
+        "0.5",
+        "--poll-s",
+        "5",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
@@ -343,9 +401,18 @@ def test_the_bioner_serve_command_answers_and_stops_cleanly_on_sigterm(registry)
             time.sleep(0.5)
         status, answer, version = post(url, {"texts": registry["texts"][:2]})
         champion = registry["client"].get_model_version_by_alias(f"bioner-{DS}", "champion").version
-        assert status == 200 and len(answer) == 2 and version == str(champion), (status, answer, version, "".join(lines[-20:]))
-        mine = [p for p in psutil.process_iter(["cmdline"]) if any("bioner-haproxy-" in a for a in p.info["cmdline"] or [])
-                and not any(os.environ.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "\0") in a for a in p.info["cmdline"])]
+        assert status == 200 and len(answer) == 2 and version == str(champion), (
+            status,
+            answer,
+            version,
+            "".join(lines[-20:]),
+        )
+        mine = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if any("bioner-haproxy-" in a for a in p.info["cmdline"] or [])
+            and not any(os.environ.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "\0") in a for a in p.info["cmdline"])
+        ]
         os.kill(proc.pid, signal.SIGTERM)
         rc = proc.wait(90)
     finally:
@@ -358,8 +425,12 @@ def test_the_bioner_serve_command_answers_and_stops_cleanly_on_sigterm(registry)
     if sys.platform.startswith("linux"):
         assert "haproxy ingress" in said, said
         assert mine, "no HAProxy of the command's own was running"
-        folders = {m.group(1) for p in mine for a in p.info["cmdline"] if (m := re.match(r"(.*/bioner-haproxy-[^/]+)", a))}
+        folders = {
+            m.group(1) for p in mine for a in p.info["cmdline"] if (m := re.match(r"(.*/bioner-haproxy-[^/]+)", a))
+        }
         assert folders
         time.sleep(1)
-        assert not [p for p in mine if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "HAProxy outlived bioner serve"
+        assert not [p for p in mine if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], (
+            "HAProxy outlived bioner serve"
+        )
         assert not [f for f in folders if os.path.exists(f)], f"HAProxy's folder left behind: {folders}"

@@ -32,7 +32,7 @@ def swept(make_dataset, tiny_bert):
     d = make_dataset("synth", sizes=(40, 12, 30)).parent
     (d / "sweep.yaml").write_text(f"""
 experiment: sweep-test
-output_dir: {d / 'out'}
+output_dir: {d / "out"}
 datasets: [synth.yaml]
 encoder: {tiny_bert}
 variants:
@@ -61,22 +61,30 @@ def test_sweep_writes_a_parent_and_one_finished_child_per_cell(swept):
     assert parent.data.tags["sweep.baseline"] == "single" and res.cells == res.finished == 4
     kids = client.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
     assert sorted(k.data.tags["sweep.cell"] for k in kids) == sorted(
-        f"synth:{v}:f1:s{s}" for v in ("single", "multi") for s in (42, 43))
+        f"synth:{v}:f1:s{s}" for v in ("single", "multi") for s in (42, 43)
+    )
     for k in kids:
         assert k.info.status == "FINISHED" and "test_f1" in k.data.metrics
         assert k.data.params["train_splits"] == "train,devel" and k.data.params["eval_split"] == "test"
         assert len({m.step for m in client.get_metric_history(k.info.run_id, "train_loss")}) == 2
-        assert [a.path for a in client.list_artifacts(k.info.run_id, "predictions")] == [f"predictions/{k.info.run_id}.test.tsv"]
+        assert [a.path for a in client.list_artifacts(k.info.run_id, "predictions")] == [
+            f"predictions/{k.info.run_id}.test.tsv"
+        ]
         assert (k.data.params["beta"] == "0.0") == (k.data.tags["sweep.variant"] == "single")
 
 
 def test_report_tables_hold_the_numbers_logged_in_mlflow(swept):
     d, _, res = swept
     out = d / "report"
-    r = CliRunner().invoke(app, ["report", "--experiment", "sweep-test", "--out", str(out), "--tracking-uri", res.tracking_uri])
+    r = CliRunner().invoke(
+        app, ["report", "--experiment", "sweep-test", "--out", str(out), "--tracking-uri", res.tracking_uri]
+    )
     assert r.exit_code == 0, r.output
     client = MlflowClient(res.tracking_uri)
-    kids = {k.info.run_id: k for k in client.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")}
+    kids = {
+        k.info.run_id: k
+        for k in client.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    }
     runs = list(csv.DictReader(open(out / "runs.csv")))
     assert len(runs) == 4
     for row in runs:
@@ -88,15 +96,23 @@ def test_report_tables_hold_the_numbers_logged_in_mlflow(swept):
     for variant in ("single", "multi"):
         f1s = [k.data.metrics["test_f1"] for k in kids.values() if k.data.tags["sweep.variant"] == variant]
         mean = sum(f1s) / 2
-        sd = abs(f1s[0] - f1s[1]) / 2 ** 0.5
+        sd = abs(f1s[0] - f1s[1]) / 2**0.5
         assert float(summary[variant]["f1_mean"]) == pytest.approx(mean, abs=1e-12)
         assert float(summary[variant]["f1_sd"]) == pytest.approx(sd, abs=1e-12)
         assert f"{100 * mean:.2f} ± {100 * sd:.2f}" in md
-        assert client.get_run(res.parent_run_id).data.metrics[f"test_f1_mean/synth/f1/{variant}"] == pytest.approx(mean, abs=1e-12)
+        assert client.get_run(res.parent_run_id).data.metrics[f"test_f1_mean/synth/f1/{variant}"] == pytest.approx(
+            mean, abs=1e-12
+        )
     assert summary["single"]["p_value"] == "" and 0 <= float(summary["multi"]["p_value"]) <= 1
     assert summary["multi"]["paired_seeds"] == "2"
     logged = {a.path for a in client.list_artifacts(res.parent_run_id, "report")}
-    assert {"report/report.html", "report/report.md", "report/runs.csv", "report/variants.png", "report/epochs.png"} <= logged
+    assert {
+        "report/report.html",
+        "report/report.md",
+        "report/runs.csv",
+        "report/variants.png",
+        "report/epochs.png",
+    } <= logged
 
 
 def test_resume_of_a_finished_sweep_trains_nothing_and_a_changed_grid_is_refused(swept):
@@ -119,12 +135,20 @@ def _chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe:
         return exe
-    r = subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"], capture_output=True, text=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    r = subprocess.run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
     if r.returncode != 0:
         subprocess.run(["apt-get", "update", "-q"], capture_output=True)
-        r = subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"], capture_output=True, text=True,
-                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        r = subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
     exe = shutil.which("chromium")
     if not exe:
         pytest.skip(f"Debian's chromium could not be installed with apt-get: {r.stderr.strip().splitlines()[-1:]}")
@@ -146,10 +170,21 @@ class Browser:
         self.port = _free_port()
         self.profile = tempfile.mkdtemp(prefix="chromium-")
         self.proc = subprocess.Popen(
-            [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-             f"--remote-debugging-port={self.port}", "--remote-debugging-address=127.0.0.1", f"--user-data-dir={self.profile}",
-             "--window-size=1400,1000", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                exe,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-extensions",
+                f"--remote-debugging-port={self.port}",
+                "--remote-debugging-address=127.0.0.1",
+                f"--user-data-dir={self.profile}",
+                "--window-size=1400,1000",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.time() + 60
         while True:
@@ -160,7 +195,7 @@ class Browser:
             except Exception:
                 if time.time() > deadline or self.proc.poll() is not None:
                     self.close()
-                    raise RuntimeError("chromium did not open its DevTools port")
+                    raise RuntimeError("chromium did not open its DevTools port") from None
                 time.sleep(0.5)
 
     def close(self):
@@ -177,6 +212,7 @@ class Browser:
 
         errors, ids = [], iter(range(1, 10**6))
         async with aiohttp.ClientSession() as s, s.ws_connect(self.ws_url, max_msg_size=0) as ws:
+
             async def call(method, **params):
                 i = next(ids)
                 await ws.send_json({"id": i, "method": method, "params": params})
@@ -217,8 +253,10 @@ class Browser:
 PROBE = """JSON.parse(JSON.stringify({
   tables: Array.from(document.querySelectorAll('table')).map(t => t.rows.length),
   headings: Array.from(document.querySelectorAll('h2')).map(h => h.textContent),
-  images: Array.from(document.images).map(i => ({alt: i.alt, ok: i.complete && i.naturalWidth > 0, w: i.naturalWidth})),
-  external: Array.from(document.querySelectorAll('[src],[href]')).map(e => e.getAttribute('src') || e.getAttribute('href'))
+  images: Array.from(document.images)
+          .map(i => ({alt: i.alt, ok: i.complete && i.naturalWidth > 0, w: i.naturalWidth})),
+  external: Array.from(document.querySelectorAll('[src],[href]'))
+            .map(e => e.getAttribute('src') || e.getAttribute('href'))
             .filter(u => !u.startsWith('data:')),
 }))"""
 
@@ -234,8 +272,19 @@ def test_report_html_opens_in_chromium_without_errors_and_shows_every_table_and_
     d, _, _ = swept
     html = d / "report" / "report.html"
     if not html.exists():  # this test alone: make the report here
-        CliRunner().invoke(app, ["report", "--experiment", "sweep-test", "--out", str(d / "report"),
-                                 "--tracking-uri", swept[2].tracking_uri, "--no-log"])
+        CliRunner().invoke(
+            app,
+            [
+                "report",
+                "--experiment",
+                "sweep-test",
+                "--out",
+                str(d / "report"),
+                "--tracking-uri",
+                swept[2].tracking_uri,
+                "--no-log",
+            ],
+        )
     shot = ARTIFACTS / "sweep_report.png"
     errors, dom = browser.open(html.as_uri(), PROBE, shot)
     assert errors == []
@@ -250,7 +299,9 @@ def test_report_html_opens_in_chromium_without_errors_and_shows_every_table_and_
 
 def test_the_chromium_check_does_see_console_errors_and_broken_images(tmp_path, browser):
     page = tmp_path / "bad.html"
-    page.write_text("<html><body><table><tr><td>x</td></tr></table><img alt='gone' src='missing.png'>"
-                    "<script>console.error('boom')</script></body></html>")
+    page.write_text(
+        "<html><body><table><tr><td>x</td></tr></table><img alt='gone' src='missing.png'>"
+        "<script>console.error('boom')</script></body></html>"
+    )
     errors, dom = browser.open(page.as_uri(), PROBE)
     assert any("boom" in e for e in errors) and dom["images"][0]["ok"] is False

@@ -26,8 +26,17 @@ def toy_spec(make_dataset):
 def ddp_run(tmp_path_factory, toy_spec, tiny_bert):
     out = tmp_path_factory.mktemp("ddp")
     cfg = TrainConfig(
-        dataset=str(toy_spec), encoder=tiny_bert, epochs=2, batch_size=8, learning_rate=1e-3, max_length=64,
-        num_workers=2, cpus_per_worker=1, output_dir=str(out), experiment="ddp", query_source="dictionary",
+        dataset=str(toy_spec),
+        encoder=tiny_bert,
+        epochs=2,
+        batch_size=8,
+        learning_rate=1e-3,
+        max_length=64,
+        num_workers=2,
+        cpus_per_worker=1,
+        output_dir=str(out),
+        experiment="ddp",
+        query_source="dictionary",
     )
     return cfg, run_training(cfg, progress=False)
 
@@ -67,7 +76,7 @@ def test_predict_loads_the_logged_model_by_mlflow_uri(ddp_run, monkeypatch):
     line = json.loads(r1.stdout.strip().splitlines()[-1])
     assert line["text"] == text and r1.stdout == r2.stdout
     for e in line["entities"]:
-        assert text[e["start"]:e["end"]] == e["text"]
+        assert text[e["start"] : e["end"]] == e["text"]
 
     import mlflow.pyfunc
 
@@ -100,12 +109,24 @@ def two_types(tmp_path_factory, tiny_bert):
             typ = "Cancer" if any(cancer.search(w) for w, _ in rows) else "Disease"
             out.append("\n".join(f"{w}\t{t.replace('Disease', typ)}" for w, t in rows))
         (dst / f"{split}.tsv").write_text("\n\n".join(out) + "\n")
-    spec = write_spec(tmp_path / "specs" / "two-types.yaml", "../corpora/two-types", types=("Disease", "Cancer"), name="two-types")
-    cfg = TrainConfig(dataset=str(spec), encoder=tiny_bert, epochs=1, batch_size=8, max_length=64, learning_rate=1e-3,
-                      output_dir=str(tmp_path / "out"), experiment="types", query_source="random")
+    spec = write_spec(
+        tmp_path / "specs" / "two-types.yaml", "../corpora/two-types", types=("Disease", "Cancer"), name="two-types"
+    )
+    cfg = TrainConfig(
+        dataset=str(spec),
+        encoder=tiny_bert,
+        epochs=1,
+        batch_size=8,
+        max_length=64,
+        learning_rate=1e-3,
+        output_dir=str(tmp_path / "out"),
+        experiment="types",
+        query_source="random",
+    )
     return spec, cfg, run_training(cfg, progress=False)
 
 
+@pytest.mark.smoke
 def test_a_new_entity_type_needs_only_a_spec_and_a_corpus(two_types):
     """Split NCBI diseases into two types (cancers vs the rest) with no code change."""
     spec, _, res = two_types
@@ -130,8 +151,21 @@ def test_malformed_corpus_stops_before_any_run_is_written(tmp_path, tiny_bert):
     assert str(e.value) == f"{corpus / 'train.tsv'}:{n}: expected 2 tab-separated fields (token, tag), found 1"
     assert not (out / "mlflow.db").exists() and not (out / "models").exists()
     r = subprocess.run(
-        [sys.executable, "-m", "bioner.cli", "train", str(EXPERIMENTS / "quickstart.yaml"), "--set", f"dataset={spec}",
-         "--set", f"output_dir={out}"], capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "bioner.cli",
+            "train",
+            str(EXPERIMENTS / "quickstart.yaml"),
+            "--set",
+            f"dataset={spec}",
+            "--set",
+            f"output_dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and r.stderr.strip() == str(e.value)
     assert not (out / "mlflow.db").exists()
 

@@ -19,12 +19,25 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 def tuned(make_dataset, tiny_bert):
     spec = make_dataset("synth", sizes=(64, 24, 40))
     d = spec.parent
-    cfg = load_config(TuneConfig, EXPERIMENTS / "tune-smoke.yaml", [
-        f"dataset={spec}", f"encoder={tiny_bert}", f"output_dir={d / 'out'}", "experiment=tune-test",
-        "train_fraction=1.0", "num_samples=2", "max_epochs=2", "refit_seeds=2", "batch_size=16",
-        "max_length=64", "learning_rate=1e-3", "search.learning_rate=[5.0e-4, 2.0e-3]",
-        "max_concurrent_trials=2",  # tiny trials are bound by process start-up, single-threaded: both at once
-    ])
+    cfg = load_config(
+        TuneConfig,
+        EXPERIMENTS / "tune-smoke.yaml",
+        [
+            f"dataset={spec}",
+            f"encoder={tiny_bert}",
+            f"output_dir={d / 'out'}",
+            "experiment=tune-test",
+            "train_fraction=1.0",
+            "num_samples=2",
+            "max_epochs=2",
+            "refit_seeds=2",
+            "batch_size=16",
+            "max_length=64",
+            "learning_rate=1e-3",
+            "search.learning_rate=[5.0e-4, 2.0e-3]",
+            "max_concurrent_trials=2",  # tiny trials are bound by process start-up, single-threaded: both at once
+        ],
+    )
     return cfg, run_tune(cfg, progress=False)
 
 
@@ -75,11 +88,13 @@ def test_best_refit_is_registered_as_challenger(tuned):
 
 def test_runs_compare_prints_trials_best_first(tuned):
     cfg, _ = tuned
-    r = CliRunner().invoke(app, ["runs", "compare", "--experiment", "tune-test", "--tracking-uri", cfg.resolved_tracking_uri()])
+    r = CliRunner().invoke(
+        app, ["runs", "compare", "--experiment", "tune-test", "--tracking-uri", cfg.resolved_tracking_uri()]
+    )
     assert r.exit_code == 0, r.output
-    rows = [l for l in r.stdout.splitlines() if "trial-" in l]
+    rows = [line for line in r.stdout.splitlines() if "trial-" in line]
     assert len(rows) == 2
-    f1s = [float(x) for l in rows for x in l.split("│")[2:3] if x.strip() not in ("-", "")]
+    f1s = [float(x) for row in rows for x in row.split("│")[2:3] if x.strip() not in ("-", "")]
     assert f1s == sorted(f1s, reverse=True)
 
 
@@ -92,4 +107,3 @@ def test_optuna_study_persists_next_to_the_store(tuned):
     storage = f"sqlite:///{Path(cfg.output_dir) / 'optuna.db'}"
     study = optuna.load_study(study_name=f"tune-test-{res.parent_run_id}", storage=storage)
     assert len([t for t in study.trials if t.state.is_finished()]) >= 1
-

@@ -20,7 +20,7 @@ def main() -> None:
     blocks = list(dict.fromkeys(blocks))  # the one exact duplicate, kept once
     order = list(range(len(blocks)))
     random.Random(SEED).shuffle(order)
-    parts = {"test": order[:HELD_OUT], "devel": order[HELD_OUT:2 * HELD_OUT], "train": order[2 * HELD_OUT:]}
+    parts = {"test": order[:HELD_OUT], "devel": order[HELD_OUT : 2 * HELD_OUT], "train": order[2 * HELD_OUT :]}
     for name, idx in parts.items():  # documents keep the file's order within a split
         text = "\n\n".join(blocks[i].strip("\n") for i in sorted(idx)) + "\n\n"
         (HERE / f"{name}.pubtator").write_text(text, encoding="utf-8")

@@ -19,12 +19,14 @@ GEOMETRIES = {  # transformers BertConfig keys
 
 def random_encoder(out_dir: Path, geometry: str = "bert-base", seed: int = 0) -> Path:
     """Write a random BERT of `geometry` with the packaged MiniLM tokenizer (BERT's uncased vocabulary)."""
-    from transformers import BertConfig, BertModel  # lazy: transformers takes 1.5 s to import
+    from transformers import BertConfig, BertModel  # lazy (platform/README.md)
 
     if geometry not in GEOMETRIES:
         raise BionerError(f"--geometry {geometry!r}: expected one of {', '.join(GEOMETRIES)}")
     tok = load_tokenizer("minilm")
     torch.manual_seed(seed)
-    BertModel(BertConfig(vocab_size=tok.vocab_size, max_position_embeddings=512, **GEOMETRIES[geometry])).save_pretrained(out_dir)
+    BertModel(
+        BertConfig(vocab_size=tok.vocab_size, max_position_embeddings=512, **GEOMETRIES[geometry])
+    ).save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     return Path(out_dir)

@@ -10,8 +10,9 @@ peer our training speed is measured against. Prediction: `pipeline("token-classi
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,8 +32,13 @@ if TYPE_CHECKING:
 Runner = Callable[[Sequence[str]], list[list[tuple[str, int, int]]]]
 
 
-def tokenize(tok: PreTrainedTokenizerBase, tokens: Sequence[Sequence[str]], tags: Sequence[Sequence[str]] | None,
-             label2id: dict[str, int], max_length: int) -> tuple[list[dict[str, list[int]]], list[list[int | None]]]:
+def tokenize(
+    tok: PreTrainedTokenizerBase,
+    tokens: Sequence[Sequence[str]],
+    tags: Sequence[Sequence[str]] | None,
+    label2id: dict[str, int],
+    max_length: int,
+) -> tuple[list[dict[str, list[int]]], list[list[int | None]]]:
     """Trainer rows (labels on first pieces, as the HF example) and each row's word ids."""
     enc = tok(tokens, is_split_into_words=True, truncation=True, max_length=max_length)
     labels = []
@@ -42,13 +48,16 @@ def tokenize(tok: PreTrainedTokenizerBase, tokens: Sequence[Sequence[str]], tags
             row.append(-100 if word is None or word == prev else label2id[tags[i][word]] if tags else 0)
             prev = word
         labels.append(row)
-    rows = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": labels[i]}
-            for i in range(len(tokens))]
+    rows = [
+        {"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": labels[i]}
+        for i in range(len(tokens))
+    ]
     return rows, [enc.word_ids(i) for i in range(len(tokens))]
 
 
-def to_word_tags(pred_ids: np.ndarray, enc_word_ids: list[list[int | None]], n_words: list[int],
-                 id2label: dict[int, str]) -> list[list[str]]:
+def to_word_tags(
+    pred_ids: np.ndarray, enc_word_ids: list[list[int | None]], n_words: list[int], id2label: dict[int, str]
+) -> list[list[str]]:
     """Each word's tag: the prediction at its first piece."""
     out = []
     for i, n in enumerate(n_words):
@@ -64,7 +73,7 @@ def to_word_tags(pred_ids: np.ndarray, enc_word_ids: list[list[int | None]], n_w
 
 def train_and_score(cfg: TrainConfig, workdir: Path) -> dict[str, float]:
     """Train the HF recipe with cfg's encoder and settings; score cfg.eval_split like bioner does."""
-    from transformers import (  # lazy: transformers takes 1.5 s to import, `bioner --help` none
+    from transformers import (  # lazy (platform/README.md)
         AutoModelForTokenClassification,
         AutoTokenizer,
         DataCollatorForTokenClassification,
@@ -110,11 +119,12 @@ def train_and_score(cfg: TrainConfig, workdir: Path) -> dict[str, float]:
     return {f"{data.eval.name}_{k}": v for k, v in s.items()} | {"train_seconds": train_s}
 
 
-def train_throughput(cfg_dict: dict[str, Any], budget: StepBudget, threads: int, workdir: str,
-                     bf16: bool = False) -> dict[str, Any]:
+def train_throughput(
+    cfg_dict: dict[str, Any], budget: StepBudget, threads: int, workdir: str, bf16: bool = False
+) -> dict[str, Any]:
     """In a fresh process: the HF recipe a user would write (with `bf16`: its bf16 autocast), timed by a callback."""
     import torch
-    from transformers import (  # lazy: start-up time
+    from transformers import (  # lazy (platform/README.md)
         AutoModelForTokenClassification,
         AutoTokenizer,
         DataCollatorForTokenClassification,
@@ -150,19 +160,27 @@ def train_throughput(cfg_dict: dict[str, Any], budget: StepBudget, threads: int,
             times.append(time.perf_counter() - self.t0)
 
     args = TrainingArguments(
-        output_dir=workdir, per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-        num_train_epochs=1, seed=cfg.seed, save_strategy="no", report_to=[], use_cpu=not cfg.use_gpu, disable_tqdm=True,
+        output_dir=workdir,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=1,
+        seed=cfg.seed,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=not cfg.use_gpu,
+        disable_tqdm=True,
         bf16=bf16,
     )
     Trainer(model=model, args=args, train_dataset=rows, data_collator=counting_collator, callbacks=[Timer()]).train()
-    steps = [(*shape, t) for shape, t in zip(shapes, times)]
+    # strict=False: the data loader reads a batch ahead, so the collator may have built one no step ran
+    steps = [(*shape, t) for shape, t in zip(shapes, times, strict=False)]
     res = summarise(blocks(steps, budget.skip, budget.steps, budget.repeats))
     return res | totals(steps) | {"peak_memory_mib": peak_rss_mib(), "precision": precision_name(bf16)}
 
 
 def export_token_classifier(model_dir: Path, out_dir: Path) -> Path:
     """Our model's encoder and NER head as an `AutoModelForTokenClassification` folder (same weights)."""
-    from transformers import AutoConfig, AutoModelForTokenClassification  # lazy: start-up time
+    from transformers import AutoConfig, AutoModelForTokenClassification  # lazy (platform/README.md)
 
     model, tok, meta = load_model(model_dir)
     config = AutoConfig.from_pretrained(model_dir)
@@ -181,20 +199,24 @@ def export_token_classifier(model_dir: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def spans_of(words_per_text: list[list[tuple[str, int, int]]], word_tags: list[list[str]]
-             ) -> list[list[tuple[str, int, int]]]:
+def spans_of(
+    words_per_text: list[list[tuple[str, int, int]]], word_tags: list[list[str]]
+) -> list[list[tuple[str, int, int]]]:
     """(type, start, end) character spans per text, from word tags."""
-    return [[(typ, ws[a][1], ws[b - 1][2]) for typ, a, b in spans(tags)] for ws, tags in zip(words_per_text, word_tags)]
+    return [
+        [(typ, ws[a][1], ws[b - 1][2]) for typ, a, b in spans(tags)]
+        for ws, tags in zip(words_per_text, word_tags, strict=True)
+    ]
 
 
 def pipeline_runner(hf_dir: str) -> Runner:
-    from transformers import pipeline  # lazy: start-up time
+    from transformers import pipeline  # lazy (platform/README.md)
 
     pipe = pipeline("token-classification", model=hf_dir, device="cpu")
 
     def run(xs: Sequence[str]) -> list[list[tuple[str, int, int]]]:
         words, tags = [split_words(x) for x in xs], []
-        for ws, toks in zip(words, pipe(list(xs))):
+        for ws, toks in zip(words, pipe(list(xs)), strict=True):
             first = {word[1]: i for i, word in enumerate(ws)}
             t = ["O"] * len(ws)
             for tk in toks:  # a word's label is its first piece's (the pipeline leaves out "O" pieces)
@@ -207,7 +229,7 @@ def pipeline_runner(hf_dir: str) -> Runner:
 
 
 def trainer_predict_runner(hf_dir: str, words: list[list[tuple[str, int, int]]], workdir: str) -> tuple[Runner, int]:
-    from transformers import (  # lazy: start-up time
+    from transformers import (  # lazy (platform/README.md)
         AutoModelForTokenClassification,
         AutoTokenizer,
         DataCollatorForTokenClassification,

@@ -12,11 +12,11 @@ import os
 import platform
 import resource
 import statistics
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -37,8 +37,13 @@ class StepBudget:
 def machine() -> dict:
     """Where the figures come from; the load average says whether other work shared the cores."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpus": os.cpu_count(), "gpu": gpu, "torch": torch.__version__, "processor": platform.processor() or platform.machine(),
-            "load_average_1m": os.getloadavg()[0]}
+    return {
+        "cpus": os.cpu_count(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "processor": platform.processor() or platform.machine(),
+        "load_average_1m": os.getloadavg()[0],
+    }
 
 
 def peak_rss_mib() -> float:
@@ -53,11 +58,16 @@ def peak_mem_mib(device) -> float:
 
 def totals(steps: list[tuple[int, int, int, float]]) -> dict:
     """Over every step, warm-up included: equal across systems when they saw the same sentences."""
-    return {"steps": len(steps), "sentences_all_steps": sum(x[0] for x in steps), "tokens_all_steps": sum(x[1] for x in steps)}
+    return {
+        "steps": len(steps),
+        "sentences_all_steps": sum(x[0] for x in steps),
+        "tokens_all_steps": sum(x[1] for x in steps),
+    }
 
 
 def summarise(blocks: list[dict]) -> dict:
     """Medians over blocks of sentences/s, tokens/s (non-padding tokens) and padding fraction."""
+
     def med(f):
         return statistics.median(f(b) for b in blocks)
 
@@ -82,8 +92,12 @@ def blocks(steps: list[tuple[int, int, int, float]], skip: int, per_block: int, 
 class StepRecorder:
     """Per-step wall time and token counts inside the training loop (bench mode)."""
 
-    def __init__(self, positions: Callable[[Sequence[int]], tuple[int, int]], budget: StepBudget,
-                 sentence_of_window: Sequence[int] | None = None):
+    def __init__(
+        self,
+        positions: Callable[[Sequence[int]], tuple[int, int]],
+        budget: StepBudget,
+        sentence_of_window: Sequence[int] | None = None,
+    ):
         self.positions, self.budget = positions, budget  # positions(window_ids): (real, padded) tokens the step encodes
         self.sentence_of_window = sentence_of_window  # a sentence longer than max_length is several windows
         self.steps: list[tuple[int, int, int, float]] = []
@@ -103,7 +117,11 @@ class StepRecorder:
     def write(self, path: str, device, n_params: int, precision: str) -> None:
         b = self.budget
         res = summarise(blocks(self.steps, b.skip, b.steps, b.repeats))
-        res |= totals(self.steps) | {"peak_memory_mib": peak_mem_mib(device), "parameters": n_params, "precision": precision}
+        res |= totals(self.steps) | {
+            "peak_memory_mib": peak_mem_mib(device),
+            "parameters": n_params,
+            "precision": precision,
+        }
         # Model FLOP/s: 6 x parameters per real (non-padding) token, forward and backward (attention not counted).
         res["model_tflops"] = 6 * n_params * res["tokens_per_s"] / 1e12
         Path(path).write_text(json.dumps(res), encoding="utf-8")
@@ -126,8 +144,6 @@ def write_json(report: dict, out_dir: str) -> Path:
     path = p / f"{report['kind']}.json"
     path.write_text(json.dumps(report, indent=2), encoding="utf-8")
     return path
-
-
 
 
 def ratio(results: dict, a: str, b: str) -> float | None:

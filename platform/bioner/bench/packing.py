@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def flex_mask(segments: torch.Tensor) -> BlockMask:
     """A BlockMask: position q attends to k when both are in the same segment of their row."""
-    from torch.nn.attention.flex_attention import create_block_mask  # lazy: only the flex systems need it
+    from torch.nn.attention.flex_attention import create_block_mask  # lazy (platform/README.md)
 
     def same_segment(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return segments[b, q] == segments[b, k]

@@ -32,8 +32,14 @@ def random_head_model(cfg: BenchConfig, out_dir: Path) -> Path:
     spec = load_spec(cfg.dataset)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.encoder, len(spec.labels), cfg.dropout, cfg.trust_remote_code)
-    meta = ModelMeta(labels=spec.labels, types=spec.types, dataset=spec.name, encoder=cfg.encoder,
-                     max_length=cfg.max_length, dropout=cfg.dropout)
+    meta = ModelMeta(
+        labels=spec.labels,
+        types=spec.types,
+        dataset=spec.name,
+        encoder=cfg.encoder,
+        max_length=cfg.max_length,
+        dropout=cfg.dropout,
+    )
     return save_model(model, load_tokenizer(cfg.encoder, cfg.trust_remote_code), out_dir, meta)
 
 
@@ -47,8 +53,16 @@ def _timed_blocks(run, texts, repeats: int, tokens: int, padded: int) -> tuple[l
     return out, ents
 
 
-def predict_throughput(system: str, model_dir: str, hf_dir: str, texts: list[str], repeats: int, batch_size: int, threads: int,
-                       workdir: str) -> dict:
+def predict_throughput(
+    system: str,
+    model_dir: str,
+    hf_dir: str,
+    texts: list[str],
+    repeats: int,
+    batch_size: int,
+    threads: int,
+    workdir: str,
+) -> dict:
     """In a fresh process: one system's sentences/s over `texts`, and the entities it found."""
     torch.set_num_threads(threads)
     words = [split_words(t) for t in texts]
@@ -56,7 +70,9 @@ def predict_throughput(system: str, model_dir: str, hf_dir: str, texts: list[str
     lengths = [len(window.input_ids) for window in tagger.encode([[w[0] for w in ws] for ws in words]).windows]
     tokens = sum(lengths)
     if system in OURS:
-        padded = sum(len(b) * max(lengths[i] for i in b) for b in sorted_batches(lengths, batch_size, tagger.max_batch_tokens))
+        padded = sum(
+            len(b) * max(lengths[i] for i in b) for b in sorted_batches(lengths, batch_size, tagger.max_batch_tokens)
+        )
 
         def run(xs):
             return [[(e["type"], e["start"], e["end"]) for e in es] for es in tagger.entities(xs)]
@@ -80,16 +96,32 @@ def run_predict_bench(cfg: BenchConfig, log=print) -> dict:
         for name in PREDICT_SYSTEMS:
             log(f"prediction benchmark: {name} ...")
             results[name] = in_fresh_process(
-                predict_throughput, name, str(model_dir), str(hf_dir), texts, cfg.repeats, cfg.eval_batch_size, threads, tmp
+                predict_throughput,
+                name,
+                str(model_dir),
+                str(hf_dir),
+                texts,
+                cfg.repeats,
+                cfg.eval_batch_size,
+                threads,
+                tmp,
             )
     ours = results["bioner predict"].pop("entities")
     agreement = {}
     for name in PREDICT_SYSTEMS[1:]:
         theirs = results[name].pop("entities")
-        same = sum(sorted(a) == sorted(b) for a, b in zip(ours, theirs))
+        same = sum(sorted(a) == sorted(b) for a, b in zip(ours, theirs, strict=True))
         agreement[name] = {"texts_identical": same, "texts": len(texts)}
     n_ent = sum(len(e) for e in ours)
     ratios = {f"{ours} / {n} (sentences/s)": ratio(results, ours, n) for ours in OURS for n in PREDICT_SYSTEMS[2:]}
     ratios["bioner predict, int8 / bioner predict (fp32)"] = ratio(results, "bioner predict, int8", "bioner predict")
-    return {"kind": "predict", "config": cfg.model_dump(), "machine": machine(), "model": str(cfg.model or "random head"),
-            "entities_found": n_ent, "results": results, "agreement": agreement, "ratios": ratios}
+    return {
+        "kind": "predict",
+        "config": cfg.model_dump(),
+        "machine": machine(),
+        "model": str(cfg.model or "random head"),
+        "entities_found": n_ent,
+        "results": results,
+        "agreement": agreement,
+        "ratios": ratios,
+    }

@@ -67,14 +67,18 @@ def subset_config(cfg: BenchConfig, overrides: dict) -> TrainConfig:
     need = bench_sentences(cfg)
     if need > n_train:
         raise ConfigError(f"steps/skip_steps/repeats: {need} sentences needed, the training split has {n_train}")
-    return cfg.train_config(**{"train_splits": ["train"], "eval_split": "devel", "train_fraction": need / n_train, "epochs": 1, **overrides})
+    return cfg.train_config(
+        **{"train_splits": ["train"], "eval_split": "devel", "train_fraction": need / n_train, "epochs": 1, **overrides}
+    )
 
 
 def bench_bioner_train(cfg: TrainConfig, budget: StepBudget, workdir: Path) -> dict:
     """Our real training path (Ray Train, one worker), stopped after the measured steps."""
     out = workdir / f"bioner-{os.getpid()}-{time.monotonic_ns()}.json"
     job = worker_job(cfg, progress=False)
-    result = fit(job, out.stem, workdir / "ray", loop=functools.partial(bench_loop_per_worker, BenchJob(job, budget, str(out))))
+    result = fit(
+        job, out.stem, workdir / "ray", loop=functools.partial(bench_loop_per_worker, BenchJob(job, budget, str(out)))
+    )
     if result.error:
         raise result.error
     return json.loads(out.read_text(encoding="utf-8"))
@@ -93,14 +97,22 @@ def run_train_bench(cfg: BenchConfig, log=print) -> dict:
                 sub = subset_config(cfg, {"beta": 0.0})
                 ensure_ray()
                 threads = worker_job(sub).threads
-                results[name] = in_fresh_process(train_throughput, sub.model_dump(), budget, threads, tmp, HF_SYSTEMS[name])
+                results[name] = in_fresh_process(
+                    train_throughput, sub.model_dump(), budget, threads, tmp, HF_SYSTEMS[name]
+                )
             else:
                 results[name] = bench_bioner_train(subset_config(cfg, VARIANTS[name]), budget, Path(tmp))
     if cfg.peak_tflops:
         for r in results.values():
             if "model_tflops" in r:
                 r["mfu"] = r["model_tflops"] / cfg.peak_tflops
-    return {"kind": "train", "config": cfg.model_dump(), "machine": machine(), "results": results, "ratios": train_ratios(results)}
+    return {
+        "kind": "train",
+        "config": cfg.model_dump(),
+        "machine": machine(),
+        "results": results,
+        "ratios": train_ratios(results),
+    }
 
 
 def train_ratios(results: dict) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -31,44 +30,72 @@ def _table(title: str, results: dict) -> Table:
     flops = any("model_tflops" in r for r in results.values())
     mfu = any("mfu" in r for r in results.values())
     prec = any("precision" in r for r in results.values())
-    for c in ("system",) + ("precision",) * prec + ("sentences/s", "tokens/s", "padding", "peak memory (MiB)") + ("model TFLOP/s",) * flops + ("MFU",) * mfu:
+    for c in (
+        ("system",)
+        + ("precision",) * prec
+        + ("sentences/s", "tokens/s", "padding", "peak memory (MiB)")
+        + ("model TFLOP/s",) * flops
+        + ("MFU",) * mfu
+    ):
         t.add_column(c, justify="left" if c == "system" else "right")
     for name, r in results.items():
-        row = [name] + [r.get("precision", "-")] * prec + [f"{r['sentences_per_s']:.1f}", f"{r['tokens_per_s']:.0f}", f"{100 * r['padding_fraction']:.1f} %", f"{r['peak_memory_mib']:.0f}"]
-        row += [f"{r['model_tflops']:.3f}" if "model_tflops" in r else "-"] * flops + [f"{100 * r['mfu']:.1f} %" if "mfu" in r else "-"] * mfu
+        row = (
+            [name]
+            + [r.get("precision", "-")] * prec
+            + [
+                f"{r['sentences_per_s']:.1f}",
+                f"{r['tokens_per_s']:.0f}",
+                f"{100 * r['padding_fraction']:.1f} %",
+                f"{r['peak_memory_mib']:.0f}",
+            ]
+        )
+        row += [f"{r['model_tflops']:.3f}" if "model_tflops" in r else "-"] * flops + [
+            f"{100 * r['mfu']:.1f} %" if "mfu" in r else "-"
+        ] * mfu
         t.add_row(*row)
     return t
 
 
 def _print_ratios(ratios: dict, machine: dict) -> None:
     load = machine["load_average_1m"]
-    out.print(f"{machine['cpus']} CPUs, GPU: {machine['gpu'] or 'none'}, load average {load:.1f} at the end"
-              + (" [yellow](other work shared the machine: figures are distorted)[/]" if load > machine["cpus"] + 0.5 else ""))
+    out.print(
+        f"{machine['cpus']} CPUs, GPU: {machine['gpu'] or 'none'}, load average {load:.1f} at the end"
+        + (" [yellow](other work shared the machine: figures are distorted)[/]" if load > machine["cpus"] + 0.5 else "")
+    )
     for k, v in ratios.items():
         out.print(f"{k}: [bold]{v:.2f}x[/]")
 
 
 @bench_app.command("train")
 def bench_train(
-    config: Path = typer.Argument(..., help="YAML bench config (training keys plus steps, skip_steps, repeats, systems)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    config: Path = typer.Argument(
+        ..., help="YAML bench config (training keys plus steps, skip_steps, repeats, systems)."
+    ),
+    set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
 ):
     """Training throughput: bioner single/multi-task (Ray Train, 1 worker) against AutoModelForTokenClassification + Trainer.
 
     Every system trains on the same seeded subset of the training split; the first skip_steps steps are
     excluded; figures are medians over `repeats` blocks of `steps` steps. Writes <out>/train.json.
-    """
+    """  # noqa: E501 - typer prints this docstring's line breaks as they are in `bioner --help`
     cfg = _load(config, set_)
     rep = run_train_bench(cfg, log=lambda m: out.print(f"[dim]{m}[/]"))
-    out.print(_table(f"training, {cfg.dataset}, {cfg.encoder}, batch {cfg.batch_size}, max length {cfg.max_length}", rep["results"]))
+    out.print(
+        _table(
+            f"training, {cfg.dataset}, {cfg.encoder}, batch {cfg.batch_size}, max length {cfg.max_length}",
+            rep["results"],
+        )
+    )
     _print_ratios(rep["ratios"], rep["machine"])
     out.print(f"written: {write_json(rep, cfg.out)}")
 
 
 @bench_app.command("predict")
 def bench_predict(
-    config: Path = typer.Argument(..., help="YAML bench config (dataset, encoder or model, eval_batch_size, sentences, repeats)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    config: Path = typer.Argument(
+        ..., help="YAML bench config (dataset, encoder or model, eval_batch_size, sentences, repeats)."
+    ),
+    set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
 ):
     """Prediction throughput: `bioner predict`'s path against pipeline("token-classification") and Trainer.predict.
 
@@ -77,10 +104,18 @@ def bench_predict(
     """
     cfg = _load(config, set_)
     rep = run_predict_bench(cfg, log=lambda m: out.print(f"[dim]{m}[/]"))
-    out.print(_table(f"prediction, {cfg.sentences} texts of {cfg.dataset} {cfg.eval_split}, model: {rep['model']}", rep["results"]))
+    out.print(
+        _table(
+            f"prediction, {cfg.sentences} texts of {cfg.dataset} {cfg.eval_split}, model: {rep['model']}",
+            rep["results"],
+        )
+    )
     _print_ratios(rep["ratios"], rep["machine"])
     for name, a in rep["agreement"].items():
-        out.print(f"same entities as {name}: {a['texts_identical']}/{a['texts']} texts ({rep['entities_found']} entities from bioner)")
+        out.print(
+            f"same entities as {name}: {a['texts_identical']}/{a['texts']} texts ({rep['entities_found']} entities "
+            "from bioner)"
+        )
     out.print(f"written: {write_json(rep, cfg.out)}")
 
 
@@ -93,7 +128,9 @@ def bench_random_encoder(
     """A randomly initialised BERT encoder of a standard geometry (MiniLM's uncased vocabulary), for
     measuring GPU throughput and MFU where no weights can be downloaded: --set encoder=OUT_DIR."""
     path = random_encoder(out_dir, geometry, seed)
-    out.print(f"written: {path} ({geometry}); e.g. bioner bench train experiments/benchmarks/gpu.yaml --set encoder={path}")
+    out.print(
+        f"written: {path} ({geometry}); e.g. bioner bench train experiments/benchmarks/gpu.yaml --set encoder={path}"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -24,17 +24,31 @@ def _address_opt():
 
 
 def submit(
-    args: list[str] = typer.Argument(..., help="The bioner command to run on the cluster, after --: e.g. -- tune experiments/tune-smoke.yaml --set num_samples=16"),
+    args: list[str] = typer.Argument(
+        ...,
+        help="The bioner command to run on the cluster, after --: e.g. -- tune experiments/tune-smoke.yaml --set "
+        "num_samples=16",
+    ),
     address: str | None = _address_opt(),
     tracking_uri: str | None = typer.Option(
-        None, "--tracking-uri",
-        help="MLflow tracking URI for the job, as seen from the cluster (default: $MLFLOW_TRACKING_URI); set in every worker's "
-             "environment, passed to train/tune/fidelity as --set tracking_uri=... and to serve as --tracking-uri",
+        None,
+        "--tracking-uri",
+        help="MLflow tracking URI for the job, as seen from the cluster (default: $MLFLOW_TRACKING_URI); set in every "
+        "worker's environment, passed to train/tune/fidelity as --set tracking_uri=... and to serve as --tracking-uri",
     ),
-    working_dir: Path = typer.Option(Path("."), "--working-dir", help="Folder shipped to the cluster as the job's working directory (configs, specs, corpora); .venv, outputs, mlruns, .git and *.db stay here."),
-    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job's logs until it ends (exit 0 only if it SUCCEEDED), or return once it is submitted."),
+    working_dir: Path = typer.Option(
+        Path("."),
+        "--working-dir",
+        help="Folder shipped to the cluster as the job's working directory (configs, specs, corpora); .venv, outputs, "
+        "mlruns, .git and *.db stay here.",
+    ),
+    wait: bool = typer.Option(
+        True,
+        "--wait/--no-wait",
+        help="Follow the job's logs until it ends (exit 0 only if it SUCCEEDED), or return once it is submitted.",
+    ),
 ):
-    """Submit a bioner command (e.g. `tune CONFIG`) to a Ray cluster as a Ray job; the working directory travels with it."""
+    """Submit a bioner command (e.g. `tune CONFIG`) to a Ray cluster as a Ray job; the working directory travels with it."""  # noqa: E501 - typer prints this docstring's line breaks as they are in `bioner --help`
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
     addr = resolve_address(address)
     warning = tracking_warning(uri, addr, args[0] if args else "")
@@ -54,8 +68,13 @@ def _follow_and_exit(address: str, job_id: str) -> None:
     try:
         status = follow(address, job_id, _write)
     except KeyboardInterrupt:
-        err.print(f"stopped following; the job goes on (bioner jobs stop {job_id} --address {address})", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(130)
+        err.print(
+            f"stopped following; the job goes on (bioner jobs stop {job_id} --address {address})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     out.print(f"job {job_id}: {status}", highlight=False)
     if status != "SUCCEEDED":
         raise typer.Exit(1)
@@ -87,7 +106,9 @@ def jobs_list(
 def jobs_logs(
     job_id: str = typer.Argument(..., help="Submission id (raysubmit_...) as printed by bioner submit."),
     address: str | None = _address_opt(),
-    follow_: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the job ends; exit 0 only if it SUCCEEDED."),
+    follow_: bool = typer.Option(
+        False, "--follow", "-f", help="Keep streaming until the job ends; exit 0 only if it SUCCEEDED."
+    ),
 ):
     """Print a job's logs (driver stdout and stderr)."""
     if follow_:

@@ -21,8 +21,10 @@ err = Console(stderr=True)
 SET_HELP = "Override a config key: key=value, value parsed as YAML (e.g. --set train_fraction=0.1). Repeatable."
 TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db)."
 MODEL_HELP = "Model folder, or an MLflow model URI (runs:/ID/model, models:/NAME@ALIAS)."
-PRECISION_HELP = ("Inference precision of the NER forward: int8 (ONNX Runtime, dynamic quantisation; CPU only), fp32, or auto "
-                  "(int8 on a CPU, fp32 on a GPU).")
+PRECISION_HELP = (
+    "Inference precision of the NER forward: int8 (ONNX Runtime, dynamic quantisation; CPU only), fp32, or auto "
+    "(int8 on a CPU, fp32 on a GPU)."
+)
 
 # One YAML serves several commands: a tune, sweep or bench config is a training config plus keys of
 # its own. A command ignores exactly the other commands' keys; a typo is still refused by name.

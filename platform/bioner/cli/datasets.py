@@ -40,10 +40,19 @@ def datasets_list(ctx: typer.Context):
             t.add_row(spec.name, ", ".join(spec.types), *(_counts(sp) for sp in splits), _rel(path))
             if len(spec.members) > 1:  # a composite: one line per member corpus
                 for m in spec.members:
-                    t.add_row(f"  {m.name}", ", ".join(m.types), *(_counts(sp and sp.select([i for i, c in enumerate(sp.corpus) if c == m.name]))
-                                                               for sp in splits), "")
+                    t.add_row(
+                        f"  {m.name}",
+                        ", ".join(m.types),
+                        *(
+                            _counts(sp and sp.select([i for i, c in enumerate(sp.corpus) if c == m.name]))
+                            for sp in splits
+                        ),
+                        "",
+                    )
         except BionerError as e:
-            t.add_row(path.stem, "[red]invalid[/]", "", "", "", escape(str(e)))  # an error quotes YAML: brackets are not markup
+            t.add_row(
+                path.stem, "[red]invalid[/]", "", "", "", escape(str(e))
+            )  # an error quotes YAML: brackets are not markup
     out.print(t)
 
 
@@ -56,7 +65,7 @@ def _counts(split) -> str:
 
 @datasets_app.command("check")
 def datasets_check(spec: str = typer.Argument(..., help="Dataset name or spec path.")):
-    """Validate a spec (every member of a composite) and every line of its corpus files; print counts per split and type."""
+    """Validate a spec (every member of a composite) and every line of its corpus files; print counts per split and type."""  # noqa: E501 - typer prints this docstring's line breaks as they are in `bioner --help`
     s = load_spec(spec)
     t = Table(title=f"{s.name} ({s.path})")
     for c in ("corpus", "split", "sentences", "tokens", "entities", "longest sentence (words)", "per type"):
@@ -70,7 +79,15 @@ def datasets_check(spec: str = typer.Argument(..., help="Dataset name or spec pa
             conv = Conversion() if m.documents else None
             st = scan_split(m, name, conv)  # streams: a corpus of any size is checked in constant memory
             per = ", ".join(f"{k}: {v}" for k, v in st["per_type"].items())
-            t.add_row(m.name, name, f"{st['sentences']:,}", f"{st['tokens']:,}", f"{st['entities']:,}", str(st["max_words"]), per)
+            t.add_row(
+                m.name,
+                name,
+                f"{st['sentences']:,}",
+                f"{st['tokens']:,}",
+                f"{st['entities']:,}",
+                str(st["max_words"]),
+                per,
+            )
             if conv is not None:
                 conversions.append((m, name, conv))
     out.print(t)
@@ -82,8 +99,10 @@ def datasets_check(spec: str = typer.Argument(..., help="Dataset name or spec pa
 
 def _print_conversion(m, split: str, conv: Conversion) -> None:
     """What turning documents into training sentences decided, with counts and the first places."""
-    out.print(f"[bold]{escape(m.name)} {split}[/]: {conv.documents:,} documents, {conv.mentions:,} mentions"
-              f" ({escape(str(m.split_file(split)))})")
+    out.print(
+        f"[bold]{escape(m.name)} {split}[/]: {conv.documents:,} documents, {conv.mentions:,} mentions"
+        f" ({escape(str(m.split_file(split)))})"
+    )
     for cls, n in sorted(conv.ignored.items()):
         out.print(f"  {n:,} mentions of class {escape(cls)} ignored (type_map: {escape(cls)}: null)")
     for what, n, places in conv.decisions.summary():

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import stat
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from tqdm.auto import tqdm
 
@@ -22,9 +22,11 @@ from ..infer.tagger import Tagger
 
 # Formats whose writer takes a stream: the others need a path (brat writes a folder).
 STREAM_FORMATS = ("pubtator", "bioc", "bioc-json", "jsonl")
-FORMAT_HELP = (f"Read --input as documents: {', '.join(FORMATS)} (bioc is BioC XML; brat is a folder of .txt/.ann pairs; "
-               "text is one document per line, written back as jsonl). Default: from --input's extension where it is "
-               "unambiguous, else one text per line as without --format.")
+FORMAT_HELP = (
+    f"Read --input as documents: {', '.join(FORMATS)} (bioc is BioC XML; brat is a folder of .txt/.ann pairs; "
+    "text is one document per line, written back as jsonl). Default: from --input's extension where it is "
+    "unambiguous, else one text per line as without --format."
+)
 
 
 def document_format(input_: Path | None, fmt: str | None) -> str | None:
@@ -83,13 +85,23 @@ def groups(docs: Iterable[Document], max_docs: int = 64, max_chars: int = 500_00
         yield group
 
 
-def predict_documents(tagger: Tagger, input_: Path, fmt: str, output: Path | None, types: list[str] | None,
-                      keep: bool, max_chars: int, total: int | None) -> int:
+def predict_documents(
+    tagger: Tagger,
+    input_: Path,
+    fmt: str,
+    output: Path | None,
+    types: list[str] | None,
+    keep: bool,
+    max_chars: int,
+    total: int | None,
+) -> int:
     """Tag every document of `input_` and write it with its mentions; returns the number of documents."""
     out_fmt = "jsonl" if fmt == "text" else fmt
     n = 0
-    with open_writer(output if output is not None else sys.stdout, out_fmt) as writer, \
-            tqdm(total=total, desc="documents", unit="doc", disable=None) as bar:  # shown on a terminal
+    with (
+        open_writer(output if output is not None else sys.stdout, out_fmt) as writer,
+        tqdm(total=total, desc="documents", unit="doc", disable=None) as bar,
+    ):  # shown on a terminal
         for group in groups(read_documents(input_, fmt, max_chars)):
             for d in annotate(tagger, group, types=types, keep=keep):
                 writer.write(d)

@@ -6,7 +6,6 @@ import itertools
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -38,12 +37,18 @@ def evaluate(
     model: str = typer.Option(..., "--model", help=MODEL_HELP),
     dataset: str = typer.Option(..., "--dataset", help="Dataset name or spec path."),
     split: str = typer.Option("test", "--split", help="Split to score: train, devel or test."),
-    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write token/gold/predicted TSV here."),
+    predictions: Path | None = typer.Option(None, "--predictions", help="Write token/gold/predicted TSV here."),
     batch_size: int = typer.Option(64, help="Sentences per inference batch."),
-    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP + " Default fp32: the model as trained and logged."),
-    as_json: bool = typer.Option(False, "--json", help='Print the scores as one JSON object for scripts: {"precision", "recall", '
-                                 '"f1", "per_type": {TYPE: {"precision", "recall", "f1", "tp", "fp", "fn"}}, "per_corpus": {...}}, '
-                                 "fractions in 0..1."),
+    precision: str = typer.Option(
+        "fp32", "--precision", help=PRECISION_HELP + " Default fp32: the model as trained and logged."
+    ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help='Print the scores as one JSON object for scripts: {"precision", "recall", '
+        '"f1", "per_type": {TYPE: {"precision", "recall", "f1", "tp", "fp", "fn"}}, "per_corpus": {...}}, '
+        "fractions in 0..1.",
+    ),
 ):
     """Score a model on a dataset split: entity-level P/R/F1, per type (and per corpus for a composite), MRC F1 (fp32).
 
@@ -57,7 +62,9 @@ def evaluate(
     spec = load_spec(dataset)
     documents = any(m.documents for m in spec.members)
     if documents and predictions:
-        raise BionerError("--predictions writes IOB sentences; for documents use bioner predict --format ... --output FILE")
+        raise BionerError(
+            "--predictions writes IOB sentences; for documents use bioner predict --format ... --output FILE"
+        )
     data = None if documents or as_json else read_split(spec, split)  # checks the files before the model loads
     if data is None:
         for m in spec.members:
@@ -67,8 +74,10 @@ def evaluate(
     known = read_meta(folder).types  # the model's types without loading it
     unknown = [t for t in spec.types if t not in known]
     if not set(spec.types) & set(known):
-        raise BionerError(f"--dataset {dataset}: none of its types ({', '.join(spec.types)}) is known to the model "
-                          f"({', '.join(known)})")
+        raise BionerError(
+            f"--dataset {dataset}: none of its types ({', '.join(spec.types)}) is known to the model "
+            f"({', '.join(known)})"
+        )
     tagger = Tagger.load(folder, batch_size=batch_size, precision=precision)
     if data is None:
         report = scores_report(corpus_counts(tagger, spec, split, progress=not as_json))
@@ -89,24 +98,35 @@ def evaluate(
 
 
 def predict(
-    text: Optional[List[str]] = typer.Argument(None, help="Texts to tag (each one argument)."),
+    text: list[str] | None = typer.Argument(None, help="Texts to tag (each one argument)."),
     model: str = typer.Option(..., "--model", help=MODEL_HELP),
-    input_: Optional[Path] = typer.Option(
-        None, "--input",
-        help="One text per line (lines end at \\n or \\r\\n only): a file, a pipe, a device, or '-' for stdin. Streamed: "
-             f"output follows in groups of texts, in bounded memory; at most ${MAX_TEXT_CHARS_ENV} characters per line.",
+    input_: Path | None = typer.Option(
+        None,
+        "--input",
+        help="One text per line (lines end at \\n or \\r\\n only): a file, a pipe, a device, or '-' for stdin. "
+        f"Streamed: output follows in groups of texts, in bounded memory; at most ${MAX_TEXT_CHARS_ENV} characters "
+        "per line.",
     ),
     batch_size: int = typer.Option(64, help="Texts per inference batch."),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
-    types: Optional[str] = typer.Option(None, "--types", help="Comma-separated entity types to return (default: every type the model knows)."),
-    fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
-    output: Optional[Path] = typer.Option(None, "--output", help="With documents: the file (a folder for brat) to write them to, "
-                                          "with the model's mentions; default stdout."),
-    keep: bool = typer.Option(False, "--keep-annotations", help="With documents: keep the mentions they already have beside the "
-                              "model's (default: replace them)."),
+    types: str | None = typer.Option(
+        None, "--types", help="Comma-separated entity types to return (default: every type the model knows)."
+    ),
+    fmt: str | None = typer.Option(None, "--format", help=FORMAT_HELP),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        help="With documents: the file (a folder for brat) to write them to, "
+        "with the model's mentions; default stdout.",
+    ),
+    keep: bool = typer.Option(
+        False,
+        "--keep-annotations",
+        help="With documents: keep the mentions they already have beside the model's (default: replace them).",
+    ),
 ):
     """Tag raw text: one JSON line per text, {"text", "entities": [{"text", "start", "end", "type", "score"}]}; or documents
-    (--format, or an --input whose extension names one) written back in their format with the model's mentions."""
+    (--format, or an --input whose extension names one) written back in their format with the model's mentions."""  # noqa: E501 - typer prints this docstring's line breaks as they are in `bioner --help`
     limit = max_text_chars()
     check_arguments(batch_size, precision)
     wanted = wanted_types(types)
@@ -116,14 +136,20 @@ def predict(
     if output is not None or keep:
         raise BionerError("--output and --keep-annotations go with documents (--format)")
     # Undecodable bytes in an argument arrive as lone surrogates, which cannot be written out.
-    texts = [check_length(check_text(t, f"TEXT argument {i}"), f"TEXT argument {i}", limit) for i, t in enumerate(text or [], 1)]
+    texts = [
+        check_length(check_text(t, f"TEXT argument {i}"), f"TEXT argument {i}", limit)
+        for i, t in enumerate(text or [], 1)
+    ]
     lines, empty = open_input(input_, limit) if input_ is not None else (iter(()), None)
     if not texts and (input_ is None or empty):
-        raise BionerError(f"nothing to tag: --input {input_} is {empty}" if input_ is not None else
-                          "nothing to tag: give TEXT arguments or --input FILE")
+        raise BionerError(
+            f"nothing to tag: --input {input_} is {empty}"
+            if input_ is not None
+            else "nothing to tag: give TEXT arguments or --input FILE"
+        )
     tagger = Tagger.load(model_folder(model, wanted), batch_size=batch_size, precision=precision)
     for group in chunks(itertools.chain(texts, lines)):
-        for t, ents in zip(group, tagger.entities(group, types=wanted)):
+        for t, ents in zip(group, tagger.entities(group, types=wanted), strict=True):
             sys.stdout.write(json_line({"text": t, "entities": ents}))
         sys.stdout.flush()
 
@@ -140,7 +166,7 @@ def _predict_documents(model, input_, fmt, output, keep, text, batch_size, preci
 
 
 def check_arguments(batch_size: int, precision: str) -> None:
-    """The options that need no model, checked before one loads (an int8 model takes seconds to build)."""
+    """The options that need no model, checked before one loads (building an int8 model is slow)."""
     if batch_size < 1:
         raise BionerError(f"--batch-size {batch_size}: at least 1")
     if precision not in PRECISIONS:
@@ -153,8 +179,10 @@ def wanted_types(types: str | None) -> list[str] | None:
         return None
     wanted = [t.strip() for t in types.split(",") if t.strip()]
     if not wanted:
-        raise BionerError(f"--types {types!r}: names no type; give comma-separated types (e.g. --types Disease), "
-                          "or leave --types out for every type")
+        raise BionerError(
+            f"--types {types!r}: names no type; give comma-separated types (e.g. --types Disease), "
+            "or leave --types out for every type"
+        )
     return wanted
 
 
@@ -179,14 +207,20 @@ def json_line(record: dict) -> str:
 
 
 def promote(
-    dataset: str = typer.Option(..., "--dataset", help="Dataset name or spec path: the registered model is bioner-<name>, "
-                                "scored on this spec's test split, which must be the corpus it was registered with."),
-    threshold: float = typer.Option(0.05, help="Largest p-value of the paired bootstrap that allows promotion, in (0, 1)."),
+    dataset: str = typer.Option(
+        ...,
+        "--dataset",
+        help="Dataset name or spec path: the registered model is bioner-<name>, "
+        "scored on this spec's test split, which must be the corpus it was registered with.",
+    ),
+    threshold: float = typer.Option(
+        0.05, help="Largest p-value of the paired bootstrap that allows promotion, in (0, 1)."
+    ),
     resamples: int = typer.Option(1000, min=1000, help="Bootstrap resamples over test sentences (>= 1000)."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
     force: bool = typer.Option(False, "--force", help="Promote whatever the test says (needs --reason)."),
-    reason: Optional[str] = typer.Option(None, "--reason", help="Why --force was used; recorded on the model version."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    reason: str | None = typer.Option(None, "--reason", help="Why --force was used; recorded on the model version."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ):
     """Move alias `champion` to `challenger` only if it is better on test with paired-bootstrap p <= threshold."""
     if not 0 < threshold < 1:  # nan fails this too
@@ -197,7 +231,9 @@ def promote(
     spec = load_spec(dataset)
     d = do_promote(spec, threshold, resamples, seed, force, reason, uri)
     verdict = "[green]promoted[/]" if d.promoted and d.changed else "unchanged" if d.promoted else "[yellow]refused[/]"
-    out.print(f"{verdict}: {model_name(spec.name)} version {d.challenger_version} -> champion? {d.promoted}. {d.reason}")
+    out.print(
+        f"{verdict}: {model_name(spec.name)} version {d.challenger_version} -> champion? {d.promoted}. {d.reason}"
+    )
     if not d.promoted:
         raise typer.Exit(1)
 
@@ -205,11 +241,11 @@ def promote(
 @runs_app.command("compare")
 def runs_compare(
     experiment: str = typer.Option(..., "--experiment", help="MLflow experiment name."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     limit: int = typer.Option(50, help="Rows to show."),
 ):
     """Tuning trials as a table sorted by devel F1 (the MLflow UI shows the same runs)."""
-    import mlflow  # lazy: mlflow takes 2 s to import, `bioner --help` none
+    import mlflow  # lazy (platform/README.md)
 
     uri = store_uri(tracking_uri)
     open_store(uri, create=False)
@@ -217,8 +253,12 @@ def runs_compare(
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         raise BionerError(f"--experiment {experiment}: no such experiment in {uri}")
-    df = mlflow.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND}` = '{Kind.TRIAL}'", order_by=["metrics.devel_f1 DESC"],
-                            max_results=limit)
+    df = mlflow.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{KIND}` = '{Kind.TRIAL}'",
+        order_by=["metrics.devel_f1 DESC"],
+        max_results=limit,
+    )
     if df.empty:
         raise BionerError(f"--experiment {experiment}: no tuning trials found")
     names = [str(r.get(f"tags.{RUN_NAME}", r["run_id"])) for _, r in df.iterrows()]
@@ -227,19 +267,26 @@ def runs_compare(
     t.add_column("run", no_wrap=True, min_width=max(len(n) for n in names))
     for c in ("devel F1", "alpha", "beta", "learning_rate", "query_source", "status", "stop reason"):
         t.add_column(c)
-    for name, (_, r) in zip(names, df.iterrows()):
+    for name, (_, r) in zip(names, df.iterrows(), strict=True):
         f1 = r.get("metrics.devel_f1")
         t.add_row(
             name,
             "-" if f1 is None or f1 != f1 else f"{f1:.4f}",
-            f"{float(r['params.alpha']):.3f}", f"{float(r['params.beta']):.3f}", f"{float(r['params.learning_rate']):.2e}",
-            str(r["params.query_source"]), str(r["status"]), str(r.get(f"tags.{STOP_REASON}") or ""),
+            f"{float(r['params.alpha']):.3f}",
+            f"{float(r['params.beta']):.3f}",
+            f"{float(r['params.learning_rate']):.2e}",
+            str(r["params.query_source"]),
+            str(r["status"]),
+            str(r.get(f"tags.{STOP_REASON}") or ""),
         )
     # A terminal too narrow for the table gets it at its natural width, not cut: its soft wrap keeps a long run name
     # one piece to copy, where an ellipsis or a fold would not. Console.print cannot widen; a console of that width can.
     fit = Measurement.get(out, out.options.update(width=100_000), t)
-    wide = out if fit.minimum <= out.width else Console(file=out.file, width=fit.maximum, color_system=out.color_system,
-                                                        force_terminal=out.is_terminal)
+    wide = (
+        out
+        if fit.minimum <= out.width
+        else Console(file=out.file, width=fit.maximum, color_system=out.color_system, force_terminal=out.is_terminal)
+    )
     wide.print(t)
 
 

@@ -12,8 +12,9 @@ import codecs
 import os
 import stat
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 from ..errors import BionerError
 from ..infer.text import MAX_TEXT_CHARS_ENV
@@ -45,10 +46,13 @@ def lines(f: BinaryIO, where: str, max_chars: int) -> Iterator[str]:
             return
         lineno += 1
         if not raw.endswith(b"\n") and len(raw) >= cap:
-            raise BionerError(f"--input {where}:{lineno}: more than the limit of {max_chars:,} characters per text (${MAX_TEXT_CHARS_ENV})")
+            raise BionerError(
+                f"--input {where}:{lineno}: more than the limit of {max_chars:,} characters per text "
+                f"(${MAX_TEXT_CHARS_ENV})"
+            )
         line = raw[:-1] if raw.endswith(b"\n") else raw
         if lineno == 1 and line.startswith(codecs.BOM_UTF8):  # an editor's mark, not text: offsets start after it
-            line = line[len(codecs.BOM_UTF8):]
+            line = line[len(codecs.BOM_UTF8) :]
         if line.endswith(b"\r"):
             line = line[:-1]
         try:
@@ -56,8 +60,10 @@ def lines(f: BinaryIO, where: str, max_chars: int) -> Iterator[str]:
         except UnicodeDecodeError as e:
             raise BionerError(f"--input {where}: not UTF-8 (line {lineno}, byte {e.start + 1})") from None
         if len(text) > max_chars:
-            raise BionerError(f"--input {where}:{lineno}: {len(text):,} characters, more than the limit of {max_chars:,} "
-                              f"per text (${MAX_TEXT_CHARS_ENV})")
+            raise BionerError(
+                f"--input {where}:{lineno}: {len(text):,} characters, more than the limit of {max_chars:,} "
+                f"per text (${MAX_TEXT_CHARS_ENV})"
+            )
         yield text
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
@@ -47,8 +47,9 @@ def mrc_rows(enc: Encoded, window_ids: Iterable[int]) -> list[int]:
     return [r for k in window_ids for r in enc.windows[k].mrc_rows]
 
 
-def mrc_batch(enc: Encoded, rows: Sequence[int], pad_id: int, multiple: int = 1,
-              weights: Sequence[float] | None = None) -> MrcBatch:
+def mrc_batch(
+    enc: Encoded, rows: Sequence[int], pad_id: int, multiple: int = 1, weights: Sequence[float] | None = None
+) -> MrcBatch:
     """MRC rows; `weights` (one per row) scale each row's loss (sampled types: the inverse of the
     probability the row was drawn, so the loss's expectation is the full loss)."""
     records = [enc.mrc[r] for r in rows]
@@ -76,8 +77,9 @@ class LengthGroupedBatches:
     ranks short of a batch repeat one from the start so all ranks take the same number of steps.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world: int = 1,
-                 group: int = 50):
+    def __init__(
+        self, lengths: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world: int = 1, group: int = 50
+    ):
         self.lengths, self.batch_size, self.seed = list(lengths), batch_size, seed
         self.rank, self.world, self.group = rank, world, group
         self.epoch = 0
@@ -109,8 +111,7 @@ class LengthGroupedBatches:
         return math.ceil(math.ceil(len(self.lengths) / self.batch_size) / self.world)
 
 
-def micro_batches(rows: Sequence[int], lengths: Sequence[int], max_tokens: int,
-                  overhead: int = 0) -> list[list[int]]:
+def micro_batches(rows: Sequence[int], lengths: Sequence[int], max_tokens: int, overhead: int = 0) -> list[list[int]]:
     """One optimizer batch's rows as length-sorted micro-batches, longest first; every row in one.
 
     The split minimises the padded positions the encoder sees plus `overhead` positions per
@@ -130,7 +131,7 @@ def micro_batches(rows: Sequence[int], lengths: Sequence[int], max_tokens: int,
                 cost[j], cut[j] = c, i
     out, j = [], n
     while j > 0:
-        out.append(order[cut[j]:j])
+        out.append(order[cut[j] : j])
         j = cut[j]
     return out[::-1]
 
@@ -144,8 +145,9 @@ def sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | No
     out: list[list[int]] = []
     cur: list[int] = []
     for i in order:
-        if cur and (len(cur) >= batch_size
-                    or (max_tokens is not None and (len(cur) + 1) * lengths[cur[0]] > max_tokens)):
+        if cur and (
+            len(cur) >= batch_size or (max_tokens is not None and (len(cur) + 1) * lengths[cur[0]] > max_tokens)
+        ):
             out.append(cur)
             cur = []
         cur.append(i)

@@ -4,8 +4,8 @@ sentences (BIO tags) or as gold mentions, and what the conversion had to decide,
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from ..errors import CorpusError
 from .documents import Document
@@ -38,9 +38,13 @@ def map_types(doc: Document, spec: DatasetSpec, conv: Conversion | None = None) 
                     continue
                 m.type = target
             elif m.type not in spec.entity_types:
-                raise CorpusError(doc.source, doc.line, f"document {doc.id}, offset {m.start}: class {m.type!r} is neither an "
-                                  f"entity type of {spec.name} ({', '.join(spec.types)}) nor in its type_map "
-                                  "(map it to a type, or to null to ignore it)")
+                raise CorpusError(
+                    doc.source,
+                    doc.line,
+                    f"document {doc.id}, offset {m.start}: class {m.type!r} is neither an "
+                    f"entity type of {spec.name} ({', '.join(spec.types)}) nor in its type_map "
+                    "(map it to a type, or to null to ignore it)",
+                )
             kept.append(m)
         p.mentions = kept
     return doc
@@ -56,8 +60,9 @@ def gold_documents(spec: DatasetSpec, split: str, conv: Conversion | None = None
         yield doc
 
 
-def document_sentences(spec: DatasetSpec, split: str, conv: Conversion | None = None
-                       ) -> Iterator[tuple[list[str], list[str]]]:
+def document_sentences(
+    spec: DatasetSpec, split: str, conv: Conversion | None = None
+) -> Iterator[tuple[list[str], list[str]]]:
     """(words, BIO tags) of every sentence of the split's documents, in document order."""
     conv = conv if conv is not None else Conversion()
     for doc in gold_documents(spec, split, conv):

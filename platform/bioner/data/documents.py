@@ -7,8 +7,8 @@ abstract; BioC: passage offset + position in the passage's text; brat and JSON l
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 
 @dataclass
@@ -81,7 +81,13 @@ class Document:
             for m in p.mentions:
                 yield p, m
 
-    def without_mentions(self) -> "Document":
+    def without_mentions(self) -> Document:
         """The same document, passages and text, with no mentions (what a model is asked to annotate)."""
-        return Document(self.id, [Passage(p.offset, p.text, dict(p.infons)) for p in self.passages], dict(self.infons),
-                        list(self.relations), self.source, self.line)
+        return Document(
+            self.id,
+            [Passage(p.offset, p.text, dict(p.infons)) for p in self.passages],
+            dict(self.infons),
+            list(self.relations),
+            self.source,
+            self.line,
+        )

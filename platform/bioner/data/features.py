@@ -8,9 +8,10 @@ first piece of every word; other pieces, the query and special tokens are ignore
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from .tags import spans
 
@@ -37,7 +38,7 @@ def word_pieces(tokenizer: PreTrainedTokenizerBase, sentences: Sequence[Sequence
     out = []
     for i, words in enumerate(sentences):
         per_word: list[list[int]] = [[] for _ in words]
-        for pid, word in zip(enc["input_ids"][i], enc.word_ids(i)):
+        for pid, word in zip(enc["input_ids"][i], enc.word_ids(i), strict=True):
             if word is not None:
                 per_word[word].append(pid)
         out.append([p if p else [unk] for p in per_word])
@@ -154,8 +155,14 @@ class Encoded:
 class FeatureBuilder:
     """Turns (tokens, tags) sentences into NER and MRC features for one tokenizer and label set."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, labels: Sequence[str], max_length: int = 256,
-                 queries: Queries | None = None, types: Sequence[str] = ()):
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        labels: Sequence[str],
+        max_length: int = 256,
+        queries: Queries | None = None,
+        types: Sequence[str] = (),
+    ):
         self.tok = tokenizer
         self.labels = list(labels)
         self.label2id = {lab: i for i, lab in enumerate(self.labels)}
@@ -171,8 +178,9 @@ class FeatureBuilder:
         # [CLS] q [SEP] s [SEP] when there is a query, [CLS] s [SEP] otherwise
         self.budget = max_length - (3 + longest_q if longest_q else 2)
         if self.budget < 8:
-            raise ValueError(f"max_length {max_length} leaves {self.budget} pieces for the sentence "
-                             f"after a {longest_q}-piece query")
+            raise ValueError(
+                f"max_length {max_length} leaves {self.budget} pieces for the sentence after a {longest_q}-piece query"
+            )
 
     def _qids(self, text: str) -> list[int]:
         if text not in self._qcache:
@@ -188,8 +196,13 @@ class FeatureBuilder:
             self._allowed[key] = (self.label2id["O"],) + unannotated
         return self._allowed[key]
 
-    def encode(self, tokens: Sequence[Sequence[str]], tags: Sequence[Sequence[str]] | None = None, mrc: bool = False,
-               annotated: Sequence[tuple[str, ...]] | None = None) -> Encoded:
+    def encode(
+        self,
+        tokens: Sequence[Sequence[str]],
+        tags: Sequence[Sequence[str]] | None = None,
+        mrc: bool = False,
+        annotated: Sequence[tuple[str, ...]] | None = None,
+    ) -> Encoded:
         """NER windows of every sentence and, with `mrc`, one MRC row per window and annotated type
         (`annotated[i]`: the types sentence i's corpus annotates; None: every type)."""
         pieces = word_pieces(self.tok, tokens)
@@ -208,8 +221,14 @@ class FeatureBuilder:
                 enc.windows.append(window)
         return enc
 
-    def _window(self, sid: int, span: Window, words: list[list[int]], sent_tags: Sequence[str] | None,
-                types: tuple[str, ...] | None) -> NerWindow:
+    def _window(
+        self,
+        sid: int,
+        span: Window,
+        words: list[list[int]],
+        sent_tags: Sequence[str] | None,
+        types: tuple[str, ...] | None,
+    ) -> NerWindow:
         ids, labels, first = [self.cls], [IGNORE], []
         for j in range(span.start, span.end):
             p = words[j][: self.budget]

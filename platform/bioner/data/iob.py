@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from ..errors import BionerError, CorpusError
+from .doc_corpus import document_sentences
 from .specs import DatasetSpec, Spec
 from .tags import spans
 
@@ -20,7 +21,9 @@ def _check_tag(tag: str, types: set[str], path: Path, lineno: int) -> None:
     if len(tag) > 2 and tag[:2] in ("B-", "I-"):
         if tag[2:] not in types:
             raise CorpusError(
-                path, lineno, f"entity type {tag[2:]!r} is not declared in the spec (declared: {', '.join(sorted(types))})"
+                path,
+                lineno,
+                f"entity type {tag[2:]!r} is not declared in the spec (declared: {', '.join(sorted(types))})",
             )
         return
     raise CorpusError(path, lineno, f"tag {tag!r} is not O, B-TYPE or I-TYPE")
@@ -45,7 +48,9 @@ def iter_sentences(path: str | os.PathLike, types: Iterable[str]) -> Iterator[tu
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise CorpusError(path, lineno, f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
+                raise CorpusError(
+                    path, lineno, f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                ) from None
             if lineno == 1 and line.startswith("\ufeff"):
                 line = line[1:]
             line = line.rstrip("\r\n")
@@ -83,10 +88,16 @@ class Split:
         if len(self.corpus) != len(self.tokens) or len(self.annotated) != len(self.tokens):
             raise ValueError("a split's corpus and annotated lists have one entry per sentence")
 
-    def select(self, keep: Sequence[int], name: str | None = None) -> "Split":
+    def select(self, keep: Sequence[int], name: str | None = None) -> Split:
         """The sentences `keep`, in that order."""
-        return Split(name or self.name, self.path, [self.tokens[i] for i in keep], [self.tags[i] for i in keep],
-                     [self.corpus[i] for i in keep], [self.annotated[i] for i in keep])
+        return Split(
+            name or self.name,
+            self.path,
+            [self.tokens[i] for i in keep],
+            [self.tags[i] for i in keep],
+            [self.corpus[i] for i in keep],
+            [self.annotated[i] for i in keep],
+        )
 
     @property
     def corpora(self) -> list[str]:
@@ -97,7 +108,7 @@ class Split:
         return len(self.tokens)
 
     def to_dataset(self):
-        import datasets  # lazy: the datasets library takes a second to import and only this method needs it
+        import datasets  # lazy (platform/README.md)
 
         return datasets.Dataset.from_dict({"tokens": self.tokens, "tags": self.tags})
 
@@ -114,8 +125,6 @@ def read_split(spec: Spec, split: str) -> Split:
 def spec_sentences(spec: DatasetSpec, split: str, conv=None) -> Iterator[tuple[list[str], list[str]]]:
     """(words, tags) of one corpus's split, streamed: IOB lines as they are, documents split into sentences."""
     if spec.documents:
-        from .doc_corpus import document_sentences  # lazy: the format readers import bioc and lxml
-
         return document_sentences(spec, split, conv)
     return iter_sentences(spec.split_file(split), spec.types)
 
@@ -164,14 +173,14 @@ def subsample(split: Split, fraction: float, seed: int) -> Split:
 def entity_strings(split: Split) -> dict[str, list[str]]:
     """Entity surface strings per type (strict IOB2 spans), in corpus order, duplicates kept."""
     out: dict[str, list[str]] = {}
-    for toks, tags in zip(split.tokens, split.tags):
+    for toks, tags in zip(split.tokens, split.tags, strict=True):
         for typ, a, b in spans(tags):
             out.setdefault(typ, []).append(" ".join(toks[a:b]))
     return out
 
 
 def split_stats(split: Split) -> dict:
-    return _stats(zip(split.tokens, split.tags))
+    return _stats(zip(split.tokens, split.tags, strict=True))
 
 
 def scan_split(spec: DatasetSpec, split: str, conv=None) -> dict:
@@ -193,4 +202,10 @@ def _stats(sentences: Iterable[tuple[list[str], list[str]]]) -> dict:
         tokens += len(toks)
         longest = max(longest, len(toks))
         per_type.update(t for t, _, _ in spans(tags))
-    return {"sentences": n, "tokens": tokens, "entities": sum(per_type.values()), "per_type": dict(per_type), "max_words": longest}
+    return {
+        "sentences": n,
+        "tokens": tokens,
+        "entities": sum(per_type.values()),
+        "per_type": dict(per_type),
+        "max_words": longest,
+    }

@@ -11,8 +11,8 @@ row of the mask is empty; its labels are ignored and its loss weight is 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from itertools import chain
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -21,8 +21,9 @@ from .batch_types import MrcBatch, NerBatch
 from .features import IGNORE, Encoded
 
 
-def first_fit(items: Sequence[int], lengths: Sequence[int], row_len: int, rows: int | None = None,
-              patience: int = 64) -> tuple[list[list[int]], list[int]]:
+def first_fit(
+    items: Sequence[int], lengths: Sequence[int], row_len: int, rows: int | None = None, patience: int = 64
+) -> tuple[list[list[int]], list[int]]:
     """First fit of `items` (in their order; sort them longest first for first-fit decreasing) into
     rows of `row_len` positions: each item goes to the first row with room for it.
 
@@ -65,9 +66,11 @@ def balanced_chunks(rows: list[list[int]], cap: int) -> list[list[list[int]]]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
-def pack_columns(packed: Sequence[Sequence[int]], row_len: int,
-                 columns: Mapping[str, tuple[Sequence[Sequence[float]], float, torch.dtype]]
-                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def pack_columns(
+    packed: Sequence[Sequence[int]],
+    row_len: int,
+    columns: Mapping[str, tuple[Sequence[Sequence[float]], float, torch.dtype]],
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Tensors (len(packed) x row_len) of `columns` (name -> (values of each encoded row, in the order
     `packed` lists them, padding value, dtype)), plus `position_ids` (restarting at each encoded row)
     and `segments` (which encoded row of its packed row a position holds; the padding tail is one more
@@ -127,12 +130,17 @@ def packed_ner_batch(enc: Encoded, packed: Sequence[Sequence[int]], row_len: int
     """NER windows (ids in `packed`) packed into rows; with partial annotation `o_allowed` per position
     (rows x L x labels)."""
     windows = [enc.windows[k] for row in packed for k in row]
-    cols, source = pack_columns(packed, row_len, {
-        "input_ids": ([window.input_ids for window in windows], pad_id, torch.long),
-        "labels": ([window.labels for window in windows], IGNORE, torch.long),
-    })
-    out = NerBatch(input_ids=cols["input_ids"], labels=cols["labels"], position_ids=cols["position_ids"],
-                   segments=cols["segments"])
+    cols, source = pack_columns(
+        packed,
+        row_len,
+        {
+            "input_ids": ([window.input_ids for window in windows], pad_id, torch.long),
+            "labels": ([window.labels for window in windows], IGNORE, torch.long),
+        },
+    )
+    out = NerBatch(
+        input_ids=cols["input_ids"], labels=cols["labels"], position_ids=cols["position_ids"], segments=cols["segments"]
+    )
     if any(len(window.o_allowed) > 1 for window in windows):
         table = torch.zeros((len(windows) + 1, enc.n_labels), dtype=torch.bool)  # last row: padding (never scored)
         for j, window in enumerate(windows):
@@ -142,20 +150,31 @@ def packed_ner_batch(enc: Encoded, packed: Sequence[Sequence[int]], row_len: int
     return out
 
 
-def packed_mrc_batch(enc: Encoded, packed: Sequence[Sequence[int]], row_len: int, pad_id: int,
-                     weights: Mapping[int, float] | None = None) -> MrcBatch:
+def packed_mrc_batch(
+    enc: Encoded, packed: Sequence[Sequence[int]], row_len: int, pad_id: int, weights: Mapping[int, float] | None = None
+) -> MrcBatch:
     """MRC rows packed into rows; `weights` (MRC row -> loss weight) become `row_weight` per position."""
     rows = [enc.mrc[r] for row in packed for r in row]
-    cols, source = pack_columns(packed, row_len, {
-        "input_ids": ([m.input_ids for m in rows], pad_id, torch.long),
-        "token_type_ids": ([m.token_type_ids for m in rows], 0, torch.long),
-        "start_labels": ([m.start for m in rows], 0.0, torch.float),
-        "end_labels": ([m.end for m in rows], 0.0, torch.float),
-        "label_mask": ([m.label_mask for m in rows], 0, torch.float),
-    })
-    out = MrcBatch(input_ids=cols["input_ids"], token_type_ids=cols["token_type_ids"],
-                   start_labels=cols["start_labels"], end_labels=cols["end_labels"], label_mask=cols["label_mask"],
-                   position_ids=cols["position_ids"], segments=cols["segments"])
+    cols, source = pack_columns(
+        packed,
+        row_len,
+        {
+            "input_ids": ([m.input_ids for m in rows], pad_id, torch.long),
+            "token_type_ids": ([m.token_type_ids for m in rows], 0, torch.long),
+            "start_labels": ([m.start for m in rows], 0.0, torch.float),
+            "end_labels": ([m.end for m in rows], 0.0, torch.float),
+            "label_mask": ([m.label_mask for m in rows], 0, torch.float),
+        },
+    )
+    out = MrcBatch(
+        input_ids=cols["input_ids"],
+        token_type_ids=cols["token_type_ids"],
+        start_labels=cols["start_labels"],
+        end_labels=cols["end_labels"],
+        label_mask=cols["label_mask"],
+        position_ids=cols["position_ids"],
+        segments=cols["segments"],
+    )
     if weights is not None:
         table = torch.tensor([weights[r] for row in packed for r in row] + [0.0])  # last: padding
         out["row_weight"] = table[source]

@@ -59,5 +59,5 @@ class Queries:
         return {"source": self.source, "seed": self.seed, "texts": self.texts}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Queries":
+    def from_dict(cls, d: dict) -> Queries:
         return cls(d["texts"], d["source"], d.get("seed", 0))

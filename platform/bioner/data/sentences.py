@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass, field, fields
+from itertools import pairwise
 
 from syntok import segmenter as _syntok
 
@@ -58,7 +59,7 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
         starts = [m.end() for m in _FALLBACK_START.finditer(text)]
     cuts = [0] + [c for c in starts if 0 < c < len(text) and not _inside_word(text, c)] + [len(text)]
     out = []
-    for a, b in zip(cuts, cuts[1:]):
+    for a, b in pairwise(cuts):
         piece = text[a:b]
         stripped = piece.strip()
         if stripped:
@@ -81,7 +82,7 @@ def _syntok_starts(text: str) -> list[int] | None:
                     starts.append(tokens[0].offset)
     except Exception:  # the segmenter failing on odd text falls back to the rule rather than fail the caller
         return None
-    if any(a >= b for a, b in zip(starts, starts[1:])):
+    if any(a >= b for a, b in pairwise(starts)):
         return None
     return starts
 
@@ -128,7 +129,7 @@ class Decisions:
     split_words: list[str] = field(default_factory=list)
     no_words: list[str] = field(default_factory=list)
 
-    def merge(self, other: "Decisions") -> None:
+    def merge(self, other: Decisions) -> None:
         for f in fields(self):
             getattr(self, f.name).extend(getattr(other, f.name))
 
@@ -171,8 +172,9 @@ def _extent(doc: Document, p: Passage, m: Mention, decisions: Decisions) -> Kept
         start, end = min(a for a, _ in m.fragments), max(b for _, b in m.fragments)
         decisions.discontinuous.append(place)
     if not (p.offset <= start < end <= p.end):
-        raise BionerError(f"{doc.where(start)}: mention {m.text!r} [{start}, {end}) is not inside its passage "
-                          f"[{p.offset}, {p.end})")
+        raise BionerError(
+            f"{doc.where(start)}: mention {m.text!r} [{start}, {end}) is not inside its passage [{p.offset}, {p.end})"
+        )
     text = p.text[start - p.offset : end - p.offset]
     if not _VISIBLE.search(text):  # every visible character is (part of) a word: none here
         decisions.no_words.append(place)
@@ -222,7 +224,9 @@ def _tagged(sentence: Sentence, p: Passage, inside: list[Kept], decisions: Decis
         points = cuts[bisect.bisect_right(cuts, a) : bisect.bisect_left(cuts, b)]
         if points:
             split.update(points)
-            words += [(p.text[x - p.offset : y - p.offset], x, y) for x, y in zip([a] + points, points + [b])]
+            words += [
+                (p.text[x - p.offset : y - p.offset], x, y) for x, y in zip([a] + points, points + [b], strict=True)
+            ]
         else:
             words.append((w, a, b))
     starts = [a for _, a, _ in words]

@@ -62,15 +62,26 @@ def check_template(v: str) -> str:
     try:
         fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(v) if name is not None]
     except ValueError as e:  # a lone '{' or '}'
-        raise ValueError(f"the dictionary template is not a valid template ({e}; write a literal brace as '{{{{' or '}}}}')") from None
+        raise ValueError(
+            f"the dictionary template is not a valid template ({e}; write a literal brace as '{{{{' or '}}}}')"
+        ) from None
     others = sorted({name or "{}" for name, _, _ in fields if name != "examples"})
     if others:
-        raise ValueError(f"the dictionary template may only use {{examples}}, not {', '.join('{' + o.strip('{}') + '}' for o in others)}")
+        raise ValueError(
+            f"the dictionary template may only use {{examples}}, not "
+            f"{', '.join('{' + o.strip('{}') + '}' for o in others)}"
+        )
     if not fields:
         raise ValueError("the dictionary template must contain {examples}")
     try:
         v.format(examples="x")
-    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as e:  # e.g. a format spec naming another field
+    except (
+        ValueError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        TypeError,
+    ) as e:  # e.g. a format spec naming another field
         raise ValueError(f"the dictionary template cannot be filled ({type(e).__name__}: {e})") from None
     return v
 
@@ -81,8 +92,10 @@ def check_type_case(types) -> None:
     for t in types:
         first = seen.setdefault(t.casefold(), t)
         if first != t:
-            raise ValueError(f"entity types {first!r} and {t!r} differ only in case: they would be two types; "
-                             "spell the type the same everywhere")
+            raise ValueError(
+                f"entity types {first!r} and {t!r} differ only in case: they would be two types; "
+                "spell the type the same everywhere"
+            )
 
 
 class _Labelled:
@@ -106,30 +119,44 @@ class DatasetSpec(_Labelled, BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="short name, used in registry names")
-    corpus: str | None = Field(None, description="folder with train.tsv, devel.tsv, test.tsv, relative to the spec file "
-                                                 "(IOB corpora; or give `files`)")
-    format: CorpusFormat = Field("iob", description="iob: two-column TSV sentences; pubtator, bioc (XML), bioc-json, brat "
-                                                    "(a folder of .txt/.ann pairs): documents, split into sentences to train")
-    files: dict[SplitName, str] | None = Field(None, description="split -> file (or brat folder), relative to the spec file; "
-                                                                 "a split may be missing")
-    type_map: dict[str, str | None] = Field(default_factory=dict, description="corpus class -> spec type, or null to ignore "
-                                            "the class; a class neither mapped nor a spec type is an error")
+    corpus: str | None = Field(
+        None,
+        description="folder with train.tsv, devel.tsv, test.tsv, relative to the spec file "
+        "(IOB corpora; or give `files`)",
+    )
+    format: CorpusFormat = Field(
+        "iob",
+        description="iob: two-column TSV sentences; pubtator, bioc (XML), bioc-json, brat "
+        "(a folder of .txt/.ann pairs): documents, split into sentences to train",
+    )
+    files: dict[SplitName, str] | None = Field(
+        None, description="split -> file (or brat folder), relative to the spec file; a split may be missing"
+    )
+    type_map: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="corpus class -> spec type, or null to ignore "
+        "the class; a class neither mapped nor a spec type is an error",
+    )
     entity_types: dict[str, TypeQueries] = Field(min_length=1, description="type name -> query texts")
     path: Path | None = Field(None, exclude=True, description="the spec file (set on load)")
 
     @model_validator(mode="after")
-    def _where(self) -> "DatasetSpec":
+    def _where(self) -> DatasetSpec:
         if (self.corpus is None) == (self.files is None):
             raise ValueError("give either corpus (a folder of train/devel/test.tsv) or files (split -> file)")
         if self.format != "iob" and self.files is None:
-            raise ValueError(f"format {self.format}: give files (split -> file), e.g. files: {{train: train.{self.format}}}")
+            raise ValueError(
+                f"format {self.format}: give files (split -> file), e.g. files: {{train: train.{self.format}}}"
+            )
         if self.files is not None and not self.files:
             raise ValueError("files: name at least one split")
         if self.type_map and self.format == "iob":
             raise ValueError("type_map: applies to document formats (an IOB corpus's tags name the spec's types)")
         for cls, target in self.type_map.items():
             if target is not None and target not in self.entity_types:
-                raise ValueError(f"type_map.{cls}: {target!r} is not one of entity_types ({', '.join(self.entity_types)})")
+                raise ValueError(
+                    f"type_map.{cls}: {target!r} is not one of entity_types ({', '.join(self.entity_types)})"
+                )
         return self
 
     @property
@@ -144,10 +171,14 @@ class DatasetSpec(_Labelled, BaseModel):
         check_type_case(v)
         for name in v:
             if not TYPE_NAME_RE.fullmatch(name):
-                raise ValueError(f"entity type name {name!r}: use letters, digits, '_' and '-' (starting with a letter or digit)")
+                raise ValueError(
+                    f"entity type name {name!r}: use letters, digits, '_' and '-' (starting with a letter or digit)"
+                )
             if len(name) > MAX_TYPE_NAME:
-                raise ValueError(f"entity type name {name[:20]!r}... is {len(name)} characters: at most {MAX_TYPE_NAME} "
-                                 "(it becomes MLflow metric names, which MLflow limits to 250 characters)")
+                raise ValueError(
+                    f"entity type name {name[:20]!r}... is {len(name)} characters: at most {MAX_TYPE_NAME} "
+                    "(it becomes MLflow metric names, which MLflow limits to 250 characters)"
+                )
         return v
 
     @property
@@ -170,7 +201,7 @@ class DatasetSpec(_Labelled, BaseModel):
         return (self.base_dir / self.files[split]).resolve()
 
     @property
-    def members(self) -> list["DatasetSpec"]:
+    def members(self) -> list[DatasetSpec]:
         """The corpora this dataset is made of: itself (a composite spec has several)."""
         return [self]
 
@@ -196,7 +227,6 @@ class CompositeSpec(_Labelled, BaseModel):
             for t, q in m.entity_types.items():
                 out.setdefault(t, q)
         return out
-
 
 
 Spec = DatasetSpec | CompositeSpec
@@ -240,7 +270,10 @@ class _NoDuplicateKeys(yaml.SafeLoader):
 class DuplicateKey(yaml.YAMLError):
     def __init__(self, key, first: int, second: int):
         self.key, self.first, self.second = key, first, second
-        super().__init__(f"{key!r} is given twice in one mapping (lines {first} and {second}); the second would silently replace the first")
+        super().__init__(
+            f"{key!r} is given twice in one mapping (lines {first} and {second}); the second would silently replace "
+            "the first"
+        )
 
 
 def _construct_mapping(loader, node, deep=False):
@@ -293,13 +326,15 @@ def _members(spec: CompositeSpec, path: Path, within: tuple[Path, ...]) -> list[
         if found == path:
             raise ConfigError(f"{path}: corpora: {ref!r} includes the spec itself")
         if found in within:
-            chain = " -> ".join(p.name for p in within[within.index(found):] + (found,))
+            chain = " -> ".join(p.name for p in within[within.index(found) :] + (found,))
             raise ConfigError(f"{path}: corpora: {ref!r} closes a cycle of composite specs: {chain}")
         for m in load_spec(target, within).members:
             twin = next((o for o in out.values() if o.name == m.name and o.path != m.path), None)
             if twin is not None:  # per-corpus scores and sweep tags are keyed by member name
-                raise ConfigError(f"{path}: corpora: two members are named {m.name!r} ({twin.path} and {m.path}); "
-                                  "their per-corpus scores would merge: rename one")
+                raise ConfigError(
+                    f"{path}: corpora: two members are named {m.name!r} ({twin.path} and {m.path}); "
+                    "their per-corpus scores would merge: rename one"
+                )
             out.setdefault(m.path, m)
     return list(out.values())
 
@@ -311,8 +346,10 @@ def _check_member_types(spec: CompositeSpec, path: Path) -> None:
         for t in m.types:
             first, where = seen.setdefault(t.casefold(), (t, m.name))
             if first != t:
-                raise ConfigError(f"{path}: corpora: type {first!r} of {where} and {t!r} of {m.name} differ only in "
-                                  "case: they would be two types; spell the type the same in every member")
+                raise ConfigError(
+                    f"{path}: corpora: type {first!r} of {where} and {t!r} of {m.name} differ only in "
+                    "case: they would be two types; spell the type the same in every member"
+                )
 
 
 def _sha256(path: Path) -> str:

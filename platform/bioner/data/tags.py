@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:

@@ -8,8 +8,8 @@ mention's; duplicates count once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from ..data.documents import Document, Mention
 from ..data.sentences import sentences_of
@@ -17,18 +17,25 @@ from .metrics import prf
 from .tagger import Tagger, word_spans
 
 
-def annotate(tagger: Tagger, docs: Sequence[Document], types: Iterable[str] | None = None, keep: bool = False,
-             progress: bool = False) -> list[Document]:
+def annotate(
+    tagger: Tagger,
+    docs: Sequence[Document],
+    types: Iterable[str] | None = None,
+    keep: bool = False,
+    progress: bool = False,
+) -> list[Document]:
     """Each document with the model's mentions in its passages (a `score` each): existing mentions are
     replaced, or kept beside the new ones with `keep`. The documents are changed in place and returned."""
     wanted = tagger.check_types(types)
     sentences = [(d, s) for d in docs for s in sentences_of(d)]
-    tags, probs = tagger.tag_scored([[w for w, _, _ in s.words] for _, s in sentences], progress) if sentences else ([], [])
+    tags, probs = (
+        tagger.tag_scored([[w for w, _, _ in s.words] for _, s in sentences], progress) if sentences else ([], [])
+    )
     if not keep:
         for d in docs:
             for p in d.passages:
                 p.mentions = []
-    for (doc, s), t, pr in zip(sentences, tags, probs):
+    for (doc, s), t, pr in zip(sentences, tags, probs, strict=True):
         passage = doc.passages[s.passage]
         for typ, start, end, score in word_spans(s.words, t, pr):
             if wanted is None or typ in wanted:
@@ -56,7 +63,7 @@ class MentionCounts:
         c[1] += pred
         c[2] += gold
 
-    def merge(self, other: "MentionCounts") -> "MentionCounts":
+    def merge(self, other: MentionCounts) -> MentionCounts:
         for t, (tp, p, g) in other.per_type.items():
             self.add(t, tp, p, g)
         return self

@@ -9,8 +9,8 @@ corpus; its overall scores are the micro average over them.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..data.doc_corpus import gold_documents
 from ..data.iob import Split, read_split
@@ -22,11 +22,20 @@ from .tagger import Tagger
 
 def restrict(tags: list[list[str]], annotated: list[tuple[str, ...]]) -> list[list[str]]:
     """Each sentence's tags with the types its corpus does not annotate replaced by O."""
-    return [[t if t == "O" or t[2:] in types else "O" for t in sent] for sent, types in zip(tags, annotated)]
+    return [
+        [t if t == "O" or t[2:] in types else "O" for t in sent] for sent, types in zip(tags, annotated, strict=True)
+    ]
 
 
-def evaluate_split(tagger: Tagger, split: Split, types: Sequence[str], with_mrc: bool, progress: bool = True,
-                   mrc_rows: int = 6000, seed: int = 0) -> tuple[dict[str, float], list[list[str]]]:
+def evaluate_split(
+    tagger: Tagger,
+    split: Split,
+    types: Sequence[str],
+    with_mrc: bool,
+    progress: bool = True,
+    mrc_rows: int = 6000,
+    seed: int = 0,
+) -> tuple[dict[str, float], list[list[str]]]:
     """Scores of a tagger on one split, keys prefixed with the split name (per corpus as
     `<split>_<corpus>_f1` when there are several), and the predicted tags as scored."""
     pred = restrict(tagger.tag(split.tokens, progress=progress), split.annotated)
@@ -40,8 +49,9 @@ def evaluate_split(tagger: Tagger, split: Split, types: Sequence[str], with_mrc:
             out |= {f"{split.name}_{c}_{k}": v for k, v in s.items()}
     if with_mrc and tagger.has_mrc and mrc_rows > 0:
         sample = mrc_sample(split, mrc_rows, seed)
-        mrc = tagger.mrc_tags([split.tokens[i] for i in sample], progress=progress,
-                              annotated=[split.annotated[i] for i in sample])
+        mrc = tagger.mrc_tags(
+            [split.tokens[i] for i in sample], progress=progress, annotated=[split.annotated[i] for i in sample]
+        )
         out[f"mrc_{split.name}_f1"] = score([split.tags[i] for i in sample], mrc, types)["f1"]
         if len(sample) < len(split):
             out[f"mrc_{split.name}_sentences"] = float(len(sample))
@@ -65,8 +75,8 @@ def write_predictions(path: Path, split: Split, pred: list[list[str]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.write("token\tgold\tpredicted\tcorpus\n")
-        for toks, g, p, c in zip(split.tokens, split.tags, pred, split.corpus):
-            for row in zip(toks, g, p):
+        for toks, g, p, c in zip(split.tokens, split.tags, pred, split.corpus, strict=True):
+            for row in zip(toks, g, p, strict=True):
                 f.write("\t".join(row) + f"\t{c}\n")
             f.write("\n")
     return path

@@ -1,10 +1,10 @@
 """int8 inference on a CPU: the NER forward (encoder + token head) exported to ONNX and quantised
 dynamically by ONNX Runtime (int8 weights; activations quantised per batch, as they come).
 
-Chosen over torch's dynamic quantisation (torch.ao, which torch 2.13 marks deprecated): faster at the
-same products kept fp32 and closer to fp32 (per-channel weight scales), measured side by side by
-experiments/benchmarks/int8_torch_vs_ort.py; its accuracy on trained models is in experiments/benchmarks/README.md.
-The quantised graph is built once per weights file (a few seconds) and kept in $BIONER_CACHE
+Chosen over torch's dynamic quantisation (torch.ao, which torch marks deprecated): faster at the same
+products kept fp32 and closer to fp32 (per-channel weight scales); the comparison and the accuracy on
+trained models are in experiments/benchmarks/README.md, "int8 inference: accuracy on trained models".
+The quantised graph is slow to build, so it is built once per weights file and kept in $BIONER_CACHE
 (default ~/.cache/bioner) as `ner.int8.<recipe>.<digest>.onnx`.
 Only the NER head, which `bioner predict` and the served model use, runs in int8; the MRC head of
 `bioner evaluate` stays fp32.
@@ -28,15 +28,14 @@ from ..errors import BionerError
 from ..model import WEIGHTS_FILE, BioNERModel
 
 PRECISIONS = ("auto", "fp32", "int8")
-# What `auto` means on a CPU: int8 held the accuracy bar (test F1 within 0.3 of fp32 on NCBI-disease
-# and BC5CDR-chem, the same entities on at least 97 % of test texts; experiments/benchmarks/README.md).
+# What `auto` means on a CPU: int8 held the accuracy bar on trained models (experiments/benchmarks/README.md,
+# "int8 inference: accuracy on trained models").
 CPU_DEFAULT = "int8"
 CACHE_ENV = "BIONER_CACHE"
 # Left in fp32: each layer's second feed-forward product (BERT's `layer.N/output/dense`). Its input,
 # the GELU of the intermediate layer, has a few large outlier channels that one per-tensor activation
-# scale clips; quantising everything else and not these took the entities fp32 finds on the same
-# test texts from 95.7 % to 97.6 % (NCBI-disease) and 97.8 % (BC5CDR-chem), for a sixth of the
-# products (experiments/benchmarks/README.md, int8).
+# scale clips. Keeping these in fp32, a sixth of the products, is what brings int8's entities to the
+# accuracy bar (experiments/benchmarks/README.md, "int8 inference: accuracy on trained models").
 FP32_NODES = re.compile(r"layer\.\d+/output/dense/MatMul")
 RECIPE = "v2"  # in the cache file's name: a graph quantised by an earlier recipe is not reused
 
@@ -70,7 +69,7 @@ def int8_path(model_dir: Path) -> Path:
 def build_int8(model: BioNERModel, path: Path) -> Path:
     """Export the NER forward to ONNX and quantise it dynamically to int8 (atomic: a half-written
     file never has the final name)."""
-    import onnx  # lazy: only when int8 is asked for
+    import onnx  # lazy (platform/README.md)
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,12 +82,14 @@ def build_int8(model: BioNERModel, path: Path) -> Path:
             # our inputs (the attention mask always spans the sequence), so nothing a user can act on.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             # Negative indices would break the exported aten::index; the mask helpers index by aranges (never negative).
-            warnings.filterwarnings("ignore", message="Exporting aten::index operator of advanced indexing",
-                                    category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message="Exporting aten::index operator of advanced indexing", category=UserWarning
+            )
             # The TorchScript exporter is chosen on purpose (dynamo=False): its deprecation notes are for
             # the code that calls it, nothing a user of bioner can act on.
-            warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export",
-                                    category=DeprecationWarning)
+            warnings.filterwarnings(
+                "ignore", message="You are using the legacy TorchScript-based ONNX export", category=DeprecationWarning
+            )
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
             _export(model, ids, fp32)
         part = Path(tmp) / "ner.int8.onnx"
@@ -105,10 +106,18 @@ def build_int8(model: BioNERModel, path: Path) -> Path:
 
 def _export(model: BioNERModel, ids: torch.Tensor, fp32: Path) -> None:
     torch.onnx.export(
-        _NerForward(model), (ids, torch.ones_like(ids)), str(fp32), input_names=["input_ids", "attention_mask"],
-        output_names=["logits"], opset_version=17, dynamo=False,
-        dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
-                      "logits": {0: "batch", 1: "length"}},
+        _NerForward(model),
+        (ids, torch.ones_like(ids)),
+        str(fp32),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits"],
+        opset_version=17,
+        dynamo=False,
+        dynamic_axes={
+            "input_ids": {0: "batch", 1: "length"},
+            "attention_mask": {0: "batch", 1: "length"},
+            "logits": {0: "batch", 1: "length"},
+        },
     )
 
 
@@ -116,7 +125,7 @@ class Int8Ner:
     """Callable like `BioNERModel.ner_logits` on a CPU batch, answered by ONNX Runtime in int8."""
 
     def __init__(self, model: BioNERModel, model_dir: Path, threads: int | None = None):
-        import onnxruntime as ort  # lazy: only when int8 is asked for
+        import onnxruntime as ort  # lazy (platform/README.md)
 
         path = int8_path(model_dir)
         if not path.is_file():
@@ -127,7 +136,9 @@ class Int8Ner:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # a damaged cache file: ONNX Runtime raises its own exception types
-            raise BionerError(f"{path}: not a loadable int8 model ({str(e).splitlines()[0][:200]}); delete it to rebuild") from None
+            raise BionerError(
+                f"{path}: not a loadable int8 model ({str(e).splitlines()[0][:200]}); delete it to rebuild"
+            ) from None
 
     def __call__(self, batch: EncoderInputs) -> torch.Tensor:
         feeds = {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -16,7 +16,7 @@ def sentence_counts(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
     """
     index = {t: k for k, t in enumerate(types)}
     out = np.zeros((len(gold), len(types), 3), dtype=np.int64)
-    for i, (g, p) in enumerate(zip(gold, pred)):
+    for i, (g, p) in enumerate(zip(gold, pred, strict=True)):
         if len(g) != len(p):
             raise ValueError(f"sentence {i}: {len(g)} gold tags but {len(p)} predicted")
         gs, ps = set(spans(g)), set(spans(p))

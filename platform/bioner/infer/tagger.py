@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -29,18 +30,24 @@ def _progress(total: int, desc: str, enabled: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="batch", disable=not enabled or total < 2, leave=False)
 
 
-# Padded positions per inference batch on a CPU (`bioner bench predict`): smaller GEMMs stay in
-# cache and the long first batches pad less. On a GPU batches are bounded by `batch_size` only:
-# there larger is faster.
+# Padded positions per inference batch on a CPU: smaller products stay in cache and the long first
+# batches pad less (experiments/benchmarks/README.md, "What was tried, what was kept"). On a GPU
+# batches are bounded by `batch_size` only: there larger is faster.
 CPU_BATCH_TOKENS = 1024
 
 
 class Tagger:
     """A trained model ready for inference on one device."""
 
-    def __init__(self, model: BioNERModel, tokenizer: PreTrainedTokenizerBase, meta: ModelMeta,
-                 device: str | torch.device = "cpu", batch_size: int = 64,
-                 ner_logits: Callable[[EncoderInputs], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        model: BioNERModel,
+        tokenizer: PreTrainedTokenizerBase,
+        meta: ModelMeta,
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+        ner_logits: Callable[[EncoderInputs], torch.Tensor] | None = None,
+    ):
         self.model, self.tok, self.meta = model.eval(), tokenizer, meta
         self.ner_logits = ner_logits or model.ner_logits  # the fp32 network, or its int8 graph (infer.int8)
         self.device = torch.device(device)
@@ -66,8 +73,14 @@ class Tagger:
     def has_mrc(self) -> bool:
         return bool(self.meta.multitask) and self.meta.queries is not None
 
-    def _run(self, lengths: list[int], make_batch: Callable[[list[int]], Inputs], fn: Callable[[Inputs], torch.Tensor],
-             progress: bool, desc: str) -> list[torch.Tensor]:
+    def _run(
+        self,
+        lengths: list[int],
+        make_batch: Callable[[list[int]], Inputs],
+        fn: Callable[[Inputs], torch.Tensor],
+        progress: bool,
+        desc: str,
+    ) -> list[torch.Tensor]:
         """Length-sorted batched forward passes over rows of these `lengths` (`make_batch(row ids)`);
         returns per-row outputs in input order."""
         out: list = [None] * len(lengths)
@@ -91,8 +104,9 @@ class Tagger:
         """One BIO tag per word for every sentence (long sentences are windowed)."""
         return self.tag_scored(sentences, progress)[0]
 
-    def tag_scored(self, sentences: Sequence[Sequence[str]], progress: bool = False
-                   ) -> tuple[list[list[str]], list[list[float]]]:
+    def tag_scored(
+        self, sentences: Sequence[Sequence[str]], progress: bool = False
+    ) -> tuple[list[list[str]], list[list[float]]]:
         """One BIO tag per word, and the model's probability of that tag (at the word's first piece)."""
         enc = self.encode(sentences)
         pad_id = self.tok.pad_token_id
@@ -109,15 +123,19 @@ class Tagger:
         pred = self._run([len(window.input_ids) for window in enc.windows], inputs, best, progress, "tagging")
         tags = [["O"] * len(s) for s in sentences]
         probs = [[1.0] * len(s) for s in sentences]
-        for window, res in zip(enc.windows, pred):
+        for window, res in zip(enc.windows, pred, strict=True):
             sid, span = window.sentence, window.span
             for j in range(span.own_start, span.own_end):
                 label, p = res[window.first_pos[j - span.start]].tolist()
                 tags[sid][j], probs[sid][j] = self.labels[int(label)], p
         return tags, probs
 
-    def mrc_tags(self, sentences: Sequence[Sequence[str]], progress: bool = False,
-                 annotated: Sequence[tuple[str, ...]] | None = None) -> list[list[str]]:
+    def mrc_tags(
+        self,
+        sentences: Sequence[Sequence[str]],
+        progress: bool = False,
+        annotated: Sequence[tuple[str, ...]] | None = None,
+    ) -> list[list[str]]:
         """BIO tags decoded from the MRC head: one query per type (per type in `annotated[i]` for
         sentence i, when given), spans from start/end probabilities."""
         if not self.has_mrc:
@@ -134,8 +152,13 @@ class Tagger:
             s, e = self.model.mrc_logits(b)
             return torch.stack([s.sigmoid(), e.sigmoid()], -1).cpu()
 
-        pred = self._run([len(enc.mrc[r].input_ids) for r in rows],
-                         lambda row_ids: mrc_batch(enc, [rows[i] for i in row_ids], pad_id), probs, progress, "mrc")
+        pred = self._run(
+            [len(enc.mrc[r].input_ids) for r in rows],
+            lambda row_ids: mrc_batch(enc, [rows[i] for i in row_ids], pad_id),
+            probs,
+            progress,
+            "mrc",
+        )
         row_pos = {r: i for i, r in enumerate(rows)}
         # word-level start/end probabilities per (sentence, type), from each word's owning window
         word_p: list[dict[int, list[list[float]]]] = [{} for _ in sentences]  # sentence -> type -> [start, end]
@@ -164,8 +187,9 @@ class Tagger:
             raise BionerError(f"types {', '.join(unknown)}: not known to this model (it knows {', '.join(self.types)})")
         return wanted
 
-    def entities(self, texts: Iterable[str], progress: bool = False,
-                 types: Iterable[str] | None = None) -> list[list[dict]]:
+    def entities(
+        self, texts: Iterable[str], progress: bool = False, types: Iterable[str] | None = None
+    ) -> list[list[dict]]:
         """Raw text -> [{"text", "start", "end", "type", "score"}] per text; `text[start:end]` is the entity.
         Every type the model knows, or only `types`."""
         wanted = self.check_types(types)
@@ -175,15 +199,16 @@ class Tagger:
         sentences = [[word[0] for word in words[i]] for i in non_empty]
         tags, probs = self.tag_scored(sentences, progress) if non_empty else ([], [])
         out: list[list[dict]] = [[] for _ in texts]
-        for i, t, p in zip(non_empty, tags, probs):
+        for i, t, p in zip(non_empty, tags, probs, strict=True):
             for typ, s, e, score in word_spans(words[i], t, p):
                 if wanted is None or typ in wanted:
                     out[i].append({"text": texts[i][s:e], "start": s, "end": e, "type": typ, "score": score})
         return out
 
 
-def word_spans(words: Sequence[tuple[str, int, int]], tags: Sequence[str], probs: Sequence[float]
-               ) -> list[tuple[str, int, int, float]]:
+def word_spans(
+    words: Sequence[tuple[str, int, int]], tags: Sequence[str], probs: Sequence[float]
+) -> list[tuple[str, int, int, float]]:
     """(type, start, end, score) of the entities in one sentence's tags, with the words' character offsets;
     the score is the mean probability of the entity's word tags."""
     out = []

@@ -20,8 +20,8 @@ def check_text(text: str, where: str) -> str:
     return text
 
 
-# Bounds on what one text, and one request to a served model, may hold: a 5 MB line once took 309 s
-# and 961 MB with a tiny BERT (issue 17), far beyond the scoring server's 60 s request timeout.
+# Bounds on what one text, and one request to a served model, may hold: an unbounded text is tagged
+# far beyond the scoring server's request timeout (experiments/benchmarks/README.md, "Why a text is bounded").
 MAX_TEXT_CHARS_ENV, MAX_TEXT_CHARS_DEFAULT = "BIONER_MAX_TEXT_CHARS", 1_000_000
 MAX_TEXTS_ENV, MAX_TEXTS_DEFAULT = "BIONER_MAX_TEXTS", 1_000
 
@@ -50,5 +50,7 @@ def max_texts() -> int:
 def check_length(text: str, where: str, limit: int | None = None) -> str:
     limit = max_text_chars() if limit is None else limit
     if len(text) > limit:
-        raise BionerError(f"{where}: {len(text):,} characters, more than the limit of {limit:,} per text (${MAX_TEXT_CHARS_ENV})")
+        raise BionerError(
+            f"{where}: {len(text):,} characters, more than the limit of {limit:,} per text (${MAX_TEXT_CHARS_ENV})"
+        )
     return text

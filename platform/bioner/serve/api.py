@@ -28,7 +28,9 @@ EXAMPLE = "Germline mutations in BRCA1 cause hereditary breast cancer ."
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"texts": [EXAMPLE]}]})
 
-    texts: list[str] = Field(..., description="Raw texts to tag (at most --max-texts, each at most --max-chars characters).")
+    texts: list[str] = Field(
+        ..., description="Raw texts to tag (at most --max-texts, each at most --max-chars characters)."
+    )
     types: list[str] | None = Field(None, description="Entity types to return (default: every type the model knows).")
 
     @field_validator("types")
@@ -50,11 +52,20 @@ class Entity(BaseModel):
 class DocumentsRequest(BaseModel):
     """A BioC JSON collection: its documents are answered annotated, the rest of it as it came."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{"documents": [
-        {"id": "1", "passages": [{"offset": 0, "infons": {"type": "title"}, "text": EXAMPLE}]}]}]})
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {"documents": [{"id": "1", "passages": [{"offset": 0, "infons": {"type": "title"}, "text": EXAMPLE}]}]}
+            ]
+        },
+    )
 
-    documents: list[dict] = Field(..., description="BioC JSON documents (id, passages with offset and text), at most "
-                                                   "--max-texts, each at most --max-chars characters in all")
+    documents: list[dict] = Field(
+        ...,
+        description="BioC JSON documents (id, passages with offset and text), at most "
+        "--max-texts, each at most --max-chars characters in all",
+    )
 
 
 class Tagging(Protocol):
@@ -160,7 +171,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        from starlette.exceptions import HTTPException  # lazy: only replicas import the web stack
+        from starlette.exceptions import HTTPException  # lazy (platform/README.md)
         from starlette.responses import JSONResponse
 
         size = dict(scope.get("headers") or []).get(b"content-length", b"")
@@ -195,21 +206,23 @@ class BodyLimit:
 
 def build_api(server: Tagging):
     """The FastAPI app a replica serves (Ray Serve's ingress)."""
-    from fastapi import FastAPI  # lazy: only replicas import the web stack
+    from fastapi import FastAPI  # lazy (platform/README.md)
 
     api = FastAPI(
         title="bioner serve",
         description="Biomedical named entities in raw text, from the model the registry alias names. Every answer of "
-                    f"/predict names the model version that produced it in the `{VERSION_HEADER}` header.",
+        f"/predict names the model version that produced it in the `{VERSION_HEADER}` header.",
     )
-    api.add_middleware(BodyLimit, max_bytes=server.cfg.max_body_bytes, max_documents_bytes=server.cfg.max_documents_body_bytes)
+    api.add_middleware(
+        BodyLimit, max_bytes=server.cfg.max_body_bytes, max_documents_bytes=server.cfg.max_documents_body_bytes
+    )
     _error_handlers(api)
     _routes(api, server)
     return api
 
 
 def _error_handlers(api) -> None:
-    from fastapi.exceptions import RequestValidationError  # lazy: only replicas import the web stack
+    from fastapi.exceptions import RequestValidationError  # lazy (platform/README.md)
     from starlette.exceptions import HTTPException
     from starlette.responses import JSONResponse
 
@@ -228,18 +241,26 @@ def _error_handlers(api) -> None:
     api.add_exception_handler(HTTPException, http_error)
 
 
-_ERRORS = {413: {"description": "too many texts, too long a text, or too large a body: {\"error\": \"...\"}"},
-           422: {"description": "not JSON, or not {\"texts\": [str, ...]} (/documents: not a BioC JSON collection): "
-                        "{\"error\": \"<field>: ...\"}"}}
+_ERRORS = {
+    413: {"description": 'too many texts, too long a text, or too large a body: {"error": "..."}'},
+    422: {
+        "description": 'not JSON, or not {"texts": [str, ...]} (/documents: not a BioC JSON collection): '
+        '{"error": "<field>: ..."}'
+    },
+}
 
 
 def _routes(api, server: Tagging) -> None:
-    from starlette.responses import JSONResponse  # lazy: only replicas import the web stack
+    from starlette.responses import JSONResponse  # lazy (platform/README.md)
 
     cfg = server.cfg
 
-    @api.post("/predict", response_model=list[list[Entity]], responses=_ERRORS,
-              summary="Tag texts: one list of entities per text, with character offsets")
+    @api.post(
+        "/predict",
+        response_model=list[list[Entity]],
+        responses=_ERRORS,
+        summary="Tag texts: one list of entities per text, with character offsets",
+    )
     async def predict(body: PredictRequest):
         problem = limit_problem(body.texts, cfg)
         if problem:
@@ -251,37 +272,62 @@ def _routes(api, server: Tagging) -> None:
         if body.types is not None:  # the batch tags every type; each request keeps the ones it asked for
             unknown = sorted(set(body.types) - set(model.tagger.types))
             if unknown:
-                return JSONResponse({"error": f"types: {', '.join(unknown)} not known to this model "
-                                              f"(it knows {', '.join(model.tagger.types)})"}, status_code=422)
+                return JSONResponse(
+                    {
+                        "error": f"types: {', '.join(unknown)} not known to this model "
+                        f"(it knows {', '.join(model.tagger.types)})"
+                    },
+                    status_code=422,
+                )
             entities = [[e for e in ents if e["type"] in body.types] for ents in entities]
         return JSONResponse(entities, headers=version_headers(model))
 
-    @api.post("/documents", responses=_ERRORS, summary="Annotate BioC JSON documents: each passage split into sentences, "
-              "the model's mentions added as annotations at document offsets (existing ones replaced)")
+    _documents_route(api, server)
+
+    @api.get("/health", summary="200 while this replica has a model loaded")
+    async def health():
+        info = server.model_info()
+        return JSONResponse(
+            {"status": "ok", "version": info["version"]}, headers={VERSION_HEADER: str(info["version"] or "")}
+        )
+
+    @api.get(
+        "/model", summary="The model answering (name, version, run id, types, when loaded), its switches and the limits"
+    )
+    async def model():
+        return server.model_info()
+
+
+def _documents_route(api, server: Tagging) -> None:
+    from starlette.responses import JSONResponse  # lazy (platform/README.md)
+
+    cfg = server.cfg
+
+    @api.post(
+        "/documents",
+        responses=_ERRORS,
+        summary="Annotate BioC JSON documents: each passage split into sentences, "
+        "the model's mentions added as annotations at document offsets (existing ones replaced)",
+    )
     async def documents(body: DocumentsRequest):
         docs, problem = read_documents(body.documents, cfg)
         if problem is not None:
             return JSONResponse({"error": problem[1]}, status_code=problem[0])
         sentences = [(d, s) for d in docs for s in sentences_of(d)]
-        texts = [d.passages[s.passage].text[s.start - d.passages[s.passage].offset : s.end - d.passages[s.passage].offset]
-                 for d, s in sentences]
+        texts = [
+            d.passages[s.passage].text[s.start - d.passages[s.passage].offset : s.end - d.passages[s.passage].offset]
+            for d, s in sentences
+        ]
         entities, model = await tag_in_batches(server, texts, cfg.max_batch_texts)
         for d in docs:
             for p in d.passages:
                 p.mentions = []
-        for (d, s), ents in zip(sentences, entities):
-            d.passages[s.passage].mentions += [Mention(s.start + e["start"], s.start + e["end"], e["text"], e["type"],
-                                                       score=e.get("score")) for e in ents]
-        from bioc.biocjson import toJSON  # lazy: only replicas that answer documents need bioc
+        for (d, s), ents in zip(sentences, entities, strict=True):
+            d.passages[s.passage].mentions += [
+                Mention(s.start + e["start"], s.start + e["end"], e["text"], e["type"], score=e.get("score"))
+                for e in ents
+            ]
+        from bioc.biocjson import toJSON  # lazy (platform/README.md)
 
         answer = body.model_dump() | {"documents": [toJSON(from_document(d, xml=False)) for d in docs]}
         return JSONResponse(answer, headers=version_headers(model))
-
-    @api.get("/health", summary="200 while this replica has a model loaded")
-    async def health():
-        info = server.model_info()
-        return JSONResponse({"status": "ok", "version": info["version"]}, headers={VERSION_HEADER: str(info["version"] or "")})
-
-    @api.get("/model", summary="The model answering (name, version, run id, types, when loaded), its switches and the limits")
-    async def model():
-        return server.model_info()

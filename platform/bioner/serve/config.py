@@ -18,27 +18,55 @@ class ServeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field(..., description="model folder or MLflow URI; models:/NAME@ALIAS is followed when the alias moves")
+    model: str = Field(
+        ..., description="model folder or MLflow URI; models:/NAME@ALIAS is followed when the alias moves"
+    )
     tracking_uri: str | None = Field(None, description="MLflow tracking (and registry) URI the replicas read")
     app_name: str = Field("bioner", min_length=1, description="Ray Serve application name")
     replicas: int = Field(1, ge=1, le=256, description="replicas of the model (each a Ray actor with its own copy)")
-    cpus_per_replica: float | None = Field(None, gt=0, description="Ray CPUs per replica (also its torch threads); default: the cluster's CPUs shared by the replicas")
+    cpus_per_replica: float | None = Field(
+        None,
+        gt=0,
+        description="Ray CPUs per replica (also its torch threads); default: the cluster's CPUs shared by the replicas",
+    )
     host: str = Field("127.0.0.1", min_length=1, description="address the HTTP proxy binds")
     port: int = Field(8000, ge=1, le=65535, description="port of the HTTP proxy")
-    poll_s: float = Field(10.0, gt=0, le=86400, description="seconds between two reads of the followed alias in the background")
-    check_alias: bool = Field(True, description="read the followed alias once per batch: no answer comes from a version older than the alias named when the request arrived")
+    poll_s: float = Field(
+        10.0, gt=0, le=86400, description="seconds between two reads of the followed alias in the background"
+    )
+    check_alias: bool = Field(
+        True,
+        description="read the followed alias once per batch: no answer comes from a version older than the alias "
+        "named when the request arrived",
+    )
     max_texts: int = Field(64, ge=1, le=100_000, description="texts per request (more: HTTP 413)")
     max_chars: int = Field(10_000, ge=1, le=10_000_000, description="characters per text (more: HTTP 413)")
-    max_batch_texts: int = Field(64, ge=1, le=100_000, description="texts of all the requests tagged together in one batch")
-    batch_wait_s: float = Field(0.0, ge=0, le=10, description="seconds a batch waits for more requests once its first one arrived (0: it takes the requests waiting; those that arrive while it is tagged form the next)")
+    max_batch_texts: int = Field(
+        64, ge=1, le=100_000, description="texts of all the requests tagged together in one batch"
+    )
+    batch_wait_s: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="seconds a batch waits for more requests once its first one arrived (0: it takes the requests "
+        "waiting; those that arrive while it is tagged form the next)",
+    )
     max_queued: int = Field(1000, ge=1, description="requests waiting at the proxy for a replica (more: HTTP 503)")
-    precision: Literal["auto", "fp32", "int8"] = Field("auto", description="NER forward: int8 (CPU), fp32, or auto (int8 on a CPU)")
-    ingress: Literal["auto", "haproxy", "proxy"] = Field("auto", description="front door of a local Ray's Serve: HAProxy to replicas that answer HTTP themselves, Serve's Python proxy, or auto (HAProxy where installed)")
+    precision: Literal["auto", "fp32", "int8"] = Field(
+        "auto", description="NER forward: int8 (CPU), fp32, or auto (int8 on a CPU)"
+    )
+    ingress: Literal["auto", "haproxy", "proxy"] = Field(
+        "auto",
+        description="front door of a local Ray's Serve: HAProxy to replicas that answer HTTP themselves, Serve's "
+        "Python proxy, or auto (HAProxy where installed)",
+    )
 
     @model_validator(mode="after")
     def _batch_holds_a_request(self):
         if self.max_batch_texts < self.max_texts:
-            raise ValueError(f"--max-batch {self.max_batch_texts} < --max-texts {self.max_texts}: a request must fit in one batch")
+            raise ValueError(
+                f"--max-batch {self.max_batch_texts} < --max-texts {self.max_texts}: a request must fit in one batch"
+            )
         return self
 
     @property

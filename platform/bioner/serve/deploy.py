@@ -35,15 +35,23 @@ def check_model(cfg: ServeConfig) -> str:
         # rather than replicas that fail to start; the copy loaded for it is dropped at once.
         load_model(folder)
         return str(folder)
-    from mlflow import MlflowClient  # lazy: start-up time
+    from mlflow import MlflowClient  # lazy (platform/README.md)
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(cfg.tracking_uri, registry_uri=cfg.tracking_uri)
     try:
-        mv = client.get_model_version_by_alias(ref.name, ref.alias) if ref.follows else client.get_model_version(ref.name, ref.version)
+        mv = (
+            client.get_model_version_by_alias(ref.name, ref.alias)
+            if ref.follows
+            else client.get_model_version(ref.name, ref.version)
+        )
     except MlflowException as e:
-        raise BionerError(f"--model {cfg.model}: not found in the registry at {cfg.tracking_uri} ({first_line(e)})") from None
-    follows = f", following @{ref.alias} (read every {cfg.poll_s:g} s" + (" and once per batch)" if cfg.check_alias else ")")
+        raise BionerError(
+            f"--model {cfg.model}: not found in the registry at {cfg.tracking_uri} ({first_line(e)})"
+        ) from None
+    follows = f", following @{ref.alias} (read every {cfg.poll_s:g} s" + (
+        " and once per batch)" if cfg.check_alias else ")"
+    )
     return f"{ref.name} version {mv.version}" + (follows if ref.follows else "")
 
 
@@ -61,7 +69,7 @@ def replica_cpus(cfg: ServeConfig) -> float:
     at most one node's worth, so every replica can be placed)."""
     if cfg.cpus_per_replica:
         return cfg.cpus_per_replica
-    import ray  # lazy: Ray takes seconds to import, `bioner --help` none
+    import ray  # lazy (platform/README.md)
 
     total = float(ray.cluster_resources().get("CPU", 1))
     largest = max((float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=total)
@@ -71,7 +79,7 @@ def replica_cpus(cfg: ServeConfig) -> float:
 
 def application(cfg: ServeConfig):
     """The bound Serve application: `cfg.replicas` replicas of BioNERServer behind a FastAPI ingress."""
-    from ray import serve  # lazy: start-up time
+    from ray import serve  # lazy (platform/README.md)
 
     deployment = serve.deployment(
         name=DEPLOYMENT,
@@ -93,9 +101,11 @@ def application(cfg: ServeConfig):
 def start(cfg: ServeConfig) -> ServeConfig:
     """Start Serve's HTTP proxy and the application on the Ray this process is connected to; returns the
     configuration the replicas got (CPUs and store resolved)."""
-    from ray import serve  # lazy: start-up time
+    from ray import serve  # lazy (platform/README.md)
 
-    cfg = cfg.model_copy(update={"cpus_per_replica": replica_cpus(cfg), "tracking_uri": absolute_sqlite_uri(cfg.tracking_uri)})
+    cfg = cfg.model_copy(
+        update={"cpus_per_replica": replica_cpus(cfg), "tracking_uri": absolute_sqlite_uri(cfg.tracking_uri)}
+    )
     # Serve's proxy options are per cluster: where Serve runs already, its host and port stay as they are.
     serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config={"enable_access_log": False})
     try:
@@ -107,7 +117,7 @@ def start(cfg: ServeConfig) -> ServeConfig:
 
 def stop(cfg: ServeConfig, whole: bool) -> None:
     """Delete the application (a cluster keeps Serve for others), or shut Serve down (a local Ray)."""
-    from ray import serve  # lazy: start-up time
+    from ray import serve  # lazy (platform/README.md)
 
     if whole:
         serve.shutdown()
@@ -147,14 +157,18 @@ def serve_until_stopped(cfg: ServeConfig, say) -> None:
             if haproxy_files is not None:
                 cleanup.callback(shutil.rmtree, haproxy_files, ignore_errors=True)
         ensure_ray()
-        cleanup.enter_context(interrupted_by_sigterm())  # after Ray's start-up, which installs a SIGTERM handler of its own
+        cleanup.enter_context(
+            interrupted_by_sigterm()
+        )  # after Ray's start-up, which installs a SIGTERM handler of its own
         cleanup.callback(shut_down)
         try:
             say(f"starting {cfg.replicas} replica(s) of {what} ...")
             started = start(cfg)
             base = f"http://{cfg.host}:{cfg.port}"
-            say(f"serving on {base}/predict ({started.cpus_per_replica:g} CPU(s) per replica, {mode} ingress); "
-                f"docs {base}/docs, model {base}/model. Ctrl-C stops.")
+            say(
+                f"serving on {base}/predict ({started.cpus_per_replica:g} CPU(s) per replica, {mode} ingress); "
+                f"docs {base}/docs, model {base}/model. Ctrl-C stops."
+            )
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:

@@ -4,9 +4,10 @@ No Ray here: a replica (server.py) owns one Follower. A followed URI (`models:/N
 in the background every `poll_s` and, with `check_alias`, once per batch as well. A batch reads the
 alias only after all its requests have arrived, so the version it answers with is the one the alias
 named when each request was made, or a later one. On a SQLite store the per-batch read is skipped
-while the store's files are unchanged since the last read began (a stat, not a query: a read costs
-4 ms of a replica's CPU, a third of tagging one sentence). The switch is one assignment: a batch
-that took the old model finishes on it, and the old model is freed when the last such batch returns.
+while the store's files are unchanged since the last read began (a stat, not a query: a registry read
+costs a replica a fair share of tagging one sentence; experiments/benchmarks/README.md, "Serving load
+test"). The switch is one assignment: a batch that took the old model finishes on it, and the old
+model is freed when the last such batch returns.
 """
 
 from __future__ import annotations
@@ -79,8 +80,14 @@ class Loaded:
     seq: int = 0
 
     def info(self) -> dict:
-        return {"name": self.name, "version": self.version, "run_id": self.run_id, "source": self.source,
-                "types": list(self.tagger.types), "loaded_at": self.loaded_at}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "run_id": self.run_id,
+            "source": self.source,
+            "types": list(self.tagger.types),
+            "loaded_at": self.loaded_at,
+        }
 
 
 class Registry:
@@ -94,7 +101,7 @@ class Registry:
     @property
     def client(self):
         if self._client is None:
-            import mlflow  # lazy: mlflow takes 2 s to import, `bioner --help` none
+            import mlflow  # lazy (platform/README.md)
 
             if self.uri:
                 # process-wide, and meant so (a replica is its own process): MLflow's models:/ downloads
@@ -132,14 +139,19 @@ class Registry:
         return self.client.get_model_version(name, version).run_id
 
     def fetch(self, uri: str, dst: Path) -> Path:
-        import mlflow  # lazy: start-up time
+        import mlflow  # lazy (platform/README.md)
 
         _ = self.client  # the store and registry URIs are set first
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst), tracking_uri=self.uri,
-                                                        registry_uri=self.uri))
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(dst), tracking_uri=self.uri, registry_uri=self.uri
+            )
+        )
 
 
-def load(ref: ModelRef, registry: Registry, version: str | None, run_id: str | None, seq: int = 0, precision: str = "auto") -> Loaded:
+def load(
+    ref: ModelRef, registry: Registry, version: str | None, run_id: str | None, seq: int = 0, precision: str = "auto"
+) -> Loaded:
     """Download (into a folder deleted once the weights are in memory), build the Tagger, warm it up."""
     if ref.name is not None:
         source, name = f"models:/{ref.name}/{version}", ref.name
@@ -239,10 +251,17 @@ class Follower:
                 return cur
             self._failed.pop(version, None)
             self.current = new  # the switch
-            self.history.append({"from": cur.version, "to": new.version, "at": new.loaded_at,
-                                 "load_s": round(time.monotonic() - t0, 3)})
-            log.info("bioner serve: %s switched from version %s to %s at %s (loaded in %.1f s)", new.name, cur.version,
-                     new.version, new.loaded_at, time.monotonic() - t0)
+            self.history.append(
+                {"from": cur.version, "to": new.version, "at": new.loaded_at, "load_s": round(time.monotonic() - t0, 3)}
+            )
+            log.info(
+                "bioner serve: %s switched from version %s to %s at %s (loaded in %.1f s)",
+                new.name,
+                cur.version,
+                new.version,
+                new.loaded_at,
+                time.monotonic() - t0,
+            )
             return new
 
     def _error(self, message: str) -> None:
@@ -251,5 +270,11 @@ class Follower:
         self.last_error = {"error": message, "at": now_iso()}
 
     def info(self) -> dict:
-        return {**self.current.info(), "uri": self.ref.uri, "alias": self.ref.alias, "following": self.ref.follows,
-                "history": list(self.history), "last_error": self.last_error}
+        return {
+            **self.current.info(),
+            "uri": self.ref.uri,
+            "alias": self.ref.alias,
+            "following": self.ref.follows,
+            "history": list(self.history),
+            "last_error": self.last_error,
+        }

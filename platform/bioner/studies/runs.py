@@ -12,8 +12,9 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -34,8 +35,18 @@ INTERRUPTED = "interrupted"
 SEARCH_SPACE = "search_space"
 REGISTERED_VERSION = "registered_version"
 PROFILE = "profile"
-SWEEP_CELL, SWEEP_VARIANT, SWEEP_SEED, SWEEP_FRACTION = "sweep.cell", "sweep.variant", "sweep.seed", "sweep.train_fraction"
-SWEEP_DATASETS, SWEEP_VARIANTS, SWEEP_BASELINE, SWEEP_CELLS = "sweep.datasets", "sweep.variants", "sweep.baseline", "sweep.cells"
+SWEEP_CELL, SWEEP_VARIANT, SWEEP_SEED, SWEEP_FRACTION = (
+    "sweep.cell",
+    "sweep.variant",
+    "sweep.seed",
+    "sweep.train_fraction",
+)
+SWEEP_DATASETS, SWEEP_VARIANTS, SWEEP_BASELINE, SWEEP_CELLS = (
+    "sweep.datasets",
+    "sweep.variants",
+    "sweep.baseline",
+    "sweep.cells",
+)
 SWEEP_CORPORA = "sweep.corpora"  # a composite cell's member corpora, comma-separated
 
 
@@ -72,7 +83,9 @@ def read_state(path: Path, what: str) -> dict:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
-        raise BionerError(f"--resume: {path} is damaged ({first_line(e, 120)}): delete it and start the job again") from None
+        raise BionerError(
+            f"--resume: {path} is damaged ({first_line(e, 120)}): delete it and start the job again"
+        ) from None
     if not isinstance(state, dict):
         raise BionerError(f"--resume: {path} is damaged (not a JSON object): delete it and start the job again")
     return state
@@ -114,8 +127,10 @@ def holding_job_lock(state_file: Path):
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise BionerError(f"run {state_file.stem} is running in another process (lock {lock.lock_file}); "
-                          "wait for it, or stop that process first") from None
+        raise BionerError(
+            f"run {state_file.stem} is running in another process (lock {lock.lock_file}); "
+            "wait for it, or stop that process first"
+        ) from None
     try:
         yield
     finally:
@@ -136,7 +151,7 @@ def job_is_running(state_file: Path) -> bool:
 
 
 def log_params(client, run_id: str, params: dict[str, Any]) -> None:
-    from mlflow.entities import Param  # lazy: mlflow takes 2 s to import, `bioner --help` none
+    from mlflow.entities import Param  # lazy (platform/README.md)
 
     items = [Param(k, str(v)) for k, v in params.items()]
     for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
@@ -166,8 +181,15 @@ def ends_on_error(client, run_id: str, passthrough: tuple[type[BaseException], .
         raise
 
 
-def start_parent(client, exp_id: str, state_file: Path, name: str, tags: dict, params: dict,
-                 extra_state: Callable[[str], dict] = lambda run_id: {}) -> dict:
+def start_parent(
+    client,
+    exp_id: str,
+    state_file: Path,
+    name: str,
+    tags: dict,
+    params: dict,
+    extra_state: Callable[[str], dict] = lambda run_id: {},
+) -> dict:
     """A new parent run of a study, recorded in `state_file` as the experiment's newest job, with
     what `extra_state(run_id)` adds."""
     run_id = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
@@ -186,8 +208,17 @@ def reopen_parent(client, state_file: Path, what: str, check: Callable[[dict], N
     return state
 
 
-def open_child(client, exp_id: str, parent_id: str, key: str, value: str, name: str, tags: dict, params: dict,
-               done: Callable[[Any], bool] = lambda run: False) -> tuple[str, Any]:
+def open_child(
+    client,
+    exp_id: str,
+    parent_id: str,
+    key: str,
+    value: str,
+    name: str,
+    tags: dict,
+    params: dict,
+    done: Callable[[Any], bool] = lambda run: False,
+) -> tuple[str, Any]:
     """The child run of `parent_id` tagged `key = value`, created with `tags` and `params`, or the one
     a restarted study made before, reopened. Returns (run id, that earlier run if `done(run)`, else
     None): a finished child is left as it is."""
@@ -198,7 +229,9 @@ def open_child(client, exp_id: str, parent_id: str, key: str, value: str, name: 
             return run.info.run_id, run
         client.update_run(run.info.run_id, status="RUNNING")
         return run.info.run_id, None
-    run_id = client.create_run(exp_id, run_name=name, tags={PARENT: parent_id, key: value, GIT_COMMIT: git_commit(), **tags}).info.run_id
+    run_id = client.create_run(
+        exp_id, run_name=name, tags={PARENT: parent_id, key: value, GIT_COMMIT: git_commit(), **tags}
+    ).info.run_id
     log_params(client, run_id, params)
     return run_id, None
 
@@ -224,7 +257,7 @@ def fit_or_restore(run_dir: Path, trainable, resume: bool, build: Callable[[], A
     import signal
     import threading
 
-    from ray import tune  # lazy: start-up time
+    from ray import tune  # lazy (platform/README.md)
 
     before = signal.getsignal(signal.SIGINT)
     if resume and tune.Tuner.can_restore(str(run_dir)):
@@ -234,7 +267,10 @@ def fit_or_restore(run_dir: Path, trainable, resume: bool, build: Callable[[], A
     # Tune installs its own SIGINT handler for the fit (in the main thread, unless
     # TUNE_DISABLE_SIGINT_HANDLER) and puts the previous one back only when the signal came; it
     # returns normally either way, so the handler in place now says which happened.
-    watched = threading.current_thread() is threading.main_thread() and os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") == "0"
+    watched = (
+        threading.current_thread() is threading.main_thread()
+        and os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") == "0"
+    )
     results.interrupted = watched and signal.getsignal(signal.SIGINT) is before
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, before)
@@ -249,14 +285,25 @@ def run_name(cfg: TrainConfig, data: JobData) -> str:
 
 
 @contextlib.contextmanager
-def training_run(cfg: TrainConfig, data: JobData, parent_run_id: str | None = None, extra_tags: dict | None = None,
-                 resume_run_id: str | None = None):
+def training_run(
+    cfg: TrainConfig,
+    data: JobData,
+    parent_run_id: str | None = None,
+    extra_tags: dict | None = None,
+    resume_run_id: str | None = None,
+):
     """Open a training job's MLflow run as the active run (or reopen `resume_run_id`); on any error
     it ends FAILED (KILLED on Ctrl-C), never FINISHED."""
-    import mlflow  # lazy: start-up time
+    import mlflow  # lazy (platform/README.md)
 
     exp_id = use_experiment(cfg.resolved_tracking_uri(), cfg.experiment, Path(cfg.output_dir).resolve())
-    tags = {DATASET: data.spec.name, ENCODER: cfg.encoder, TASK: task(cfg), GIT_COMMIT: git_commit(), **(extra_tags or {})}
+    tags = {
+        DATASET: data.spec.name,
+        ENCODER: cfg.encoder,
+        TASK: task(cfg),
+        GIT_COMMIT: git_commit(),
+        **(extra_tags or {}),
+    }
     if parent_run_id:
         tags[PARENT] = parent_run_id
     if resume_run_id:

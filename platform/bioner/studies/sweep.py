@@ -56,7 +56,7 @@ RESUMED = "cell_resumed"  # in a cell's Tune result (never in MLflow): it finish
 
 def sweep_cell(config: dict, sweep: Sweep) -> None:
     """One grid cell: a nested MLflow run, a TorchTrainer fit, test scores and predictions."""
-    from mlflow import MlflowClient  # lazy: mlflow and ray take seconds to import, `bioner --help` none
+    from mlflow import MlflowClient  # lazy (platform/README.md)
     from ray import tune
 
     cell = sweep.cells[config["cell"]]
@@ -75,9 +75,14 @@ def _cell_run(client, sweep: Sweep, cell: Cell, trial_id: str):
     """The cell's MLflow run (reused after `--resume`) and, if it already finished, that run."""
     cfg = cell.config
     tags = {
-        KIND: Kind.CELL, runs.SWEEP_VARIANT: cell.variant, runs.SWEEP_SEED: str(cell.seed),
-        runs.SWEEP_FRACTION: f"{cell.train_fraction:g}", runs.DATASET: cell.dataset, runs.ENCODER: cfg.encoder,
-        runs.TASK: runs.task(cfg), runs.TRIAL_ID: trial_id,
+        KIND: Kind.CELL,
+        runs.SWEEP_VARIANT: cell.variant,
+        runs.SWEEP_SEED: str(cell.seed),
+        runs.SWEEP_FRACTION: f"{cell.train_fraction:g}",
+        runs.DATASET: cell.dataset,
+        runs.ENCODER: cfg.encoder,
+        runs.TASK: runs.task(cfg),
+        runs.TRIAL_ID: trial_id,
     }
     members = sweep.specs[cell.dataset].members
     if len(members) > 1:
@@ -86,12 +91,21 @@ def _cell_run(client, sweep: Sweep, cell: Cell, trial_id: str):
     def finished(run) -> bool:
         return run.info.status == "FINISHED" and f"{cfg.eval_split}_f1" in run.data.metrics
 
-    return runs.open_child(client, sweep.experiment_id, sweep.parent_run_id, runs.SWEEP_CELL, cell.key, cell.key, tags,
-                           flat_params(cfg), done=finished)
+    return runs.open_child(
+        client,
+        sweep.experiment_id,
+        sweep.parent_run_id,
+        runs.SWEEP_CELL,
+        cell.key,
+        cell.key,
+        tags,
+        flat_params(cfg),
+        done=finished,
+    )
 
 
 def _train_and_score(cfg, client, run_id: str, sweep: Sweep, cell: Cell) -> dict:
-    from mlflow.entities import Metric  # lazy: start-up time
+    from mlflow.entities import Metric  # lazy (platform/README.md)
 
     storage = sweep.run_dir / "cells"
     name = "cell-" + cell.key.replace(":", "_")
@@ -133,7 +147,7 @@ class SweepOutcome:
 
 
 def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> SweepOutcome:
-    from mlflow import MlflowClient  # lazy: start-up time
+    from mlflow import MlflowClient  # lazy (platform/README.md)
 
     cells = grid(cfg)
     specs = _preflight(cfg, cells)
@@ -150,12 +164,21 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
     with runs.ends_on_error(client, parent, passthrough=(SweepInterrupted,)):
         ensure_ray()
         cells, conc = _place(cfg, cells)
-        sweep = Sweep({c.key: c for c in cells}, uri, exp_id, parent, Path(state["run_dir"]), out_dir / "predictions",
-                      specs)
+        sweep = Sweep(
+            {c.key: c for c in cells}, uri, exp_id, parent, Path(state["run_dir"]), out_dir / "predictions", specs
+        )
         results = _fit_grid(sweep, conc, progress)
         done = sum(1 for r in results if r.error is None and r.metrics and f"{cfg.eval_split}_f1" in r.metrics)
-        runs.end_if_interrupted(client, parent, results, len(cells), SweepInterrupted(
-            f"sweep interrupted after {done} finished cell(s) of {len(cells)}: continue with `bioner sweep ... --resume`"))
+        runs.end_if_interrupted(
+            client,
+            parent,
+            results,
+            len(cells),
+            SweepInterrupted(
+                f"sweep interrupted after {done} finished cell(s) of {len(cells)}: continue with `bioner sweep ... "
+                "--resume`"
+            ),
+        )
         client.log_metric(parent, "cells_finished", done)
         client.set_terminated(parent, "FINISHED" if done == len(cells) else "FAILED")
         return SweepOutcome(parent, exp_id, uri, len(cells), done)
@@ -171,40 +194,62 @@ def _preflight(cfg: SweepConfig, cells: list[Cell]) -> dict[str, Spec]:
         specs[dataset_name(ds)] = data.spec
         kinds = {(c.encoder, c.max_length, c.trust_remote_code): c for c in mine}
         for c in kinds.values():
-            sources = sorted({x.query_source for x in mine if x.multitask and (x.encoder, x.max_length) == (c.encoder, c.max_length)})
-            queries = [Queries.build(data.spec, s, data.train, c.seed, c.dictionary_examples) for s in sources if s != "none"]
+            sources = sorted(
+                {x.query_source for x in mine if x.multitask and (x.encoder, x.max_length) == (c.encoder, c.max_length)}
+            )
+            queries = [
+                Queries.build(data.spec, s, data.train, c.seed, c.dictionary_examples) for s in sources if s != "none"
+            ]
             check_job(c, data.spec, queries or [None])
     return specs
 
 
 def _new_parent(client, exp_id: str, cfg: SweepConfig, cells: list[Cell], state_file: Path) -> dict:
     tags = {
-        KIND: Kind.SWEEP, runs.ENCODER: cfg.encoder, runs.PROFILE: cfg.profile, runs.GIT_COMMIT: git_commit(),
+        KIND: Kind.SWEEP,
+        runs.ENCODER: cfg.encoder,
+        runs.PROFILE: cfg.profile,
+        runs.GIT_COMMIT: git_commit(),
         runs.SWEEP_DATASETS: ",".join(dataset_name(d) for d in cfg.dataset_list()),
-        runs.SWEEP_VARIANTS: ",".join(cfg.variants), runs.SWEEP_BASELINE: cfg.baseline_variant() or "",
+        runs.SWEEP_VARIANTS: ",".join(cfg.variants),
+        runs.SWEEP_BASELINE: cfg.baseline_variant() or "",
         runs.SWEEP_CELLS: str(len(cells)),
     }
     params = {k: v for k, v in flat_params(cfg.train_config()).items() if k not in SET_BY_SWEEP + ("run_name",)}
-    params.update(profile=cfg.profile, seeds=str(cfg.seeds), train_fractions=",".join(f"{f:g}" for f in cfg.fraction_list()))
-    state = runs.start_parent(client, exp_id, state_file, f"sweep-{cfg.experiment}", tags, params,
-                              lambda run_id: {"cells": [c.key for c in cells]})
-    client.log_dict(state["parent_run_id"], {"variants": cfg.variants, "per_dataset": cfg.per_dataset, "cells": [c.key for c in cells]},
-                    "sweep.json")
+    params.update(
+        profile=cfg.profile, seeds=str(cfg.seeds), train_fractions=",".join(f"{f:g}" for f in cfg.fraction_list())
+    )
+    state = runs.start_parent(
+        client,
+        exp_id,
+        state_file,
+        f"sweep-{cfg.experiment}",
+        tags,
+        params,
+        lambda run_id: {"cells": [c.key for c in cells]},
+    )
+    client.log_dict(
+        state["parent_run_id"],
+        {"variants": cfg.variants, "per_dataset": cfg.per_dataset, "cells": [c.key for c in cells]},
+        "sweep.json",
+    )
     return state
 
 
 def _resume(client, state_file: Path, keys: list[str], cfg: SweepConfig) -> dict:
     def same_grid(state: dict) -> None:
         if state["cells"] != keys:
-            raise ConfigError(f"--resume: the grid differs from the interrupted sweep's ({len(state['cells'])} cells, now {len(keys)}): "
-                              "resume with the same config and --set values")
+            raise ConfigError(
+                f"--resume: the grid differs from the interrupted sweep's ({len(state['cells'])} cells, now "
+                f"{len(keys)}): resume with the same config and --set values"
+            )
 
     return runs.reopen_parent(client, state_file, f"sweep of experiment {cfg.experiment!r}", check=same_grid)
 
 
 def _place(cfg: SweepConfig, cells: list[Cell]) -> tuple[list[Cell], int]:
     """Cells at once (from the cluster's GPUs or CPUs) and each worker's CPU share."""
-    import ray  # lazy: start-up time
+    import ray  # lazy (platform/README.md)
 
     res = ray.cluster_resources()
     if cfg.max_concurrent_trials:
@@ -222,7 +267,7 @@ def _place(cfg: SweepConfig, cells: list[Cell]) -> tuple[list[Cell], int]:
 
 
 def _fit_grid(sweep: Sweep, conc: int, progress: bool):
-    from ray import tune  # lazy: start-up time
+    from ray import tune  # lazy (platform/README.md)
 
     trainable = tune.with_resources(tune.with_parameters(sweep_cell, sweep=sweep), {"cpu": TRIAL_CPU})
 
@@ -231,12 +276,16 @@ def _fit_grid(sweep: Sweep, conc: int, progress: bool):
             trainable,
             param_space={"cell": tune.grid_search(list(sweep.cells))},
             tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=conc),
-            run_config=tune.RunConfig(name=sweep.run_dir.name, storage_path=str(sweep.run_dir.parent), verbose=0,
-                                      callbacks=[progress_callback(len(sweep.cells))] if progress else []),
+            run_config=tune.RunConfig(
+                name=sweep.run_dir.name,
+                storage_path=str(sweep.run_dir.parent),
+                verbose=0,
+                callbacks=[progress_callback(len(sweep.cells))] if progress else [],
+            ),
         )
 
-    # Never Tuner.restore: it puts every errored cell back at once, past max_concurrent_trials (six
-    # cells training side by side on two cores, their train_seconds measuring the wait). A new
+    # Never Tuner.restore: it puts every errored cell back at once, past max_concurrent_trials (cells
+    # then train side by side, their train_seconds measuring the wait). A new
     # Tuner over the grid loses nothing: a finished cell returns its MLflow run's scores, and an
     # unfinished one restarts from its own checkpoints (cells/<name>).
     return runs.fit_or_restore(sweep.run_dir, trainable, False, build)
@@ -244,7 +293,7 @@ def _fit_grid(sweep: Sweep, conc: int, progress: bool):
 
 def progress_callback(total: int):
     """One line per finished cell with the time left, instead of Tune's status tables."""
-    from ray.tune import Callback  # lazy: start-up time
+    from ray.tune import Callback  # lazy (platform/README.md)
 
     class Progress(Callback):
         def __init__(self, total: int):
@@ -269,9 +318,14 @@ def progress_callback(total: int):
                 what = "kept (finished before --resume)"
             el = time.perf_counter() - self.t0
             trained = self.done - self.kept
-            left = f"about {el / trained * (self.total - self.done) / 60:.1f} min left" if trained else "time left unknown"
+            left = (
+                f"about {el / trained * (self.total - self.done) / 60:.1f} min left" if trained else "time left unknown"
+            )
             f1 = next((v for k, v in result.items() if k.endswith("_f1") and k.count("_") == 1), None)
             score = f", F1 {f1:.4f}" if isinstance(f1, float) else ""
-            print(f"[{self.done}/{self.total}] {trial.config['cell']} {what}{score} ({el / 60:.1f} min so far, {left})", flush=True)
+            print(
+                f"[{self.done}/{self.total}] {trial.config['cell']} {what}{score} ({el / 60:.1f} min so far, {left})",
+                flush=True,
+            )
 
     return Progress(total)

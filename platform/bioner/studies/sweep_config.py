@@ -22,17 +22,27 @@ class SweepConfig(TrainConfig):
 
     profile: Literal["cpu", "gpu"] = Field("cpu", description="which block of `profiles` supplies the defaults")
     seeds: int = Field(3, ge=1, description="seeds per cell: seed, seed+1, ...")
-    datasets: list[str] | None = Field(None, min_length=1, description="dataset names or spec paths (default: [dataset])")
+    datasets: list[str] | None = Field(
+        None, min_length=1, description="dataset names or spec paths (default: [dataset])"
+    )
     variants: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {"single": {"beta": 0.0}, "multi": {}}, min_length=1,
+        default_factory=lambda: {"single": {"beta": 0.0}, "multi": {}},
+        min_length=1,
         description="variant name -> training-key overrides (e.g. single: {beta: 0})",
     )
-    train_fractions: list[float] | None = Field(None, min_length=1, description="low-resource study: fractions of the training sentences")
-    per_dataset: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="dataset name -> training-key overrides for its cells (e.g. epochs, the best query)"
+    train_fractions: list[float] | None = Field(
+        None, min_length=1, description="low-resource study: fractions of the training sentences"
     )
-    baseline: str | None = Field(None, description="the single-task variant p-values are computed against (default: the one with beta 0)")
-    max_concurrent_trials: int | None = Field(None, ge=1, description="cells at once (default: as many as the cluster's CPUs or GPUs hold)")
+    per_dataset: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="dataset name -> training-key overrides for its cells (e.g. epochs, the best query)",
+    )
+    baseline: str | None = Field(
+        None, description="the single-task variant p-values are computed against (default: the one with beta 0)"
+    )
+    max_concurrent_trials: int | None = Field(
+        None, ge=1, description="cells at once (default: as many as the cluster's CPUs or GPUs hold)"
+    )
 
     @model_validator(mode="after")
     def _check_grid(self):
@@ -109,12 +119,20 @@ def grid(cfg: SweepConfig, where: str = "sweep") -> list[Cell]:
             for frac in cfg.fraction_list():
                 for name, over in cfg.variants.items():
                     key = f"{dataset_name(dataset)}:{name}:f{frac:g}:s{seed}"
-                    values = {**cfg.per_dataset.get(dataset_name(dataset), {}), **over,
-                              "dataset": dataset, "seed": seed, "train_fraction": frac, "run_name": key}
+                    values = {
+                        **cfg.per_dataset.get(dataset_name(dataset), {}),
+                        **over,
+                        "dataset": dataset,
+                        "seed": seed,
+                        "train_fraction": frac,
+                        "run_name": key,
+                    }
                     try:
                         tc = cfg.train_config(**values)
                     except ConfigError as e:
-                        raise ConfigError(f"{where}: per_dataset.{dataset_name(dataset)} or variants.{name}: {e}") from None
+                        raise ConfigError(
+                            f"{where}: per_dataset.{dataset_name(dataset)} or variants.{name}: {e}"
+                        ) from None
                     cells.append(Cell(key, dataset_name(dataset), name, seed, frac, tc))
     unknown = set(cfg.per_dataset) - {c.dataset for c in cells}
     if unknown:

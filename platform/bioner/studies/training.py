@@ -49,7 +49,7 @@ class Resumable:
 def resumable_run(cfg: TrainConfig, out_dir: Path) -> Resumable:
     """The experiment's newest training job in this output_dir that stopped unfinished with this
     config. Jobs still running (their lock is held) are left alone; finished ones too."""
-    from mlflow import MlflowClient  # lazy: mlflow takes 2 s to import, `bioner --help` none
+    from mlflow import MlflowClient  # lazy (platform/README.md)
 
     what = f"training job of experiment {cfg.experiment!r}"
     states = job_states(out_dir, COMMAND, cfg.experiment, what)
@@ -70,25 +70,33 @@ def resumable_run(cfg: TrainConfig, out_dir: Path) -> Resumable:
         else:
             return Resumable(st["run_id"], Path(st["path"]))
     if running:
-        raise BionerError(f"--resume: the {what} with this config (run {running['run_id']}) is still running "
-                          f"(pid {running.get('pid', '?')}); wait for it, or stop it first")
+        raise BionerError(
+            f"--resume: the {what} with this config (run {running['run_id']}) is still running "
+            f"(pid {running.get('pid', '?')}); wait for it, or stop it first"
+        )
     if differing:
         st, k = differing
-        raise BionerError(f"--resume: {k} is {now[k]!r}, the interrupted job had {st['config'].get(k)!r}; resume with the same config")
-    raise BionerError(f"--resume: the last job of experiment {cfg.experiment!r} (run {finished['run_id']}) has finished; "
-                      "train without --resume")
+        raise BionerError(
+            f"--resume: {k} is {now[k]!r}, the interrupted job had {st['config'].get(k)!r}; resume with the same config"
+        )
+    raise BionerError(
+        f"--resume: the last job of experiment {cfg.experiment!r} (run {finished['run_id']}) has finished; "
+        "train without --resume"
+    )
 
 
 def check_checkpoints(cfg: TrainConfig, run_id: str, storage: Path) -> None:
     """The run's newest restorable checkpoint (damaged newer ones are dropped, one epoch back); a
     run that logged epochs but has no checkpoint left cannot be resumed."""
-    from mlflow import MlflowClient  # lazy: start-up time
+    from mlflow import MlflowClient  # lazy (platform/README.md)
 
     found = restorable_checkpoint(storage / run_id)
     if found is None:
         if MlflowClient(cfg.resolved_tracking_uri()).get_metric_history(run_id, "train_loss"):
-            raise BionerError(f"--resume: run {run_id} logged epochs but its checkpoints are gone ({storage / run_id}); "
-                              "train again without --resume")
+            raise BionerError(
+                f"--resume: run {run_id} logged epochs but its checkpoints are gone ({storage / run_id}); "
+                "train again without --resume"
+            )
         return
     for why in found.dropped:
         print(f"--resume: a checkpoint of run {run_id} cannot be restored ({why}); it is dropped", file=sys.stderr)
@@ -97,8 +105,12 @@ def check_checkpoints(cfg: TrainConfig, run_id: str, storage: Path) -> None:
 
 
 def run_training(
-    cfg: TrainConfig, progress: bool = True, parent_run_id: str | None = None, tags: dict | None = None,
-    resume: bool = False, spec: Spec | None = None,
+    cfg: TrainConfig,
+    progress: bool = True,
+    parent_run_id: str | None = None,
+    tags: dict | None = None,
+    resume: bool = False,
+    spec: Spec | None = None,
 ) -> TrainResult:
     """The whole job: validate, open an MLflow run, train on Ray Train, score, log the model.
 
@@ -121,7 +133,9 @@ def run_training(
     with contextlib.ExitStack() as stack:
         if resumed:
             stack.enter_context(holding_job_lock(resumed.state_file))
-        run_id = stack.enter_context(training_run(cfg, data, parent_run_id, tags, resume_run_id=resumed and resumed.run_id))
+        run_id = stack.enter_context(
+            training_run(cfg, data, parent_run_id, tags, resume_run_id=resumed and resumed.run_id)
+        )
         if parent_run_id is None and resumed is None:  # a refit of a study is resumed by its study
             state_file = jobs_dir(out_dir, COMMAND, cfg.experiment) / f"{run_id}.json"
             stack.enter_context(holding_job_lock(state_file))
@@ -133,7 +147,9 @@ def run_training(
         with result.checkpoint.as_directory() as d:
             shutil.copytree(Path(d) / MODEL_SUBDIR, model_dir, dirs_exist_ok=True)
         tagger = Tagger.load(model_dir, batch_size=cfg.eval_batch_size)
-        metrics, pred = evaluate_split(tagger, data.eval, data.spec.types, cfg.multitask, progress, cfg.mrc_eval_rows, cfg.seed)
+        metrics, pred = evaluate_split(
+            tagger, data.eval, data.spec.types, cfg.multitask, progress, cfg.mrc_eval_rows, cfg.seed
+        )
         preds = write_predictions(out_dir / "predictions" / f"{run_id}.{data.eval.name}.tsv", data.eval, pred)
         model_uri = log_final(metrics, preds, model_dir)
     return TrainResult(run_id, model_dir, metrics, preds, model_uri)

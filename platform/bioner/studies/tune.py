@@ -13,9 +13,10 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, TypeVar
+from typing import TypeVar
 
 from ..data.job import load_job_data
 from ..data.queries import Queries
@@ -66,7 +67,7 @@ def study_name(experiment: str, parent_run_id: str) -> str:
 
 def tune_trial(config: dict, study: Study) -> None:
     """One Tune trial: an MLflow child run and a TorchTrainer fit reporting devel F1 per epoch."""
-    from mlflow import MlflowClient  # lazy: mlflow and ray take seconds to import, `bioner --help` none
+    from mlflow import MlflowClient  # lazy (platform/README.md)
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -74,8 +75,16 @@ def tune_trial(config: dict, study: Study) -> None:
     cfg = study.cfg.trial_config(config)
     client = MlflowClient(study.tracking_uri)
     # A trial restarted by `--resume` keeps its MLflow run (metrics are logged per epoch step).
-    run_id, _ = runs.open_child(client, study.experiment_id, study.parent_run_id, TRIAL_ID, trial_id, f"trial-{trial_id}",
-                                {KIND: Kind.TRIAL, runs.DATASET: study.dataset}, flat_params(cfg))
+    run_id, _ = runs.open_child(
+        client,
+        study.experiment_id,
+        study.parent_run_id,
+        TRIAL_ID,
+        trial_id,
+        f"trial-{trial_id}",
+        {KIND: Kind.TRIAL, runs.DATASET: study.dataset},
+        flat_params(cfg),
+    )
     logged = [m.step for m in client.get_metric_history(run_id, "train_loss")]  # epochs done before a restart
     # Tune stops a trial's actor when ASHA cuts it and when it has reported its last epoch, which
     # can break off `fit` with an error of Ray's: only the training's own error fails the run here;
@@ -108,39 +117,44 @@ class TuneInterrupted(runs.Interrupted):
 
 
 def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True) -> TuneOutcome:
-    from mlflow import MlflowClient  # lazy: start-up time
+    from mlflow import MlflowClient  # lazy (platform/README.md)
 
     # Validate everything a trial and a refit will read before anything starts.
     data = load_job_data(cfg.train_config(train_splits=["train"], eval_split="devel"))
     sources = [s for s in cfg.search.query_source if s != "none"]  # beta is searched: a trial may ask any of them
-    check_job(cfg, data.spec, [Queries.build(data.spec, s, data.train, cfg.seed, cfg.dictionary_examples) for s in sources] or [None])
+    check_job(
+        cfg,
+        data.spec,
+        [Queries.build(data.spec, s, data.train, cfg.seed, cfg.dictionary_examples) for s in sources] or [None],
+    )
     out_dir = prepare_output_dir(cfg.output_dir)
     uri = cfg.resolved_tracking_uri()
     check_reachable(uri)
     start_ray(cfg)
     exp_id = use_experiment(uri, cfg.experiment, out_dir)
     client = MlflowClient(uri)
-    state_file = runs.state_path(out_dir, COMMAND, cfg.experiment)
-    if resume:
-        state = runs.reopen_parent(client, state_file, f"tuning job of experiment {cfg.experiment!r}")
-    else:
-        tags = {KIND: Kind.TUNE, runs.DATASET: data.spec.name, runs.ENCODER: cfg.encoder, runs.GIT_COMMIT: git_commit(),
-                runs.SEARCH_SPACE: cfg.search.model_dump_json()}
-        params = {k: v for k, v in flat_params(cfg).items() if k != "search"}
-        state = runs.start_parent(client, exp_id, state_file, f"tune-{data.spec.name}", tags, params,
-                                  lambda run_id: {"study_name": study_name(cfg.experiment, run_id)})
+    state = _open_parent(cfg, client, exp_id, runs.state_path(out_dir, COMMAND, cfg.experiment), data.spec, resume)
     parent = state["parent_run_id"]
     with runs.ends_on_error(client, parent, passthrough=(TuneInterrupted,)):
         ensure_ray()
         if cfg.cpus_per_worker is None:
-            cfg = cfg.model_copy(update={"cpus_per_worker": default_cpus_per_worker(cfg, cfg.max_concurrent_trials, TRIAL_CPU)})
+            cfg = cfg.model_copy(
+                update={"cpus_per_worker": default_cpus_per_worker(cfg, cfg.max_concurrent_trials, TRIAL_CPU)}
+            )
         study = Study(cfg, data.spec.name, uri, exp_id, parent, Path(state["run_dir"]), data.spec)
         t0 = time.perf_counter()
         results = _fit_tuner(study, out_dir, resume)
         search_s = time.perf_counter() - t0
-        runs.end_if_interrupted(client, parent, results, cfg.num_samples, TuneInterrupted(
-            f"tuning interrupted after {results.num_terminated} finished trial(s) of {cfg.num_samples}: "
-            f"continue with `bioner tune ... --resume`"))
+        runs.end_if_interrupted(
+            client,
+            parent,
+            results,
+            cfg.num_samples,
+            TuneInterrupted(
+                f"tuning interrupted after {results.num_terminated} finished trial(s) of {cfg.num_samples}: "
+                f"continue with `bioner tune ... --resume`"
+            ),
+        )
         close_trial_runs(client, exp_id, parent, cfg.max_epochs, {r.metrics.get("trial_id") for r in results})
         fail_lost_study_trials(study.name, _study_storage(out_dir))
         best = results.get_best_result(METRIC, "max", scope="last")
@@ -157,12 +171,35 @@ def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True) -> Tu
         return outcome
 
 
+def _open_parent(cfg: TuneConfig, client, exp_id: str, state_file: Path, spec: Spec, resume: bool) -> dict:
+    """The tuning job's parent run: reopened from its state file on --resume, else started."""
+    if resume:
+        return runs.reopen_parent(client, state_file, f"tuning job of experiment {cfg.experiment!r}")
+    tags = {
+        KIND: Kind.TUNE,
+        runs.DATASET: spec.name,
+        runs.ENCODER: cfg.encoder,
+        runs.GIT_COMMIT: git_commit(),
+        runs.SEARCH_SPACE: cfg.search.model_dump_json(),
+    }
+    params = {k: v for k, v in flat_params(cfg).items() if k != "search"}
+    return runs.start_parent(
+        client,
+        exp_id,
+        state_file,
+        f"tune-{spec.name}",
+        tags,
+        params,
+        lambda run_id: {"study_name": study_name(cfg.experiment, run_id)},
+    )
+
+
 def _study_storage(out_dir: Path) -> str:
     return f"sqlite:///{out_dir / 'optuna.db'}"
 
 
 def _fit_tuner(study: Study, out_dir: Path, resume: bool):
-    import optuna  # lazy: start-up time
+    import optuna  # lazy (platform/README.md)
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -178,16 +215,30 @@ def _fit_tuner(study: Study, out_dir: Path, resume: bool):
             "query_source": optuna.distributions.CategoricalDistribution(list(s.query_source)),
         }
         searcher = OptunaSearch(
-            space, metric=METRIC, mode="max", points_to_evaluate=points_to_evaluate(s),
-            sampler=optuna.samplers.TPESampler(seed=cfg.seed), study_name=study.name,
+            space,
+            metric=METRIC,
+            mode="max",
+            points_to_evaluate=points_to_evaluate(s),
+            sampler=optuna.samplers.TPESampler(seed=cfg.seed),
+            study_name=study.name,
             storage=optuna.storages.RDBStorage(_study_storage(out_dir)),
         )
-        scheduler = ASHAScheduler(metric=METRIC, mode="max", time_attr="epoch", max_t=cfg.max_epochs,
-                                  grace_period=min(cfg.grace_period, cfg.max_epochs), reduction_factor=2)
+        scheduler = ASHAScheduler(
+            metric=METRIC,
+            mode="max",
+            time_attr="epoch",
+            max_t=cfg.max_epochs,
+            grace_period=min(cfg.grace_period, cfg.max_epochs),
+            reduction_factor=2,
+        )
         return tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.num_samples,
-                                        max_concurrent_trials=cfg.max_concurrent_trials),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=cfg.num_samples,
+                max_concurrent_trials=cfg.max_concurrent_trials,
+            ),
             run_config=tune.RunConfig(name=study.run_dir.name, storage_path=str(study.run_dir.parent), verbose=1),
         )
 
@@ -209,7 +260,10 @@ def close_trial_runs(client, exp_id: str, parent: str, max_epochs: int, known: s
         hist = client.get_metric_history(r.info.run_id, METRIC)
         last = max(hist, key=lambda m: m.step) if hist else None
         if r.data.tags.get(TRIAL_ID) not in known:
-            reason, status = "lost: the tuning driver was killed before Tune saved this trial; --resume sampled a new one", "KILLED"
+            reason, status = (
+                "lost: the tuning driver was killed before Tune saved this trial; --resume sampled a new one",
+                "KILLED",
+            )
         elif last is None:
             reason, status = "stopped before its first evaluation", "KILLED"
         elif last.step >= max_epochs:
@@ -222,7 +276,7 @@ def close_trial_runs(client, exp_id: str, parent: str, max_epochs: int, known: s
 
 def fail_lost_study_trials(study_name: str, storage: str) -> None:
     """Once the search is over no Optuna trial runs: one still RUNNING was lost with a killed driver."""
-    import optuna  # lazy: start-up time
+    import optuna  # lazy (platform/README.md)
 
     study = optuna.load_study(study_name=study_name, storage=storage)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -230,7 +284,7 @@ def fail_lost_study_trials(study_name: str, storage: str) -> None:
 
 
 def _log_study_plots(client, parent: str, study_name: str, storage: str) -> None:
-    import matplotlib  # lazy: start-up time
+    import matplotlib  # lazy (platform/README.md)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -280,14 +334,16 @@ def _log_test_scores(client, parent: str, scores: dict[int, float]) -> tuple[flo
     return mean, sd
 
 
-def _refit_and_register(cfg: TuneConfig, client, parent: str, best: dict, best_f1: float, spec: Spec,
-                        progress: bool) -> TuneOutcome:
+def _refit_and_register(
+    cfg: TuneConfig, client, parent: str, best: dict, best_f1: float, spec: Spec, progress: bool
+) -> TuneOutcome:
     t0 = time.perf_counter()
     results = []
     for k in range(cfg.refit_seeds):
         seed = cfg.seed + k
-        res = run_training(cfg.refit_config(best, seed), progress=progress, parent_run_id=parent,
-                           tags={KIND: Kind.REFIT}, spec=spec)
+        res = run_training(
+            cfg.refit_config(best, seed), progress=progress, parent_run_id=parent, tags={KIND: Kind.REFIT}, spec=spec
+        )
         results.append((seed, res))
     scores = [r.metrics["test_f1"] for _, r in results]
     mean, sd = _log_test_scores(client, parent, {seed: r.metrics["test_f1"] for seed, r in results})
@@ -303,8 +359,9 @@ def _refit_and_register(cfg: TuneConfig, client, parent: str, best: dict, best_f
             + f"({', '.join(f'{s:.4f}' for s in scores)}); this version is seed {seed}, the {FIRST_SEED}. "
             + f"Config: {json.dumps({**cfg.train_config().model_dump(), **best, 'epochs': cfg.max_epochs})}"
         )
-        version = register_challenger(client, spec, chosen.model_uri, desc,
-                                      {"parent_run_id": parent, "devel_f1": f"{best_f1:.4f}"})
+        version = register_challenger(
+            client, spec, chosen.model_uri, desc, {"parent_run_id": parent, "devel_f1": f"{best_f1:.4f}"}
+        )
         client.set_tag(parent, runs.REGISTERED_VERSION, version)
         client.set_tag(parent, REGISTERED_SEED, str(seed))
         client.set_tag(parent, SELECTION_RULE, FIRST_SEED)

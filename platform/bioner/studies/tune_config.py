@@ -18,9 +18,7 @@ class SearchSpace(BaseModel):
     alpha: tuple[float, float] = Field((0.0, 1.0), description="[low, high] of the NER loss weight")
     beta: tuple[float, float] = Field((0.0, 1.0), description="[low, high] of the MRC loss weight")
     learning_rate: tuple[float, float] = Field((1e-5, 5e-5), description="[low, high], sampled log-uniform")
-    query_source: list[QuerySource] = Field(
-        list(QUERY_SOURCES), min_length=1, description="query sources to try"
-    )
+    query_source: list[QuerySource] = Field(list(QUERY_SOURCES), min_length=1, description="query sources to try")
 
     @model_validator(mode="after")
     def _check(self):
@@ -56,19 +54,33 @@ class TuneConfig(TrainConfig):
     grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial can be stopped")
     refit_seeds: int = Field(3, ge=1, description="seeds of the train+devel refit of the best configuration")
     search: SearchSpace = Field(default_factory=SearchSpace, description="the search space")
-    register: bool = Field(True, description="register the first seed's refit as bioner-<dataset> with alias challenger "
-                          "(chosen without reading a test score)")
+    register: bool = Field(
+        True,
+        description="register the first seed's refit as bioner-<dataset> with alias challenger "
+        "(chosen without reading a test score)",
+    )
 
     def trial_config(self, params: dict) -> TrainConfig:
         """A trial trains on train and scores devel after every epoch: test is never looked at."""
-        return self.train_config(**{k: params[k] for k in SEARCHED}, epochs=self.max_epochs, train_splits=["train"],
-                                 eval_split="devel", eval_every_epoch=True)
+        return self.train_config(
+            **{k: params[k] for k in SEARCHED},
+            epochs=self.max_epochs,
+            train_splits=["train"],
+            eval_split="devel",
+            eval_every_epoch=True,
+        )
 
     def refit_config(self, params: dict, seed: int) -> TrainConfig:
         """The best configuration refit on train+devel and scored on test (the paper's protocol)."""
-        return self.train_config(**{k: params[k] for k in SEARCHED}, epochs=self.max_epochs, seed=seed,
-                                 train_splits=["train", "devel"], eval_split="test", eval_every_epoch=False,
-                                 run_name=f"refit-seed{seed}")
+        return self.train_config(
+            **{k: params[k] for k in SEARCHED},
+            epochs=self.max_epochs,
+            seed=seed,
+            train_splits=["train", "devel"],
+            eval_split="test",
+            eval_every_epoch=False,
+            run_name=f"refit-seed{seed}",
+        )
 
 
 def points_to_evaluate(space: SearchSpace) -> list[dict]:

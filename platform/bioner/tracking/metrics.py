@@ -34,7 +34,7 @@ def metric_keys(metrics: dict) -> dict:
 def transient(e: BaseException) -> bool:
     """Whether a tracking call may succeed if tried again: the server or the network failed, not the
     request. MLflow wraps a refused connection in an MlflowException whose code maps to HTTP 500."""
-    import requests  # lazy, as mlflow: start-up time
+    import requests  # lazy (platform/README.md)
     from mlflow.exceptions import MlflowException
 
     if isinstance(e, (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout)):
@@ -62,7 +62,7 @@ PRECISION = "bioner.precision"  # run tag: "bf16 autocast" or "fp32", what the t
 
 
 def log_epoch_metrics(tracking_uri: str, run_id: str, metrics: dict, step: int, tags: dict | None = None) -> None:
-    from mlflow import MlflowClient  # lazy: start-up time
+    from mlflow import MlflowClient  # lazy (platform/README.md)
     from mlflow.entities import Metric, RunTag
 
     client = MlflowClient(tracking_uri)

@@ -32,7 +32,8 @@ def pip_requirements() -> list[str]:
 
 def log_final(metrics: dict[str, float], predictions: Path, model_dir: Path) -> str:
     """Log scores, predictions and the model to the active run; return the model's URI."""
-    import mlflow  # lazy, as in every module the CLI imports: `bioner --help` must not pay its 2 s
+    import mlflow  # lazy (platform/README.md)
+
     mlflow.log_metrics({k: float(v) for k, v in metric_keys(metrics).items()})
     mlflow.log_artifact(str(predictions), "predictions")
     return log_model(model_dir).model_uri
@@ -40,17 +41,21 @@ def log_final(metrics: dict[str, float], predictions: Path, model_dir: Path) -> 
 
 def signature() -> ModelSignature:
     """Texts in, one list of entities per text out; param `types` (a list of type names) filters."""
-    from mlflow.models import ModelSignature  # lazy: start-up time
+    from mlflow.models import ModelSignature  # lazy (platform/README.md)
     from mlflow.types import DataType
     from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
-    return ModelSignature(inputs=Schema([ColSpec(DataType.string)]), outputs=Schema([ColSpec(AnyType())]),
-                          params=ParamSchema([ParamSpec("types", DataType.string, [], shape=(-1,))]))
+    return ModelSignature(
+        inputs=Schema([ColSpec(DataType.string)]),
+        outputs=Schema([ColSpec(AnyType())]),
+        params=ParamSchema([ParamSpec("types", DataType.string, [], shape=(-1,))]),
+    )
 
 
 def log_model(model_dir: Path) -> ModelInfo:
     """Log the folder as an MLflow pyfunc mapping raw text to entities (character offsets)."""
-    import mlflow  # lazy: start-up time
+    import mlflow  # lazy (platform/README.md)
+
     return mlflow.pyfunc.log_model(
         name=MODEL_NAME,
         python_model=str(MODEL_CODE),
@@ -77,7 +82,7 @@ def resolve_model(uri: str) -> Path:
             raise BionerError(f"--model {uri}: this folder holds {len(found)} models ({names}); name one of them")
         raise BionerError(f"--model {uri}: no bioner.json in this folder")
     if "://" in uri or uri.startswith(("runs:/", "models:/")):
-        import mlflow  # lazy: start-up time
+        import mlflow  # lazy (platform/README.md)
 
         try:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))

@@ -50,8 +50,8 @@ class InputRefused(MlflowException):
     """A request over the bounds: HTTP 400 with this message only.
 
     The scoring server rewrites the message of an MlflowException raised by predict into
-    "Failed to predict data '<the whole input>'. \\nError: <message>", so a 10 MB text came back in
-    the 400. This exception keeps its own message through that rewrite."""
+    "Failed to predict data '<the whole input>'. \\nError: <message>", so the whole text would come back
+    in the 400. This exception keeps its own message through that rewrite."""
 
     def __init__(self, message: str):
         super().__init__(message, error_code=BAD_REQUEST)
@@ -73,13 +73,16 @@ class Abandoned(TimeoutError):
 def check_bounds(texts: list[str]) -> None:
     limit = max_texts()
     if len(texts) > limit:
-        raise InputRefused(f"{len(texts):,} texts in one request, more than the limit of {limit:,} "
-                           f"(${MAX_TEXTS_ENV} on the server)")
+        raise InputRefused(
+            f"{len(texts):,} texts in one request, more than the limit of {limit:,} (${MAX_TEXTS_ENV} on the server)"
+        )
     chars = max_text_chars()
     for i, t in enumerate(texts):
         if len(t) > chars:
-            raise InputRefused(f"text {i}: {len(t):,} characters, more than the limit of {chars:,} per text "
-                               f"(${MAX_TEXT_CHARS_ENV} on the server)")
+            raise InputRefused(
+                f"text {i}: {len(t):,} characters, more than the limit of {chars:,} per text "
+                f"(${MAX_TEXT_CHARS_ENV} on the server)"
+            )
 
 
 def time_limit() -> float | None:
@@ -94,8 +97,8 @@ def time_limit() -> float | None:
 
 
 def _cut_payload_echo() -> None:
-    """The scoring server answers malformed JSON with a 400 that quotes the whole payload (10 MB in,
-    10 MB out): keep the reason, cut the quote. Only in a process that serves (the module is loaded)."""
+    """The scoring server answers malformed JSON with a 400 that quotes the whole payload (as large
+    out as in): keep the reason, cut the quote. Only in a process that serves (the module is loaded)."""
     server = sys.modules.get("mlflow.pyfunc.scoring_server")
     decode = getattr(server, "_decode_json_input", None)
     if decode is None or getattr(decode, "bioner_cut", False):

@@ -32,7 +32,7 @@ def register_challenger(client, spec: Spec | str, model_uri: str, description: s
     """Register a logged model as a new version of bioner-<dataset>, with alias `challenger`, tagged
     with the hashes of the spec and corpus files it was trained and scored on (`spec`: a spec, or
     its name or path)."""
-    import mlflow  # lazy: start-up time
+    import mlflow  # lazy (platform/README.md)
 
     if isinstance(spec, str):
         spec = load_spec(spec)
@@ -57,7 +57,7 @@ class Decision:
 
 
 def _version(client, name: str, alias: str):
-    from mlflow.exceptions import MlflowException  # lazy: start-up time
+    from mlflow.exceptions import MlflowException  # lazy (platform/README.md)
 
     try:
         return client.get_model_version_by_alias(name, alias)
@@ -73,21 +73,33 @@ def _check_corpus(spec: Spec, version, role: str, force: bool) -> None:
     if not any(recorded.values()):
         if force or role == CHAMPION:  # a champion registered before hashes were recorded is scored on this corpus
             return
-        raise BionerError(f"{where} records no corpus hashes (registered before they were recorded): "
-                          "register it again, or --force --reason")
+        raise BionerError(
+            f"{where} records no corpus hashes (registered before they were recorded): "
+            "register it again, or --force --reason"
+        )
     differ = [k.removeprefix("corpus.").removesuffix("_sha256") for k, v in recorded.items() if v != now[k]]
     if differ and not (force and role == CHAMPION):
         was = version.tags.get(SPEC_PATH_TAG, "?")
-        raise BionerError(f"--dataset {spec.path}: {', '.join(differ)} differ(s) from what {where} was registered with "
-                          f"({was}); promotion scores only the corpus a model was registered for")
+        raise BionerError(
+            f"--dataset {spec.path}: {', '.join(differ)} differ(s) from what {where} was registered with "
+            f"({was}); promotion scores only the corpus a model was registered for"
+        )
 
 
-def promote(dataset: Spec | str, threshold: float = 0.05, resamples: int = 1000, seed: int = 0, force: bool = False,
-            reason: str | None = None, tracking_uri: str | None = None, progress: bool = True) -> Decision:
+def promote(
+    dataset: Spec | str,
+    threshold: float = 0.05,
+    resamples: int = 1000,
+    seed: int = 0,
+    force: bool = False,
+    reason: str | None = None,
+    tracking_uri: str | None = None,
+    progress: bool = True,
+) -> Decision:
     """Move `champion` to `challenger` only if it is better on test with paired-bootstrap p <= threshold,
     both scored on the test split of `dataset`, which must be the corpus they were registered with.
     A challenger that already is the champion changes nothing and keeps its decision tags."""
-    import mlflow  # lazy: start-up time
+    import mlflow  # lazy (platform/README.md)
 
     if not 0 < threshold < 1:  # nan fails this too
         raise BionerError(f"threshold {threshold}: a p-value threshold is between 0 and 1 (exclusive)")
@@ -121,24 +133,39 @@ def promote(dataset: Spec | str, threshold: float = 0.05, resamples: int = 1000,
             counts[v.version] = sentence_counts(test.tags, tagger.tag(test.tokens, progress=progress), spec.types)
         f_champ, f_chal, p = paired_bootstrap(counts[champ.version], counts[chal.version], resamples, seed)
         better = f_chal > f_champ and p <= threshold
-        why = (f"challenger F1 {f_chal:.4f} vs champion F1 {f_champ:.4f}, paired bootstrap p = {p:.4f} "
-               f"({resamples} resamples, threshold {threshold})")
+        why = (
+            f"challenger F1 {f_chal:.4f} vs champion F1 {f_champ:.4f}, paired bootstrap p = {p:.4f} "
+            f"({resamples} resamples, threshold {threshold})"
+        )
         if force:
             d = Decision(True, chal.version, champ.version, f_chal, f_champ, p, f"forced: {reason}; {why}")
         else:
             d = Decision(better, chal.version, champ.version, f_chal, f_champ, p, why)
 
-    tags = {"promotion.decision": "promoted" if d.promoted else "refused", "promotion.time": now,
-            "promotion.reason": d.reason, "promotion.threshold": str(threshold)}
-    if d.champion_version:
-        tags["promotion.against_version"] = d.champion_version
-    for k, v in (("promotion.challenger_f1", d.challenger_f1), ("promotion.champion_f1", d.champion_f1), ("promotion.p_value", d.p_value)):
-        if v is not None:
-            tags[k] = f"{v:.4f}"
-    if force:
-        tags["promotion.forced"] = "true"
-    for k, v in tags.items():
+    for k, v in _decision_tags(d, now, threshold, force).items():
         client.set_model_version_tag(name, chal.version, k, v)
     if d.promoted:
         client.set_registered_model_alias(name, CHAMPION, chal.version)
     return d
+
+
+def _decision_tags(d: Decision, now: str, threshold: float, force: bool) -> dict[str, str]:
+    """The challenger version's tags that record a promotion decision."""
+    tags = {
+        "promotion.decision": "promoted" if d.promoted else "refused",
+        "promotion.time": now,
+        "promotion.reason": d.reason,
+        "promotion.threshold": str(threshold),
+    }
+    if d.champion_version:
+        tags["promotion.against_version"] = d.champion_version
+    for k, v in (
+        ("promotion.challenger_f1", d.challenger_f1),
+        ("promotion.champion_f1", d.champion_f1),
+        ("promotion.p_value", d.p_value),
+    ):
+        if v is not None:
+            tags[k] = f"{v:.4f}"
+    if force:
+        tags["promotion.forced"] = "true"
+    return tags

@@ -12,8 +12,9 @@ from filelock import FileLock
 from ..config import sqlite_file
 from ..errors import BionerError, first_line
 
-# Free space (MiB) the output folder needs before a job starts: checkpoints, the model copy and
-# its logged artifact of a MiniLM run take about 400 MiB, a BioBERT run about 1.7 GiB.
+# Free space (MiB) the output folder needs before a job starts: room for the checkpoints, the model
+# copy and its logged artifact of a MiniLM run (experiments/benchmarks/README.md, "Disk space a run
+# needs"); a larger encoder needs more, which the variable sets.
 MIN_FREE_ENV, MIN_FREE_DEFAULT_MB = "BIONER_MIN_FREE_MB", 512
 
 
@@ -49,9 +50,12 @@ def env_float(name: str, default: float) -> float:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-        ).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -60,12 +64,14 @@ def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
     """Refuse at once when an MLflow server does not answer (MLflow's own retries take minutes)."""
     if not tracking_uri.startswith(("http://", "https://")):
         return
-    import requests  # lazy, like mlflow below: `bioner --help` must start fast
+    import requests  # lazy (platform/README.md)
 
     try:
         requests.get(tracking_uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
     except requests.RequestException as e:
-        raise BionerError(f"tracking_uri {tracking_uri}: MLflow server not reachable ({type(e).__name__}); start it or fix the URI") from None
+        raise BionerError(
+            f"tracking_uri {tracking_uri}: MLflow server not reachable ({type(e).__name__}); start it or fix the URI"
+        ) from None
 
 
 # SQLite stores this process has created or checked (MLflow keeps their engines for the process).
@@ -83,11 +89,13 @@ def open_store(tracking_uri: str, create: bool = True) -> None:
         check_reachable(tracking_uri)
         return
     if not create and not db.is_file():
-        raise BionerError(f"no MLflow store at {db} (tracking URI {tracking_uri}): nothing has been logged there; "
-                          "name the store with --tracking-uri or $MLFLOW_TRACKING_URI")
+        raise BionerError(
+            f"no MLflow store at {db} (tracking URI {tracking_uri}): nothing has been logged there; "
+            "name the store with --tracking-uri or $MLFLOW_TRACKING_URI"
+        )
     if tracking_uri in _OPENED:
         return
-    from mlflow import MlflowClient  # lazy: start-up time
+    from mlflow import MlflowClient  # lazy (platform/README.md)
 
     db.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{db}.lock", timeout=STORE_LOCK_TIMEOUT_S):
@@ -96,7 +104,9 @@ def open_store(tracking_uri: str, create: bool = True) -> None:
             client.search_experiments(max_results=1)
             client.search_registered_models(max_results=1)
         except Exception as e:  # sqlalchemy, MlflowException: one line, whatever the cause
-            raise BionerError(f"tracking_uri {tracking_uri}: the MLflow store cannot be opened ({first_line(e, 200)})") from None
+            raise BionerError(
+                f"tracking_uri {tracking_uri}: the MLflow store cannot be opened ({first_line(e, 200)})"
+            ) from None
     _OPENED.add(tracking_uri)
 
 
@@ -105,7 +115,7 @@ def use_experiment(tracking_uri: str, experiment: str, output_dir: Path) -> str:
 
     With the default SQLite store, artifacts go to <output_dir>/mlartifacts beside the database.
     """
-    import mlflow  # lazy: start-up time
+    import mlflow  # lazy (platform/README.md)
 
     open_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
@@ -116,7 +126,7 @@ def use_experiment(tracking_uri: str, experiment: str, output_dir: Path) -> str:
     if exp is not None:
         return exp.experiment_id
     loc = (output_dir / "mlartifacts").as_uri() if tracking_uri.startswith("sqlite:") else None
-    from mlflow.exceptions import MlflowException  # lazy: start-up time
+    from mlflow.exceptions import MlflowException  # lazy (platform/README.md)
 
     try:
         return mlflow.create_experiment(experiment, artifact_location=loc)

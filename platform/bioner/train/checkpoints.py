@@ -55,7 +55,8 @@ def restorable_checkpoint(run_dir: Path) -> Restorable | None:
         return None
     try:
         state = json.loads(snap.read_text(encoding="utf-8"))
-        results = list(zip(state["checkpoint_report_indices"], state["checkpoint_results"]))
+        # Ray asserts these lists are parallel when it restores: a snapshot where they are not is damaged
+        results = list(zip(state["checkpoint_report_indices"], state["checkpoint_results"], strict=True))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise BionerError(f"--resume: {snap} is damaged ({first_line(e, 120)}); train again without --resume") from None
     dropped: list[tuple[dict, str]] = []
@@ -75,18 +76,28 @@ def restorable_checkpoint(run_dir: Path) -> Restorable | None:
 
 def _keep_only(snap: Path, state: dict, latest: dict, drop: set[str]) -> None:
     """Rewrite Ray's snapshot without the damaged checkpoints, `latest` as the one to restore."""
-    pairs = [(i, r) for i, r in zip(state["checkpoint_report_indices"], state["checkpoint_results"])
-             if r["checkpoint_dir_name"] not in drop]
+    pairs = [
+        (i, r)
+        for i, r in zip(state["checkpoint_report_indices"], state["checkpoint_results"], strict=True)
+        if r["checkpoint_dir_name"] not in drop
+    ]
     state["checkpoint_report_indices"] = [i for i, _ in pairs]
     state["checkpoint_results"] = [r for _, r in pairs]
     state["latest_checkpoint_result"] = latest
-    pending = [(r, v) for r, v in zip(state.get("pending_training_results", []),
-                                      state.get("pending_validation_specs", []))
-               if r["checkpoint_dir_name"] not in drop]
+    pending = [
+        (r, v)
+        for r, v in zip(
+            state.get("pending_training_results", []), state.get("pending_validation_specs", []), strict=True
+        )
+        if r["checkpoint_dir_name"] not in drop
+    ]
     state["pending_training_results"] = [r for r, _ in pending]
     state["pending_validation_specs"] = [v for _, v in pending]
-    for key in ("validated_checkpoint_dir_names", "timed_out_validation_checkpoint_dir_names",
-                "failed_validation_checkpoint_dir_names"):
+    for key in (
+        "validated_checkpoint_dir_names",
+        "timed_out_validation_checkpoint_dir_names",
+        "failed_validation_checkpoint_dir_names",
+    ):
         state[key] = [n for n in state.get(key, []) if n not in drop]
     tmp = snap.with_suffix(".tmp")
     tmp.write_text(json.dumps(state), encoding="utf-8")

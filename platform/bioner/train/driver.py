@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..config import TrainConfig
 from ..data.specs import Spec, load_spec
@@ -13,8 +13,13 @@ from .local_ray import default_cpus_per_worker, ensure_ray
 from .worker import train_loop_per_worker
 
 
-def worker_job(cfg: TrainConfig, mlflow_run_id: str | None = None, tracking_uri: str | None = None,
-               progress: bool = True, spec: Spec | None = None) -> WorkerJob:
+def worker_job(
+    cfg: TrainConfig,
+    mlflow_run_id: str | None = None,
+    tracking_uri: str | None = None,
+    progress: bool = True,
+    spec: Spec | None = None,
+) -> WorkerJob:
     """The job as the workers see it; joins or starts Ray to share out the cluster's CPUs.
 
     `spec`: the job's dataset spec, found by the caller; else found here, in the driver's working
@@ -31,14 +36,16 @@ def fit(job: WorkerJob, name: str, storage: Path, callbacks=(), loop: Callable[[
     `keep`: checkpoints kept; a training job keeps 2, so that `--resume` can fall back one epoch
     when the newest is damaged (train.checkpoints).
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # lazy: 4 s with torch
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # lazy (platform/README.md)
     from ray.train.torch import TorchTrainer
 
     cfg = job.config
     trainer = TorchTrainer(
         loop or functools.partial(train_loop_per_worker, job),
         scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": job.cpus, **({"GPU": 1} if cfg.use_gpu else {})}
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": job.cpus, **({"GPU": 1} if cfg.use_gpu else {})},
         ),
         run_config=RunConfig(
             name=name,

@@ -34,7 +34,7 @@ class LiveMetrics:
     """Per-worker gauges, counter and histogram, fed from the training loop's running sums."""
 
     def __init__(self, run_id: str, dataset: str, rank: int, device, every_s: float = 2.0):
-        from ray.util.metrics import Counter, Gauge, Histogram  # lazy: start-up time
+        from ray.util.metrics import Counter, Gauge, Histogram  # lazy (platform/README.md)
 
         self.device, self.every_s = device, every_s
         tags = {"run_id": run_id, "dataset": dataset, "rank": str(rank)}
@@ -47,14 +47,19 @@ class LiveMetrics:
         self.speed = gauge("sentences_per_s", "training sentences per second on this worker (since the last update)")
         self.loss = gauge("loss", "total training loss alpha*NER + beta*MRC (mean of the steps since the last update)")
         self.loss_ner = gauge("loss_ner", "NER (BIO cross-entropy) part of the training loss")
-        self.loss_mrc = gauge("loss_mrc", "MRC (start/end BCE) part of the training loss; 0 for the single-task baseline")
+        self.loss_mrc = gauge(
+            "loss_mrc", "MRC (start/end BCE) part of the training loss; 0 for the single-task baseline"
+        )
         self.epoch_g = gauge("epoch", "epochs finished")
         self.f1 = gauge("eval_f1", "entity F1 on the scored split after each epoch (devel when tuning)", ("split",))
-        self.memory = gauge("memory", "worker memory: GPU allocated/peak on a GPU, process RSS on a CPU", ("device", "kind"))
+        self.memory = gauge(
+            "memory", "worker memory: GPU allocated/peak on a GPU, process RSS on a CPU", ("device", "kind")
+        )
         self.sentences = Counter(NAMES["sentences"], description="training sentences processed", tag_keys=TAG_KEYS)
         self.sentences.set_default_tags(tags)
-        self.step_time = Histogram(NAMES["step_seconds"], description="seconds per optimizer step",
-                                   boundaries=STEP_BUCKETS, tag_keys=TAG_KEYS)
+        self.step_time = Histogram(
+            NAMES["step_seconds"], description="seconds per optimizer step", boundaries=STEP_BUCKETS, tag_keys=TAG_KEYS
+        )
         self.step_time.set_default_tags(tags)
         self._prev_sums, self._prev_n = np.zeros(3), 0
         self._win_sums, self._win_n, self._win_steps = np.zeros(3), 0, 0
@@ -97,9 +102,13 @@ class LiveMetrics:
 
     def _record_memory(self) -> None:
         if getattr(self.device, "type", "cpu") == "cuda":
-            self.memory.set(float(torch.cuda.memory_allocated(self.device)), tags={"device": "cuda", "kind": "allocated"})
-            self.memory.set(float(torch.cuda.max_memory_allocated(self.device)), tags={"device": "cuda", "kind": "peak"})
+            self.memory.set(
+                float(torch.cuda.memory_allocated(self.device)), tags={"device": "cuda", "kind": "allocated"}
+            )
+            self.memory.set(
+                float(torch.cuda.max_memory_allocated(self.device)), tags={"device": "cuda", "kind": "peak"}
+            )
         else:
-            import psutil  # lazy: only on a CPU
+            import psutil  # lazy (platform/README.md)
 
             self.memory.set(float(psutil.Process(os.getpid()).memory_info().rss), tags={"device": "cpu", "kind": "rss"})

@@ -15,7 +15,7 @@ def default_cpus_per_worker(cfg: TrainConfig, concurrent: int = 1, reserved: flo
 
     Fractional: a Tune trial holds 0.01 CPU, so on 2 cores its one worker gets 1.99 (2 threads).
     """
-    import ray  # lazy, like every ray import of the package: `bioner --help` must start fast
+    import ray  # lazy (platform/README.md)
 
     if cfg.cpus_per_worker:
         return cfg.cpus_per_worker
@@ -25,9 +25,9 @@ def default_cpus_per_worker(cfg: TrainConfig, concurrent: int = 1, reserved: flo
 
 
 # Ray Train's controller looks at its workers every 2 s by default, so a run's end (and its start)
-# waits up to one more interval: 3.5 s of a tiny run's 25 s, on every trial of a search. A poll is a
-# few local RPCs; four a second cost nothing measurable. The processes Ray starts read it from the
-# environment (a user's own value is kept).
+# waits up to one more interval, on every trial of a search (experiments/benchmarks/README.md, "The
+# fixed cost of a fit"). A poll is a few local RPCs, so four a second are cheap. The processes Ray
+# starts read it from the environment (a user's own value is kept).
 TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25"
 # A local Ray runs on this machine, which is not a spot instance: no preemption watcher (one actor,
 # one more process importing Ray Train, per run).
@@ -48,7 +48,7 @@ def start_local_ray(**kwargs) -> None:
     (another user's job, a test cluster). Naming the API server in the environment, which Ray's
     processes inherit from this driver, makes every instance find its own.
     """
-    import ray  # lazy: start-up time
+    import ray  # lazy (platform/README.md)
     from ray._private import ray_constants
 
     # On Linux Ray announces the machine's network address and its gRPC servers (GCS, raylet,
@@ -67,8 +67,14 @@ def start_local_ray(**kwargs) -> None:
         os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         try:
             # address="local": a new instance, never one that `ray start` left running on this machine.
-            ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=True, dashboard_host="127.0.0.1",
-                     dashboard_port=port, **kwargs)
+            ray.init(
+                address="local",
+                _node_ip_address="127.0.0.1",
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
+                dashboard_port=port,
+                **kwargs,
+            )
             return
         except ValueError as e:
             if "already occupied" not in str(e) or attempt == 2:
@@ -83,7 +89,7 @@ def ensure_ray() -> None:
     controller and placement-group cleaner ask the State API, which otherwise looks for "the" Ray
     instance of the machine and fails when there are several). A Ray job's driver first leaves the
     folder Ray started it in (see leave_job_folder)."""
-    import ray  # lazy: start-up time
+    import ray  # lazy (platform/README.md)
 
     if ray.is_initialized():
         return
@@ -96,7 +102,12 @@ def ensure_ray() -> None:
         if api and not os.environ.get(API_SERVER_ENV):
             os.environ[API_SERVER_ENV] = api
             env_vars[API_SERVER_ENV] = api
-        ray.init(address=address, log_to_driver=True, logging_level="WARNING", runtime_env={"env_vars": env_vars} if env_vars else None)
+        ray.init(
+            address=address,
+            log_to_driver=True,
+            logging_level="WARNING",
+            runtime_env={"env_vars": env_vars} if env_vars else None,
+        )
     else:
         start_local_ray(log_to_driver=True)
 
@@ -108,7 +119,7 @@ def _api_server_url(address: str) -> str | None:
     """The dashboard (State and Jobs API) URL of the cluster at a GCS address, from the GCS itself."""
     if "://" in address:  # ray:// (Ray Client) or http:// (a dashboard): nothing to look up
         return address if address.startswith("http") else None
-    from ray.dashboard.utils import ray_address_to_api_server_url  # lazy: start-up time
+    from ray.dashboard.utils import ray_address_to_api_server_url  # lazy (platform/README.md)
 
     try:
         return ray_address_to_api_server_url(address)

@@ -8,7 +8,7 @@ the cluster must have the GPUs the job asks for (Ray would wait for them forever
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..config import TrainConfig
 from ..data.features import FeatureBuilder
@@ -38,23 +38,29 @@ def check_job(cfg: TrainConfig, spec: DatasetSpec, queries: Sequence[Queries | N
     low = max(min_max_length(tok, spec, q) for q in queries) if queries else min_max_length(tok, spec, None)
     with_queries = any(q is not None for q in queries)
     if limit is not None and cfg.max_length > limit:
-        raise ConfigError(f"max_length {cfg.max_length}: the encoder {cfg.encoder!r} takes at most {limit} positions "
-                          f"(set max_length between {low} and {limit}; longer sentences are windowed)")
+        raise ConfigError(
+            f"max_length {cfg.max_length}: the encoder {cfg.encoder!r} takes at most {limit} positions "
+            f"(set max_length between {low} and {limit}; longer sentences are windowed)"
+        )
     if cfg.max_length < low:
         what = "the longest query, the special tokens" if with_queries else "the special tokens"
-        raise ConfigError(f"max_length {cfg.max_length}: too short for {what} and {MIN_SENTENCE_PIECES} pieces of sentence; "
-                          f"the minimum here is {low}")
+        raise ConfigError(
+            f"max_length {cfg.max_length}: too short for {what} and {MIN_SENTENCE_PIECES} pieces of sentence; "
+            f"the minimum here is {low}"
+        )
 
 
 def check_resources(cfg: TrainConfig) -> None:
     """The Ray cluster has the GPUs the job asks for (Ray waits for missing resources forever)."""
-    import ray  # lazy, like every ray import of the package: `bioner --help` must start fast
+    import ray  # lazy (platform/README.md)
 
     if cfg.use_gpu:
         gpus = ray.cluster_resources().get("GPU", 0)
         if gpus < cfg.num_workers:
-            raise ConfigError(f"use_gpu: {cfg.num_workers} worker(s) need {cfg.num_workers} GPU(s), the Ray cluster has "
-                              f"{gpus:g}; set use_gpu=false, or fewer workers")
+            raise ConfigError(
+                f"use_gpu: {cfg.num_workers} worker(s) need {cfg.num_workers} GPU(s), the Ray cluster has "
+                f"{gpus:g}; set use_gpu=false, or fewer workers"
+            )
 
 
 def start_ray(cfg: TrainConfig) -> None:

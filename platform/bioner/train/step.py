@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import TYPE_CHECKING, Any, Sequence, TypeVar, cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -95,8 +96,7 @@ def plan_precision(cfg: TrainConfig, device: torch.device, model: torch.nn.Modul
     width = getattr(encoder, "hidden_size", float("inf"))
     bf16 = cfg.bf16 and native_bf16(device) and (cuda or width >= CPU_BF16_MIN_WIDTH)
     if cfg.packing and cfg.micro_batching and attn != "sdpa":
-        raise BionerError(f"packing: the encoder's attention is {attn!r}; packed rows need 'sdpa' "
-                          "(set packing: false)")
+        raise BionerError(f"packing: the encoder's attention is {attn!r}; packed rows need 'sdpa' (set packing: false)")
     wanted = cfg.packing if cfg.packing is not None else (cuda or bf16)
     packing = bool(wanted) and cfg.micro_batching and attn == "sdpa"
     return bf16 and (cuda or packing), packing
@@ -111,9 +111,17 @@ class Step:
     """Callable: `step(window_ids)` trains on the NER windows `window_ids` (and their MRC rows), returns
     (loss, NER loss, MRC loss)."""
 
-    def __init__(self, model: torch.nn.Module | None, params: list[torch.nn.Parameter],
-                 opt: torch.optim.Optimizer | None, sched: LRScheduler | None, cfg: TrainConfig, device: torch.device,
-                 enc: Encoded, pad_id: int):
+    def __init__(
+        self,
+        model: torch.nn.Module | None,
+        params: list[torch.nn.Parameter],
+        opt: torch.optim.Optimizer | None,
+        sched: LRScheduler | None,
+        cfg: TrainConfig,
+        device: torch.device,
+        enc: Encoded,
+        pad_id: int,
+    ):
         self.model, self.params, self.opt, self.sched, self.cfg = model, params, opt, sched, cfg
         self.device, self.enc, self.pad_id = device, enc, pad_id
         self.multiple = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
@@ -123,8 +131,13 @@ class Step:
         if device.type == "cuda" and cfg.micro_batching and not cfg.micro_batch_tokens:
             encoder = unwrap(model).encoder.config
             tasks = 2 if cfg.multitask and cfg.alpha > 0 else 1
-            default = gpu_micro_tokens(torch.cuda.mem_get_info(device)[0], getattr(encoder, "hidden_size", 768),
-                                       getattr(encoder, "num_hidden_layers", 12), self.bf16, tasks)
+            default = gpu_micro_tokens(
+                torch.cuda.mem_get_info(device)[0],
+                getattr(encoder, "hidden_size", 768),
+                getattr(encoder, "num_hidden_layers", 12),
+                self.bf16,
+                tasks,
+            )
         self.max_tokens = (cfg.micro_batch_tokens or default) if cfg.micro_batching else None
         self.overhead = GPU_OVERHEAD if device.type == "cuda" else CPU_OVERHEAD
         self.ner_len = [len(window.input_ids) for window in enc.windows]  # per window
@@ -169,11 +182,11 @@ class Step:
             mrc_packed = first_fit(sorted(mrc, key=lambda r: -self.mrc_len[r]), self.mrc_len, self.row_len)[0]
             n, m = balanced_chunks(ner_packed, cap), balanced_chunks(mrc_packed, cap)
             k = max(len(n), len(m))
-            return list(zip([None] * (k - len(n)) + n, [None] * (k - len(m)) + m))
+            return list(zip([None] * (k - len(n)) + n, [None] * (k - len(m)) + m, strict=True))
         n = micro_batches(ner, self.ner_len, self.max_tokens, self.overhead) if ner else []
         m = micro_batches(mrc, self.mrc_len, self.max_tokens, self.overhead) if mrc else []
         k = max(len(n), len(m))
-        return list(zip([None] * (k - len(n)) + n, [None] * (k - len(m)) + m))
+        return list(zip([None] * (k - len(n)) + n, [None] * (k - len(m)) + m, strict=True))
 
     def positions(self, window_ids: Sequence[int]) -> tuple[int, int]:
         """(real, padded) token positions the encoder sees in this step."""
@@ -196,8 +209,10 @@ class Step:
         sampled = any(weight != 1.0 for weight in plan.values())
         denoms = None
         if self.max_tokens is not None or sampled:  # each part's loss is its share of the whole batch's mean
-            denoms = (max(1, sum(self.ner_count[k] for k in window_ids)),
-                      max(1, sum(self.mrc_count[r] for r in mrc_rows(self.enc, window_ids))))
+            denoms = (
+                max(1, sum(self.ner_count[k] for k in window_ids)),
+                max(1, sum(self.mrc_count[r] for r in mrc_rows(self.enc, window_ids))),
+            )
         totals = torch.zeros(3, device=self.device)
         for k, (n, m) in enumerate(parts):
             ner: NerBatch | None = None

@@ -93,7 +93,7 @@ class Worker:
 
 def setup_worker(job: WorkerJob) -> Worker:
     """Everything a per-worker function needs, in an order that makes a CPU run repeat exactly."""
-    import ray.train  # lazy, as every ray import of the package: `bioner --help` must start fast
+    import ray.train  # lazy (platform/README.md)
     import ray.train.torch
 
     cfg = job.config
@@ -111,8 +111,9 @@ def setup_worker(job: WorkerJob) -> Worker:
     model, state = _restore_or_build(ray.train.get_checkpoint(), cfg, data.spec.labels)
     per_worker_bs = max(1, cfg.batch_size // world)
     lengths = [len(window.input_ids) for window in enc.windows]
-    sampler = LengthGroupedBatches(lengths, per_worker_bs, cfg.seed, rank, world,
-                                   group=50 if cfg.group_by_length else 0)
+    sampler = LengthGroupedBatches(
+        lengths, per_worker_bs, cfg.seed, rank, world, group=50 if cfg.group_by_length else 0
+    )
 
     model = ray.train.torch.prepare_model(model)
     if cfg.torch_compile:  # lengths vary per batch: dynamic shapes, not one graph per length
@@ -191,8 +192,9 @@ def _mean_across_workers(values: list[float], device: torch.device) -> list[floa
     return (t / dist.get_world_size()).tolist()
 
 
-def _restore_or_build(checkpoint: Checkpoint | None, cfg: TrainConfig, labels: list[str]
-                      ) -> tuple[BioNERModel, dict | None]:
+def _restore_or_build(
+    checkpoint: Checkpoint | None, cfg: TrainConfig, labels: list[str]
+) -> tuple[BioNERModel, dict | None]:
     """The model and training state of the last checkpoint (after a restart), else the model to
     extend (`init_from`: its head rows kept, new types' rows added), else a new model."""
     state = None
@@ -210,10 +212,11 @@ def _restore_or_build(checkpoint: Checkpoint | None, cfg: TrainConfig, labels: l
     return model, state
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, total_steps: int, state: dict | None
-               ) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer, LRScheduler]:
+def _optimizer(
+    model: torch.nn.Module, cfg: TrainConfig, device: torch.device, total_steps: int, state: dict | None
+) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer, LRScheduler]:
     """AdamW (no decay on biases and norms) with linear warm-up and decay, restored from `state`."""
-    from transformers import get_linear_schedule_with_warmup  # lazy: transformers takes 1.5 s to import
+    from transformers import get_linear_schedule_with_warmup  # lazy (platform/README.md)
 
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
@@ -233,7 +236,7 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, t
 
 def _end_epoch(w: Worker, epoch: int, metrics: dict[str, float]) -> None:
     """Rank 0 scores (when asked), checkpoints and logs; every rank reports (a barrier)."""
-    import ray.train  # lazy: start-up time
+    import ray.train  # lazy (platform/README.md)
 
     cfg, job = w.cfg, w.job
     with tempfile.TemporaryDirectory() as tmp:
@@ -248,14 +251,19 @@ def _end_epoch(w: Worker, epoch: int, metrics: dict[str, float]) -> None:
                 model.train()
             save_model(model, w.tok, Path(tmp) / MODEL_SUBDIR, meta)
             torch.save(
-                {"epoch": epoch, "optimizer": w.opt.state_dict(), "scheduler": w.sched.state_dict(),
-                 "rng": torch.get_rng_state()},
+                {
+                    "epoch": epoch,
+                    "optimizer": w.opt.state_dict(),
+                    "scheduler": w.sched.state_dict(),
+                    "rng": torch.get_rng_state(),
+                },
                 Path(tmp) / TRAIN_STATE,
             )
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
             if job.mlflow_run_id:
-                log_epoch_metrics(job.tracking_uri, job.mlflow_run_id, metrics, epoch + 1,
-                                  {PRECISION: w.step.precision})
+                log_epoch_metrics(
+                    job.tracking_uri, job.mlflow_run_id, metrics, epoch + 1, {PRECISION: w.step.precision}
+                )
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch")
             print(f"epoch {epoch + 1}/{cfg.epochs}: {shown}")
         ray.train.report(metrics, checkpoint=checkpoint)

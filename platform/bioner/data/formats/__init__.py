@@ -11,8 +11,9 @@ BioC relation; JSON lines keeps any) and left out by the others.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator, Protocol
+from typing import IO, Protocol
 
 from ...errors import BionerError
 from ..documents import Document
@@ -22,9 +23,18 @@ from ._common import open_binary, output_stream
 FORMATS = ("pubtator", "bioc", "bioc-json", "brat", "jsonl", "text")
 _MODULES = {"pubtator": pubtator, "bioc": bioc_xml, "bioc-json": bioc_json, "brat": brat, "jsonl": jsonl, "text": text}
 # name endings, each before any shorter one it ends with, and the format each means
-_SUFFIXES = ((".pubtator.txt", "pubtator"), (".bioc.xml", "bioc"), (".bioc.json", "bioc-json"),
-             (".bioc.jsonl", "bioc-json"), (".pubtator", "pubtator"), (".xml", "bioc"), (".bioc", "bioc"),
-             (".json", "bioc-json"), (".jsonl", "jsonl"), (".ndjson", "jsonl"))
+_SUFFIXES = (
+    (".pubtator.txt", "pubtator"),
+    (".bioc.xml", "bioc"),
+    (".bioc.json", "bioc-json"),
+    (".bioc.jsonl", "bioc-json"),
+    (".pubtator", "pubtator"),
+    (".xml", "bioc"),
+    (".bioc", "bioc"),
+    (".json", "bioc-json"),
+    (".jsonl", "jsonl"),
+    (".ndjson", "jsonl"),
+)
 
 __all__ = ["FORMATS", "DocumentWriter", "format_guess_failure", "guess_format", "open_writer", "read_documents"]
 
@@ -46,8 +56,10 @@ def format_guess_failure(path: str | Path) -> str:
     """Why guess_format(path) is None, for a message that asks for the format by name."""
     name = Path(path).name.lower().removesuffix(".gz")
     if name.endswith(".txt"):
-        return (f"{path}: a .txt file may be plain text (one document a line) or PubTator; "
-                "name its format ('text' or 'pubtator')")
+        return (
+            f"{path}: a .txt file may be plain text (one document a line) or PubTator; "
+            "name its format ('text' or 'pubtator')"
+        )
     return f"{path}: its format cannot be told from its name; name it (one of {', '.join(FORMATS)})"
 
 

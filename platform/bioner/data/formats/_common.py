@@ -10,8 +10,9 @@ import io
 import json
 import math
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, TextIO
+from typing import BinaryIO, TextIO
 
 from ...errors import BionerError, CorpusError
 from ..documents import Document, Mention, Passage
@@ -152,8 +153,9 @@ class SeenIds:
 
     def new(self, doc: Document) -> bool:
         """True for a document whose ID is new; a second one with the same ID stops the read."""
-        digest = hashlib.blake2b(repr((doc.passages, doc.infons, doc.relations)).encode("utf-8", "replace"),
-                                 digest_size=8).digest()
+        digest = hashlib.blake2b(
+            repr((doc.passages, doc.infons, doc.relations)).encode("utf-8", "replace"), digest_size=8
+        ).digest()
         if doc.id not in self.first:
             self.first[doc.id] = (doc.line, digest)
             return True
@@ -181,8 +183,14 @@ def check_passages(doc: Document, path: Path, line: int, max_chars: int | None) 
         end = p.end
 
 
-def place(doc: Document, m: Mention, fail: Callable[[str], Exception], passage: Passage | None = None,
-          given_text: bool = True, says: str = "the line says") -> None:
+def place(
+    doc: Document,
+    m: Mention,
+    fail: Callable[[str], Exception],
+    passage: Passage | None = None,
+    given_text: bool = True,
+    says: str = "the line says",
+) -> None:
     """Check `m` against the document's text and add it to the passage holding it (`passage` when the
     file says which). A contiguous mention's text must be the text at its offsets; a discontinuous
     one's fragments must lie in that passage (its text is kept as the file gives it)."""
@@ -218,8 +226,10 @@ def document_text(doc: Document, gap: str) -> str:
         if p.offset < size:
             raise BionerError(f"{doc.where(p.offset)}: passages overlap, so they cannot be written as one text")
         if p.offset - size > MAX_GAP:  # a wrong offset would otherwise fill memory with `gap`
-            raise BionerError(f"{doc.where(p.offset)}: {p.offset - size:,} characters between passages, "
-                              f"more than the {MAX_GAP:,} a text written whole may have there")
+            raise BionerError(
+                f"{doc.where(p.offset)}: {p.offset - size:,} characters between passages, "
+                f"more than the {MAX_GAP:,} a text written whole may have there"
+            )
         out.append(gap * (p.offset - size))
         out.append(p.text)
         size = p.end

@@ -11,8 +11,9 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from bioc.biocjson import toJSON
 
@@ -85,8 +86,9 @@ def _collection_documents(text: str, path: Path) -> Iterator[tuple[int, dict]]:
         i = skip(i)
         if i >= len(text) or text[i] not in chars:
             found = repr(text[i]) if i < len(text) else "the end of the file"
-            raise CorpusError(path, line_of(i), f"not a BioC JSON collection: expected {' or '.join(map(repr, chars))},"
-                                                f" found {found}")
+            raise CorpusError(
+                path, line_of(i), f"not a BioC JSON collection: expected {' or '.join(map(repr, chars))}, found {found}"
+            )
         return text[i], i + 1
 
     def value(i: int):

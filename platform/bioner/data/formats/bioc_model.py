@@ -81,8 +81,14 @@ def to_document(d: dict, path: Path, line: int, max_chars: int | None) -> Docume
     for a, passage in annotations:
         afail = partial(fail_at, a.get("_line", 0))
         m = _mention(a, afail)
-        place(doc, m, lambda what, m=m, afail=afail: afail(f"offset {m.start}: annotation {m.id}: {what}"),
-              passage, given_text=m.text is not None, says="the annotation says")
+        place(
+            doc,
+            m,
+            lambda what, m=m, afail=afail: afail(f"offset {m.start}: annotation {m.id}: {what}"),
+            passage,
+            given_text=m.text is not None,
+            says="the annotation says",
+        )
     return doc
 
 
@@ -104,16 +110,21 @@ def _mention(a: dict, fail) -> Mention:
     text = a.get("text")
     if text is not None and not isinstance(text, str):
         raise fail(f"annotation {ann_id}: a text that is not a string")
-    return Mention(min(s for s, _ in spans), max(e for _, e in spans), text, type_, ann_id,  # type: ignore[arg-type]
-                   tuple(spans) if len(spans) > 1 else (), infons,
-                   None if score is None else to_score(score, fail))
+    return Mention(
+        min(s for s, _ in spans),
+        max(e for _, e in spans),
+        text,
+        type_,
+        ann_id,  # type: ignore[arg-type]
+        tuple(spans) if len(spans) > 1 else (),
+        infons,
+        None if score is None else to_score(score, fail),
+    )
 
 
 def _relation(r: dict, fail, passage: int | None = None) -> dict:
-    nodes = [{"refid": str(n.get("refid") or ""), "role": str(n.get("role") or "")}
-             for n in _list(r, "nodes", fail)]
-    rel = {"id": "" if r.get("id") is None else str(r["id"]), "infons": _infons(r.get("infons"), fail),
-           "nodes": nodes}
+    nodes = [{"refid": str(n.get("refid") or ""), "role": str(n.get("role") or "")} for n in _list(r, "nodes", fail)]
+    rel = {"id": "" if r.get("id") is None else str(r["id"]), "infons": _infons(r.get("infons"), fail), "nodes": nodes}
     if passage is not None:
         rel["passage"] = passage
     return rel

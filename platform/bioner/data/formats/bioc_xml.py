@@ -8,8 +8,9 @@ freed once it is read. The writer is `bioc`'s BioCXMLDocumentWriter.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import bioc
 from bioc.biocxml import BioCXMLDocumentWriter
@@ -26,16 +27,24 @@ def read(path: Path, max_chars: int | None) -> Iterator[Document]:
     collection = False
     with open_binary(path, "rb") as f:
         # no entity is resolved and no DTD fetched: a corpus file needs neither
-        events = etree.iterparse(f, events=("start", "end"), tag=("collection", "document"),
-                                 resolve_entities=False, load_dtd=False, no_network=True, remove_comments=True)
+        events = etree.iterparse(
+            f,
+            events=("start", "end"),
+            tag=("collection", "document"),
+            resolve_entities=False,
+            load_dtd=False,
+            no_network=True,
+            remove_comments=True,
+        )
         try:
             for event, elem in events:
                 if elem.tag == "collection":
                     collection = True
                     continue
                 if not collection:
-                    raise CorpusError(path, elem.sourceline or 0,
-                                      "a <document> outside a <collection>: not a BioC XML file")
+                    raise CorpusError(
+                        path, elem.sourceline or 0, "a <document> outside a <collection>: not a BioC XML file"
+                    )
                 if event != "end":
                     continue
                 line = elem.sourceline or 0
@@ -57,31 +66,49 @@ def read(path: Path, max_chars: int | None) -> Iterator[Document]:
 
 
 def _document(elem) -> dict:
-    return {"id": elem.findtext("id"), "infons": _infons(elem),
-            "passages": [_passage(p) for p in elem.iterfind("passage")],
-            "annotations": [_annotation(a) for a in elem.iterfind("annotation")],
-            "relations": [_relation(r) for r in elem.iterfind("relation")]}
+    return {
+        "id": elem.findtext("id"),
+        "infons": _infons(elem),
+        "passages": [_passage(p) for p in elem.iterfind("passage")],
+        "annotations": [_annotation(a) for a in elem.iterfind("annotation")],
+        "relations": [_relation(r) for r in elem.iterfind("relation")],
+    }
 
 
 def _passage(elem) -> dict:
-    return {"offset": elem.findtext("offset"), "text": elem.findtext("text"), "infons": _infons(elem),
-            "_line": elem.sourceline,
-            "sentences": [{"annotations": [_annotation(a) for a in s.iterfind("annotation")],
-                           "relations": [_relation(r) for r in s.iterfind("relation")]}
-                          for s in elem.iterfind("sentence")],
-            "annotations": [_annotation(a) for a in elem.iterfind("annotation")],
-            "relations": [_relation(r) for r in elem.iterfind("relation")]}
+    return {
+        "offset": elem.findtext("offset"),
+        "text": elem.findtext("text"),
+        "infons": _infons(elem),
+        "_line": elem.sourceline,
+        "sentences": [
+            {
+                "annotations": [_annotation(a) for a in s.iterfind("annotation")],
+                "relations": [_relation(r) for r in s.iterfind("relation")],
+            }
+            for s in elem.iterfind("sentence")
+        ],
+        "annotations": [_annotation(a) for a in elem.iterfind("annotation")],
+        "relations": [_relation(r) for r in elem.iterfind("relation")],
+    }
 
 
 def _annotation(elem) -> dict:
-    return {"id": elem.get("id"), "infons": _infons(elem), "text": elem.findtext("text"), "_line": elem.sourceline,
-            "locations": [{"offset": loc.get("offset"), "length": loc.get("length")}
-                          for loc in elem.iterfind("location")]}
+    return {
+        "id": elem.get("id"),
+        "infons": _infons(elem),
+        "text": elem.findtext("text"),
+        "_line": elem.sourceline,
+        "locations": [{"offset": loc.get("offset"), "length": loc.get("length")} for loc in elem.iterfind("location")],
+    }
 
 
 def _relation(elem) -> dict:
-    return {"id": elem.get("id"), "infons": _infons(elem),
-            "nodes": [{"refid": n.get("refid"), "role": n.get("role")} for n in elem.iterfind("node")]}
+    return {
+        "id": elem.get("id"),
+        "infons": _infons(elem),
+        "nodes": [{"refid": n.get("refid"), "role": n.get("role")} for n in elem.iterfind("node")],
+    }
 
 
 def _infons(elem) -> dict[str, str]:

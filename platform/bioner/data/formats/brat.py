@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Iterator
 
 from bioc.brat import decoder as brat_decoder
 
@@ -27,9 +27,14 @@ OFFSET_RE = re.compile(r"\d+")
 SCORE_NOTE_RE = re.compile(r"AnnotatorNotes (T\S+)\tscore=(\S+)")
 TID_RE = re.compile(r"T\S+")
 # bioc's parsers of the other kinds of line, to check them (they assert; their errors are turned into ours)
-CHECKS = {"R": brat_decoder.loads_brat_relation, "E": brat_decoder.loads_brat_event,
-          "A": brat_decoder.loads_brat_attribute, "M": brat_decoder.loads_brat_attribute,
-          "*": brat_decoder.loads_brat_equiv, "#": brat_decoder.loads_brat_note}
+CHECKS = {
+    "R": brat_decoder.loads_brat_relation,
+    "E": brat_decoder.loads_brat_event,
+    "A": brat_decoder.loads_brat_attribute,
+    "M": brat_decoder.loads_brat_attribute,
+    "*": brat_decoder.loads_brat_equiv,
+    "#": brat_decoder.loads_brat_note,
+}
 
 
 def read(folder: Path, max_chars: int | None) -> Iterator[Document]:
@@ -97,8 +102,9 @@ def _entity(line: str, doc: Document, fail) -> Mention:
     for loc in head[1].split(";"):
         se = loc.split()
         if len(se) != 2 or not all(OFFSET_RE.fullmatch(x) for x in se):
-            raise fail(f"a malformed entity line (offsets {head[1]!r}, expected 'START END[;START END]...'): "
-                       f"{_short(line)}")
+            raise fail(
+                f"a malformed entity line (offsets {head[1]!r}, expected 'START END[;START END]...'): {_short(line)}"
+            )
         spans.append((int(se[0]), int(se[1])))
     text = parts[2]
     start, end = min(s for s, _ in spans), max(e for _, e in spans)

@@ -12,9 +12,10 @@ are kept as they are; any other key of a document goes to its infons.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from ...errors import BionerError, CorpusError
 from ..documents import Document, Mention, Passage
@@ -130,8 +131,16 @@ def _mention(e: dict, fail) -> Mention:
     infons = {str(k): _str_value(v) for k, v in infons.items()}
     infons.update({k: _str_value(v) for k, v in e.items() if k not in ENTITY_KEYS})
     score = e.get("score")
-    return Mention(start, end, text, type_, None if ann_id is None else str(ann_id),  # type: ignore[arg-type]
-                   fragments, infons, None if score is None else to_score(score, fail))
+    return Mention(
+        start,
+        end,
+        text,
+        type_,
+        None if ann_id is None else str(ann_id),  # type: ignore[arg-type]
+        fragments,
+        infons,
+        None if score is None else to_score(score, fail),
+    )
 
 
 def to_json(doc: Document) -> dict:
@@ -141,8 +150,9 @@ def to_json(doc: Document) -> dict:
     if len(ps) == 1 and ps[0].offset == 0 and not ps[0].infons:
         out["text"] = ps[0].text
     else:
-        out["passages"] = [{"offset": p.offset, "text": p.text, **({"infons": p.infons} if p.infons else {})}
-                           for p in ps]
+        out["passages"] = [
+            {"offset": p.offset, "text": p.text, **({"infons": p.infons} if p.infons else {})} for p in ps
+        ]
     if doc.infons:
         out["infons"] = dict(doc.infons)
     entities = []

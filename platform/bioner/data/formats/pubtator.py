@@ -14,9 +14,10 @@ line, has no line numbers, and reads a mention line with no concept ID as a rela
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from ...errors import BionerError, CorpusError
 from ..documents import Document, Mention, Passage
@@ -68,11 +69,13 @@ def read(path: Path, max_chars: int | None) -> Iterator[Document]:
             if len(fields) < 4:
                 raise fail(f"not a title, abstract, mention or relation line: {_short(line)}")
             if doc is None:
-                raise fail(f"an annotation line with no title line before it (a blank line ends a document): "
-                           f"{_short(line)}")
+                raise fail(
+                    f"an annotation line with no title line before it (a blank line ends a document): {_short(line)}"
+                )
             if fields[0] != doc.id:
-                raise fail(f"a line for document {fields[0]} within document {doc.id} "
-                           f"(which starts at line {doc.line})")
+                raise fail(
+                    f"a line for document {fields[0]} within document {doc.id} (which starts at line {doc.line})"
+                )
             if OFFSET_RE.fullmatch(fields[1]):
                 m = _mention(fields, fail)
                 held = doc.text_at(m.start, m.end) if 0 <= m.start < m.end else None
@@ -87,8 +90,9 @@ def read(path: Path, max_chars: int | None) -> Iterator[Document]:
 
 def _mention(fields: list[str], fail) -> Mention:
     if len(fields) < 5:
-        raise fail(f"a mention line with {len(fields)} fields; "
-                   "expected PMID, start, end, text, type and an optional ID")
+        raise fail(
+            f"a mention line with {len(fields)} fields; expected PMID, start, end, text, type and an optional ID"
+        )
     if not OFFSET_RE.fullmatch(fields[2]):
         raise fail(f"end offset {fields[2]!r} is not a whole number")
     start, end, text, type_ = int(fields[1]), int(fields[2]), fields[3], fields[4]
@@ -96,7 +100,7 @@ def _mention(fields: list[str], fail) -> Mention:
         raise fail("a mention line with an empty entity type")
     rest, score = fields[5:], None
     if rest and SCORE_RE.fullmatch(rest[-1]):
-        score = to_score(rest.pop()[len("score="):], fail)
+        score = to_score(rest.pop()[len("score=") :], fail)
     infons = {}
     if rest:
         infons["identifier"] = rest[0]
@@ -108,7 +112,7 @@ def _quotes_blanked(held: str, said: str) -> bool:
     """Whether `said` is `held` with double quotes made spaces, as in one mention line of the NCBI
     disease corpus (`febrile seizures   plus  ` for `febrile seizures " plus "`); the document's
     text is then taken as the mention's."""
-    return len(held) == len(said) and all(a == b or (a == '"' and b == " ") for a, b in zip(held, said))
+    return len(held) == len(said) and all(a == b or (a == '"' and b == " ") for a, b in zip(held, said, strict=True))
 
 
 def _short(line: str, n: int = 80) -> str:
@@ -138,8 +142,10 @@ class Writer(StreamWriter):
         self.ids.add(doc.id)
         ps = doc.passages
         if not 1 <= len(ps) <= 2 or ps[0].offset != 0 or (len(ps) == 2 and ps[1].offset != len(ps[0].text) + 1):
-            raise fail(f"PubTator holds a title at offset 0 and an abstract right after it, one space between; "
-                       f"this document has passages at {', '.join(str(p.offset) for p in ps) or 'none'}")
+            raise fail(
+                f"PubTator holds a title at offset 0 and an abstract right after it, one space between; "
+                f"this document has passages at {', '.join(str(p.offset) for p in ps) or 'none'}"
+            )
         if not all(p.text and "\n" not in p.text and "\r" not in p.text for p in ps):
             raise fail("a title or abstract that is empty or holds a line break")
         lines = [f"{doc.id}|t|{ps[0].text}", f"{doc.id}|a|{ps[1].text if len(ps) == 2 else ''}"]
@@ -163,7 +169,7 @@ class Writer(StreamWriter):
 
 
 def _field_number(key: str) -> int:
-    return int(key[len("field"):])
+    return int(key[len("field") :])
 
 
 def _one_field(x: str) -> bool:

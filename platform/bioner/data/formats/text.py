@@ -3,8 +3,8 @@ lines are skipped, keeping the numbering."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ...errors import BionerError, CorpusError
 from ..documents import Document, Passage

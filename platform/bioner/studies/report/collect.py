@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -29,15 +29,20 @@ def find_parent(client, experiment: str, run_id: str | None = None):
         return run
     found = []
     for kind in (Kind.SWEEP, Kind.TUNE):
-        found += client.search_runs([exp.experiment_id], f"tags.`{KIND}` = '{kind}'", order_by=["attributes.start_time DESC"], max_results=1)
+        found += client.search_runs(
+            [exp.experiment_id], f"tags.`{KIND}` = '{kind}'", order_by=["attributes.start_time DESC"], max_results=1
+        )
     if not found:
-        raise BionerError(f"--experiment {experiment}: no sweep or tuning job found (run `bioner sweep` or `bioner tune` first)")
+        raise BionerError(
+            f"--experiment {experiment}: no sweep or tuning job found (run `bioner sweep` or `bioner tune` first)"
+        )
     return max(found, key=lambda r: r.info.start_time)
 
 
 def children(client, parent, kind: str):
     return client.search_runs(
-        [parent.info.experiment_id], f"tags.`{PARENT}` = '{parent.info.run_id}' and tags.`{KIND}` = '{kind}'",
+        [parent.info.experiment_id],
+        f"tags.`{PARENT}` = '{parent.info.run_id}' and tags.`{KIND}` = '{kind}'",
         max_results=10000,
     )
 
@@ -54,16 +59,33 @@ def cell_rows(client, parent) -> list[dict]:
             continue
         t = r.data.tags
         row = {
-            "dataset": t[DATASET], "variant": t[SWEEP_VARIANT], "train_fraction": float(t[SWEEP_FRACTION]),
-            "seed": int(t[SWEEP_SEED]), "precision": m[f"{split}_precision"], "recall": m[f"{split}_recall"],
-            "f1": m[f"{split}_f1"], "beta": float(r.data.params["beta"]), "query_source": r.data.params["query_source"],
-            "epochs": int(r.data.params["epochs"]), "train_seconds": m.get("train_seconds"), "run_id": r.info.run_id,
+            "dataset": t[DATASET],
+            "variant": t[SWEEP_VARIANT],
+            "train_fraction": float(t[SWEEP_FRACTION]),
+            "seed": int(t[SWEEP_SEED]),
+            "precision": m[f"{split}_precision"],
+            "recall": m[f"{split}_recall"],
+            "f1": m[f"{split}_f1"],
+            "beta": float(r.data.params["beta"]),
+            "query_source": r.data.params["query_source"],
+            "epochs": int(r.data.params["epochs"]),
+            "train_seconds": m.get("train_seconds"),
+            "run_id": r.info.run_id,
         }
         rows.append(row)
         for c in filter(None, t.get(SWEEP_CORPORA, "").split(",")):
             if f"{split}_{c}_f1" in m:
-                rows.append({**row, "dataset": c, "variant": f"{row['variant']} [{row['dataset']}]", "composite": row["dataset"],
-                             "of_variant": row["variant"], "corpus": c, **{k: m[f"{split}_{c}_{k}"] for k in ("precision", "recall", "f1")}})
+                rows.append(
+                    {
+                        **row,
+                        "dataset": c,
+                        "variant": f"{row['variant']} [{row['dataset']}]",
+                        "composite": row["dataset"],
+                        "of_variant": row["variant"],
+                        "corpus": c,
+                        **{k: m[f"{split}_{c}_{k}"] for k in ("precision", "recall", "f1")},
+                    }
+                )
     rows.sort(key=lambda x: (x["dataset"], x["train_fraction"], x["variant"], x["seed"]))
     return rows
 
@@ -112,7 +134,9 @@ def mean_sd(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
-def summarize(rows: list[dict], baseline: str | None, counts=None, paper_f1: Callable[..., float | None] = lambda *a: None) -> list[dict]:
+def summarize(
+    rows: list[dict], baseline: str | None, counts=None, paper_f1: Callable[..., float | None] = lambda *a: None
+) -> list[dict]:
     """Mean +/- sd per (dataset, fraction, variant), the paper's F1, and the bootstrap p-value."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:

@@ -30,8 +30,12 @@ class PaperF1:
             return
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))["f1"]
-            self.table = {(ds, method, round(float(fr), 4)): float(f1)
-                          for ds, by_frac in raw.items() for fr, by_method in by_frac.items() for method, f1 in by_method.items()}
+            self.table = {
+                (ds, method, round(float(fr), 4)): float(f1)
+                for ds, by_frac in raw.items()
+                for fr, by_method in by_frac.items()
+                for method, f1 in by_method.items()
+            }
         except (yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError) as e:
             raise BionerError(f"{path}: not a reference table (dataset -> fraction -> method -> F1): {e}") from None
 

@@ -11,7 +11,7 @@ from .tables import frac
 
 
 def _plt():
-    import matplotlib  # lazy: start-up time; the Agg backend must be chosen before pyplot loads
+    import matplotlib  # lazy (platform/README.md); the Agg backend must be chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -31,7 +31,7 @@ def plot_variants(summary: list[dict], path: Path, title: str) -> Path:
     plt = _plt()
     groups = sorted({(s["dataset"], s["train_fraction"]) for s in summary}, key=lambda g: (g[0], -g[1]))
     fig, axes = plt.subplots(1, len(groups), figsize=(max(5.0, 3.6 * len(groups)), 4.2), squeeze=False)
-    for ax, (ds, fr) in zip(axes[0], groups):
+    for ax, (ds, fr) in zip(axes[0], groups, strict=True):
         ss = [s for s in summary if (s["dataset"], s["train_fraction"]) == (ds, fr)]
         x = np.arange(len(ss))
         mean = np.array([100 * s["f1_mean"] for s in ss])
@@ -39,7 +39,9 @@ def plot_variants(summary: list[dict], path: Path, title: str) -> Path:
         ax.bar(x, mean, yerr=sd, capsize=4, color="#4c72b0", label="this platform (mean ± sd)")
         paper = [(i, s["paper_f1"]) for i, s in enumerate(ss) if s["paper_f1"] is not None]
         if paper:
-            ax.scatter(*zip(*paper), marker="_", s=500, color="black", linewidths=2, label="paper", zorder=3)
+            ax.scatter(
+                *zip(*paper, strict=True), marker="_", s=500, color="black", linewidths=2, label="paper", zorder=3
+            )
         vals = list(mean - sd) + list(mean + sd) + [p for _, p in paper]
         lo, hi = min(vals), max(vals)
         ax.set_ylim(max(0.0, lo - 0.15 * (hi - lo) - 1), min(100.0, hi + 0.15 * (hi - lo) + 1))
@@ -59,9 +61,11 @@ def plot_low_resource(summary: list[dict], path: Path) -> Path | None:
     plt = _plt()
     datasets = sorted({s["dataset"] for s in summary})
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.0 * len(datasets), 4.2), squeeze=False)
-    for ax, ds in zip(axes[0], datasets):
+    for ax, ds in zip(axes[0], datasets, strict=True):
         for k, var in enumerate(dict.fromkeys(s["variant"] for s in summary)):
-            ss = sorted((s for s in summary if s["dataset"] == ds and s["variant"] == var), key=lambda s: s["train_fraction"])
+            ss = sorted(
+                (s for s in summary if s["dataset"] == ds and s["variant"] == var), key=lambda s: s["train_fraction"]
+            )
             if not ss:
                 continue
             color = f"C{k}"
@@ -72,7 +76,7 @@ def plot_low_resource(summary: list[dict], path: Path) -> Path | None:
             ax.fill_between(x, m - sd, m + sd, color=color, alpha=0.2)
             paper = [(100 * s["train_fraction"], s["paper_f1"]) for s in ss if s["paper_f1"] is not None]
             if paper:
-                ax.plot(*zip(*paper), "s--", color=color, alpha=0.6, label=f"{var}, paper")
+                ax.plot(*zip(*paper, strict=True), "s--", color=color, alpha=0.6, label=f"{var}, paper")
         ax.set_xlabel("training sentences kept (%)")
         ax.set_ylabel("test F1 (%)")
         ax.set_title(f"low resource: {ds}", fontsize=10)
@@ -100,7 +104,7 @@ def plot_epochs(client, series: dict[str, list[str]], keys: list[str], path: Pat
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.0), squeeze=False)
-    for ax, (key, lines) in zip(axes[0], panels):
+    for ax, (key, lines) in zip(axes[0], panels, strict=True):
         for label, (steps, vals) in lines.items():
             ax.plot(steps, vals, "o-", label=label, markersize=3)
         ax.set_xlabel("epoch")
@@ -110,5 +114,3 @@ def plot_epochs(client, series: dict[str, list[str]], keys: list[str], path: Pat
             ax.legend(fontsize=7)
     fig.suptitle(title)
     return _save(fig, path)
-
-

@@ -24,14 +24,21 @@ def _sd(s: dict, k: str):
 
 def summary_table(summary: list[dict]) -> list[dict]:
     """The summary as printed: P/R/F1 in %, mean ± sd over seeds."""
-    return [{
-        "dataset": s["dataset"], "training data": frac(s["train_fraction"]), "variant": s["variant"], "seeds": s["seeds"],
-        "P": pct(s["precision_mean"], _sd(s, "precision")), "R": pct(s["recall_mean"], _sd(s, "recall")),
-        "F1": pct(s["f1_mean"], _sd(s, "f1")),
-        "paper F1": "-" if s["paper_f1"] is None else f"{s['paper_f1']:.2f}",
-        "ΔF1 vs baseline": "-" if s["delta_f1"] is None else f"{100 * s['delta_f1']:+.2f}",
-        "p (bootstrap)": "-" if s["p_value"] is None else f"{s['p_value']:.3f}",
-    } for s in summary]
+    return [
+        {
+            "dataset": s["dataset"],
+            "training data": frac(s["train_fraction"]),
+            "variant": s["variant"],
+            "seeds": s["seeds"],
+            "P": pct(s["precision_mean"], _sd(s, "precision")),
+            "R": pct(s["recall_mean"], _sd(s, "recall")),
+            "F1": pct(s["f1_mean"], _sd(s, "f1")),
+            "paper F1": "-" if s["paper_f1"] is None else f"{s['paper_f1']:.2f}",
+            "ΔF1 vs baseline": "-" if s["delta_f1"] is None else f"{100 * s['delta_f1']:+.2f}",
+            "p (bootstrap)": "-" if s["p_value"] is None else f"{s['p_value']:.3f}",
+        }
+        for s in summary
+    ]
 
 
 def paper_shaped(summary: list[dict]) -> list[dict]:
@@ -77,11 +84,14 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-
-_CSS = """body{font-family:sans-serif;margin:2em;max-width:1400px;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}
-th{background:#eee}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}
-.meta td{text-align:left}"""
+_CSS = (
+    "body{font-family:sans-serif;margin:2em;max-width:1400px;color:#222}\n"
+    "table{border-collapse:collapse;margin:0.5em 0 1.5em}"
+    "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}\n"
+    "th{background:#eee}td:first-child,th:first-child{text-align:left}"
+    "img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}\n"
+    ".meta td{text-align:left}"
+)
 
 
 def html_table(rows: list[dict], cls: str = "") -> str:
@@ -93,11 +103,15 @@ def html_table(rows: list[dict], cls: str = "") -> str:
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def write_html(path: Path, title: str, meta: dict, tables: dict[str, list[dict]], images: dict[str, Path], notes: str = "") -> Path:
+def write_html(
+    path: Path, title: str, meta: dict, tables: dict[str, list[dict]], images: dict[str, Path], notes: str = ""
+) -> Path:
     """One page, no scripts, images inlined as base64: it opens offline from a file or an artifact."""
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-             html_table([{"": k, "value": v} for k, v in meta.items()], "meta")]
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+        html_table([{"": k, "value": v} for k, v in meta.items()], "meta"),
+    ]
     if notes:
         parts.append(f"<p>{html.escape(notes)}</p>")
     for name, rows in tables.items():
@@ -108,5 +122,3 @@ def write_html(path: Path, title: str, meta: dict, tables: dict[str, list[dict]]
     parts.append("</body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
-
-
