@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 import pytest
 
@@ -20,15 +21,23 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 @contextlib.contextmanager
 def tracking_uri_variable_kept():
-    """mlflow.set_tracking_uri() (and run_training) write $MLFLOW_TRACKING_URI: put back what was there."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    """mlflow.set_tracking_uri() (and run_training) write $MLFLOW_TRACKING_URI, mlflow.set_registry_uri()
+    $MLFLOW_REGISTRY_URI and MLflow's own default: put back what was there."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {k: os.environ.get(k) for k in names}
+    registry = sys.modules.get("mlflow.tracking._model_registry.utils")
+    registry_before = getattr(registry, "_registry_uri", None)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        registry = sys.modules.get("mlflow.tracking._model_registry.utils")
+        if registry is not None:
+            registry._registry_uri = registry_before
 
 
 @pytest.fixture(autouse=True)

@@ -210,3 +210,15 @@ def test_a_composite_mixes_iob_and_documents_and_scores_each_its_own_way(tmp_pat
     assert total == [report["per_type"]["Disease"][k] for k in ("tp", "fp", "fn")]  # micro over the corpora
     with pytest.raises(BionerError, match="files.train: not given"):
         load_spec(docs).split_file("train")
+
+
+def test_a_document_crosses_a_process_boundary_as_json_whole():
+    """What the annotate read stage hands its actors: every field back, discontinuous pieces as tuples."""
+    import json
+
+    m = Mention(0, 13, "heart failure", "Disease", "T1", ((0, 5), (6, 13)), {"identifier": "D006333"}, 0.75)
+    doc = Document(
+        "42", [Passage(0, "heart failure", {"type": "title"}, [m])], {"year": "2020"}, [{"id": "R1"}], "a.xml", 7
+    )
+    back = Document.from_record(json.loads(json.dumps(doc.to_record())))
+    assert back == doc and back.passages[0].mentions[0].fragments == ((0, 5), (6, 13))

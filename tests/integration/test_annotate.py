@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -218,6 +219,10 @@ def test_a_mixed_corpus_is_tagged_as_predict_tags_it_and_recorded_against_the_re
         "--quiet",
     )
     assert code == 0, stderr[-3000:]
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    # the job's store is its own: the caller's default registry is not moved to it
+    assert uri not in (os.environ.get("MLFLOW_REGISTRY_URI"), registry_utils._registry_uri)
     files = sorted(corpus.iterdir())
     rows = rows_of(out)
     assert rows == expected_rows(model, files)

@@ -8,7 +8,7 @@ abstract; BioC: passage offset + position in the passage's text; brat and JSON l
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -91,3 +91,21 @@ class Document:
             self.source,
             self.line,
         )
+
+    def to_record(self) -> dict:
+        """Everything of the document as plain JSON values (what crosses a process boundary)."""
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, r: dict) -> Document:
+        """The document `to_record` gave."""
+        passages = [
+            Passage(
+                p["offset"],
+                p["text"],
+                p["infons"],
+                [Mention(**{**m, "fragments": tuple(tuple(f) for f in m["fragments"])}) for m in p["mentions"]],
+            )
+            for p in r["passages"]
+        ]
+        return cls(r["id"], passages, r["infons"], r["relations"], r["source"], r["line"])

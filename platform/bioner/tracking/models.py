@@ -66,8 +66,9 @@ def log_model(model_dir: Path) -> ModelInfo:
     )
 
 
-def resolve_model(uri: str) -> Path:
-    """A local model folder, or any MLflow model URI (runs:/..., models:/name@alias) downloaded."""
+def resolve_model(uri: str, tracking_uri: str | None = None) -> Path:
+    """A local model folder, or any MLflow model URI (runs:/..., models:/name@alias) downloaded, from
+    `tracking_uri` (also its registry) when given, else from the process's default store."""
     p = Path(uri).expanduser()
     if p.is_dir():
         if (p / "bioner.json").is_file():
@@ -85,7 +86,11 @@ def resolve_model(uri: str) -> Path:
         import mlflow  # lazy (platform/README.md)
 
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri, tracking_uri=tracking_uri, registry_uri=tracking_uri
+                )
+            )
         except Exception as e:  # MLflow raises several types for a bad URI
             raise BionerError(f"--model {uri}: cannot download ({first_line(e)})") from None
         return resolve_model(str(local))

@@ -42,7 +42,8 @@ def resolve(uri: str, tracking_uri: str, pinned: dict | None = None) -> tuple[Mo
         info = ModelInfo(**{k: pinned.get(k) for k in ("uri", "resolved", "name", "version", "run_id")})
     else:
         info = _identify(uri, tracking_uri)
-    folder = resolve_model(info.resolved).resolve()  # a Ray job's driver leaves its folder (train.local_ray)
+    # resolved: a Ray job's driver leaves its folder (train.local_ray)
+    folder = resolve_model(info.resolved, tracking_uri).resolve()
     try:
         check_model_folder(folder)
     except BionerError as e:
@@ -72,15 +73,14 @@ def _identify(uri: str, tracking_uri: str) -> ModelInfo:
 
 
 def _client(tracking_uri: str, uri: str):
-    """MLflow pointed at the store (models:/ and runs:/ downloads use the process's default store)."""
+    """A client of the store and its registry; the process's default store is left as it is (the driver
+    may be a caller's process)."""
     import mlflow  # lazy (platform/README.md)
 
     try:
         open_store(tracking_uri, create=False)
     except BionerError as e:
         raise BionerError(f"--model {uri}: {e}") from None
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     return mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
 
 

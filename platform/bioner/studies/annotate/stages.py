@@ -1,6 +1,6 @@
 """What runs on the cluster: the read stage (a Ray task per shard) and the Tagger actors of the pool.
 
-A row of the read stage is one shard: its documents (pickled), checksum and bad records, or why it
+A row of the read stage is one shard: its documents (as JSON records), checksum and bad records, or why it
 stopped. An actor tags the documents (infer.documents.annotate, sentence by sentence), writes the
 shard's output whole, then its marker, and hands the driver a small row of figures. A shard that
 stopped passes through untouched: nothing of it is written.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import time
 from dataclasses import asdict
 
@@ -42,7 +41,7 @@ def read_stage(row: dict, max_chars: int, max_errors: int | None) -> dict:
         "documents": len(got.documents),
         "fatal": got.fatal or "",
         "bad": json.dumps([asdict(b) for b in got.bad]),
-        "docs": pickle.dumps(got.documents, protocol=5),
+        "docs": json.dumps([d.to_record() for d in got.documents]),
         "read_s": time.perf_counter() - t0,
     }
 
@@ -116,7 +115,7 @@ class TaggerActor:
         if figures["fatal"]:
             return figures
         t0 = time.perf_counter()
-        docs: list[Document] = pickle.loads(row["docs"])
+        docs = [Document.from_record(r) for r in json.loads(row["docs"])]
         before = self.sentences
 
         for group in groups(docs):
