@@ -407,11 +407,14 @@ def test_the_bioner_serve_command_answers_and_stops_cleanly_on_sigterm(registry)
             version,
             "".join(lines[-20:]),
         )
+        # The command's own HAProxy: started after the command, so not one of the session's Serve
+        # (whose folders stay until the session ends, and one of which may still be shutting down).
+        started = psutil.Process(proc.pid).create_time()
         mine = [
             p
-            for p in psutil.process_iter(["cmdline"])
+            for p in psutil.process_iter(["cmdline", "create_time"])
             if any("bioner-haproxy-" in a for a in p.info["cmdline"] or [])
-            and not any(os.environ.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "\0") in a for a in p.info["cmdline"])
+            and (p.info["create_time"] or 0) >= started
         ]
         os.kill(proc.pid, signal.SIGTERM)
         rc = proc.wait(90)
