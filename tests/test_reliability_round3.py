@@ -201,10 +201,10 @@ def captured_jobs(monkeypatch):
     monkeypatch.setattr(tune, "fit", fake_fit)
     monkeypatch.setattr(sweep, "fit", fake_fit)
     monkeypatch.setattr(mlflow, "MlflowClient", _AnyClient)
-    monkeypatch.setattr(tune.runs, "open_child", lambda *args, **kwargs: ("run", None))
+    monkeypatch.setattr(tune.mlruns, "open_child", lambda *args, **kwargs: ("run", None))
     monkeypatch.setattr(ray.tune, "get_context", lambda: type("Ctx", (), {"get_trial_id": lambda self: "t1"})())
     monkeypatch.setattr(ray.tune.integration.ray_train, "TuneReportCallback", lambda: None)
-    monkeypatch.setattr(sweep.runs, "open_child", lambda *args, **kwargs: ("run", None))
+    monkeypatch.setattr(sweep.mlruns, "open_child", lambda *args, **kwargs: ("run", None))
     return jobs, Stop
 
 

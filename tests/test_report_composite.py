@@ -10,7 +10,7 @@ from bioner.data.iob import Split
 from bioner.infer.evaluate import write_predictions
 from bioner.studies.report import build_report
 from bioner.studies.report.collect import Counts, cell_rows, summarize
-from bioner.studies.runs import DATASET, KIND, PARENT, SWEEP_CORPORA, SWEEP_FRACTION, SWEEP_SEED, SWEEP_VARIANT, Kind
+from bioner.studies.tags import DATASET, KIND, PARENT, SWEEP_CORPORA, SWEEP_FRACTION, SWEEP_SEED, SWEEP_VARIANT, Kind
 
 GOLD_D, GOLD_C = ["B-Disease", "O"], ["B-Chemical", "O"]
 

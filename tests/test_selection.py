@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bioner.studies import tune
-from bioner.studies.runs import REGISTERED_VERSION
+from bioner.studies.tags import REGISTERED_VERSION
 from bioner.studies.tune_config import TuneConfig
 
 SEEDS = (7, 8, 9)

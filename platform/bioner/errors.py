@@ -1,4 +1,6 @@
-"""User-facing errors: the CLI prints their message on one line and exits 2, no traceback."""
+"""Errors a user reads: the CLI prints their message on one line, no traceback. A `BionerError` is
+the user's mistake (exit 2: fix the input and run again); a `SystemFailure` is the system's (exit 1:
+the input was accepted, something under it failed; the message says where to look)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,11 @@ from pydantic import ValidationError
 
 class BionerError(Exception):
     """A mistake in the user's input (corpus, spec, config, arguments)."""
+
+
+class SystemFailure(Exception):
+    """A failure of the system under a valid job: Ray workers that died or raised, a service that did not
+    start. Not a BionerError, so that no handler of user mistakes takes it for one."""
 
 
 class CorpusError(BionerError):

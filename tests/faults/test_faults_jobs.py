@@ -193,11 +193,11 @@ def test_two_jobs_in_one_output_dir_are_each_resumable(ray_local, two_jobs):
 
 
 def test_a_job_that_is_still_running_is_not_resumed(ray_local, two_jobs):
-    from bioner.studies.runs import holding_job_lock
+    from bioner.studies.jobs import Job, holding_lock
 
     b = two_jobs["runs"]["B"]
     state = two_jobs["out"] / "train" / "jobs" / "jobs" / f"{b}.json"
-    with holding_job_lock(state):  # as the job's own process holds it while it runs
+    with holding_lock(Job(b, state, {})):  # as the job's own process holds it while it runs
         assert_refused(bioner(*two_jobs["args"]["B"], "--resume"), f"(run {b}) is still running")
 
 

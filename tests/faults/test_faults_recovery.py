@@ -207,6 +207,36 @@ def test_worker_killed_mid_epoch_then_job_killed_then_resumed(tmp_path, corpus_s
     )
 
 
+def test_a_worker_lost_with_no_failures_left_is_one_line_exit_1_and_resumable(tmp_path, corpus_spec, tiny_bert):
+    """`max_failures=0`: the Ray Train worker SIGKILLed in epoch 2 ends the job, a failure of the system,
+    not of the input: one line starting `failed:` that names the run, exit code 1, the run FAILED. The
+    input was valid, so `--resume` goes on from epoch 1's checkpoint."""
+    out = tmp_path / "out"
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    args = train_args(corpus_spec, tiny_bert, out, "max_failures=0", "epochs=2")
+    job = Job(args)
+    try:
+        wait_for(lambda: checkpointed_epoch(out / "ray_results") >= 1, 240, "epoch 1's checkpoint", job, every=0.2)
+        pids = wait_for(lambda: train_worker_pids(job), 30, "the Ray Train worker process", job, every=0.2)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        code = job.finish(timeout=180)
+    finally:
+        if job.proc.poll() is None:
+            job.kill_all()
+    client, (run,) = the_run(uri, "faults")
+    last = job.lines[-1] if job.lines else ""
+    # Ray's controller logs its own traceback (forwarded, each line prefixed by its actor): not the CLI's
+    assert code == 1 and not [x for x in job.lines if x.startswith("Traceback")], job.output()[-3000:]
+    assert last.startswith(f"failed: training run {run.info.run_id} stopped on the Ray workers"), last
+    assert client.get_run(run.info.run_id).info.status == "FAILED"
+
+    resumed = Job(args + ["--resume"])
+    assert resumed.finish(timeout=300) == 0, resumed.output()[-3000:]
+    assert [e for _, e in resumed.epochs_printed()] == ["2/2"], resumed.output()[-3000:]
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
 def test_tune_driver_sigkilled_then_resumed(tmp_path, make_dataset, tiny_bert):
     """SIGKILL of the `bioner tune` process group after its first trial, then `--resume`."""
     spec = make_dataset("kill")
@@ -276,7 +306,9 @@ def test_tune_driver_sigkilled_then_resumed(tmp_path, make_dataset, tiny_bert):
     (parent,) = client.search_runs([exp], "tags.`bioner.kind` = 'tune'")
     assert parent.info.status == "FINISHED" and "test_f1_mean" in parent.data.metrics
     study = optuna.load_study(
-        study_name=json.loads((out / "tune" / "kill" / "bioner_tune.json").read_text())["study_name"],
+        study_name=json.loads((out / "tune" / "kill" / "jobs" / f"{parent.info.run_id}.json").read_text())[
+            "study_name"
+        ],
         storage=f"sqlite:///{out / 'optuna.db'}",
     )
     states = sorted(t.state.name for t in study.trials)

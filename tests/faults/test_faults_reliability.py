@@ -520,7 +520,7 @@ def test_runs_compare_shows_run_names_whole_on_an_80_column_terminal(tmp_path, m
     from rich.console import Console
 
     from bioner.cli import models
-    from bioner.studies.runs import KIND, Kind
+    from bioner.studies.tags import KIND, Kind
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)

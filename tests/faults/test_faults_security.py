@@ -109,11 +109,11 @@ def test_names_that_would_leave_the_output_dir_are_refused(key, value):
 def test_every_path_the_job_writes_stays_under_output_dir(tmp_path):
     """The folders a job and `--resume` build from user strings resolve inside output_dir."""
     from bioner.config import load_config
-    from bioner.studies.runs import state_path
+    from bioner.studies.jobs import jobs_dir
 
     out = tmp_path / "out"
     cfg = load_config(TrainConfig, None, [f"output_dir={out}", "experiment=my exp..v2", "run_name=r1"])
-    p = state_path(out, "train", cfg.experiment).resolve()
+    p = jobs_dir(out, "train", cfg.experiment).resolve()
     assert p.is_relative_to(out.resolve())
     with pytest.raises(ConfigError, match="experiment"):
         load_config(TrainConfig, None, [f"output_dir={out}", "experiment=../../etc"])

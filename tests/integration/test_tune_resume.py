@@ -6,7 +6,7 @@ job finishes) is tested after a SIGKILL in tests/faults/test_faults_recovery.py:
 import pytest
 from mlflow import MlflowClient
 
-from bioner.studies.runs import INTERRUPTED
+from bioner.studies.tags import INTERRUPTED
 from helpers import EXPERIMENTS, trial_runs_in_store
 
 pytestmark = pytest.mark.usefixtures("no_ray_in_process")

@@ -8,7 +8,7 @@ import warnings
 
 import typer
 
-from ..errors import BionerError
+from ..errors import BionerError, SystemFailure
 from . import annotate, bench, cluster, datasets, models, serve, studies, train
 from .common import err
 
@@ -23,7 +23,8 @@ for _group in (train, models, studies, annotate, serve, datasets, cluster, bench
 
 
 def main() -> None:
-    """Console entry point: user errors are one line on stderr and exit code 2."""
+    """Console entry point: a user's mistake is one line on stderr and exit code 2, a failure of the
+    system one line starting `failed:` and exit code 1."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow warns on importing mlflow.pyfunc, and on logging this model (its output is one list
     # of entity dicts per text), that it cannot validate `Any` type hints: nothing a user can act on.
@@ -33,3 +34,6 @@ def main() -> None:
     except BionerError as e:
         err.print(str(e), markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
+    except SystemFailure as e:
+        err.print(f"failed: {e}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)

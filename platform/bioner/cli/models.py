@@ -21,7 +21,7 @@ from ..infer.int8 import PRECISIONS
 from ..infer.tagger import Tagger
 from ..infer.text import MAX_TEXT_CHARS_ENV, check_length, check_text, max_text_chars
 from ..model import read_meta
-from ..studies.runs import KIND, RUN_NAME, STOP_REASON, Kind
+from ..studies.tags import KIND, RUN_NAME, STOP_REASON, Kind
 from ..tracking.models import resolve_model
 from ..tracking.registry import model_name
 from ..tracking.registry import promote as do_promote

@@ -12,7 +12,7 @@ import socket
 import time
 
 from ..config import absolute_sqlite_uri
-from ..errors import BionerError, first_line
+from ..errors import BionerError, SystemFailure, first_line
 from ..model import load_model
 from ..tracking.models import resolve_model
 from ..train.local_ray import ensure_ray
@@ -111,7 +111,7 @@ def start(cfg: ServeConfig) -> ServeConfig:
     try:
         serve.run(application(cfg), name=cfg.app_name, route_prefix="/")
     except RuntimeError as e:  # the replicas failed to start (Serve retried them)
-        raise BionerError(f"bioner serve: the application did not start ({first_line(e)})") from None
+        raise SystemFailure(f"bioner serve: the application did not start ({first_line(e)})") from None
     return cfg
 
 

@@ -22,7 +22,7 @@ from ..model import ModelMeta, check_model_folder
 from ..tracking.models import resolve_model
 from ..tracking.registry import register_challenger
 from ..tracking.store import prepare_output_dir
-from .runs import KIND
+from .tags import KIND
 from .training import TrainResult, run_training
 
 PARENT_MODEL = "bioner.parent_model"  # tag of the extension's run: the model it started from

@@ -19,18 +19,39 @@ from pathlib import Path
 from ..data.job import load_job_data
 from ..data.queries import Queries
 from ..data.specs import Spec
-from ..errors import ConfigError
 from ..infer.evaluate import evaluate_split, write_predictions
 from ..infer.tagger import Tagger
 from ..tracking.metrics import metric_key
-from ..tracking.store import check_reachable, flat_params, git_commit, prepare_output_dir, use_experiment
+from ..tracking.store import flat_params, git_commit
 from ..train.driver import fit, worker_job
 from ..train.local_ray import default_cpus_per_worker, ensure_ray
-from ..train.preflight import check_job, start_ray
+from ..train.preflight import check_job
 from ..train.worker import MODEL_SUBDIR
-from . import runs
-from .runs import KIND, Kind
+from . import mlruns
+from .jobs import Job
+from .setup import OpenStudy, open_study
 from .sweep_config import SET_BY_SWEEP, Cell, SweepConfig, dataset_name, grid
+from .tags import (
+    DATASET,
+    ENCODER,
+    GIT_COMMIT,
+    KIND,
+    PROFILE,
+    SWEEP_BASELINE,
+    SWEEP_CELL,
+    SWEEP_CELLS,
+    SWEEP_CORPORA,
+    SWEEP_DATASETS,
+    SWEEP_FRACTION,
+    SWEEP_SEED,
+    SWEEP_VARIANT,
+    SWEEP_VARIANTS,
+    TASK,
+    TRIAL_ID,
+    Kind,
+    task,
+)
+from .tuner import fit_or_restore
 
 COMMAND = "sweep"
 TRIAL_CPU = 0.01  # the cell function only waits on its trainer: the workers get the cores
@@ -65,9 +86,9 @@ def sweep_cell(config: dict, sweep: Sweep) -> None:
     if done is not None:  # finished before a restart: keep it, do not train again
         tune.report({**done.data.metrics, RESUMED: 1})
         return
-    with runs.ends_on_error(client, run_id):
+    with mlruns.ends_on_error(client, run_id):
         metrics = _train_and_score(cell.config, client, run_id, sweep, cell)
-    runs.finish(client, run_id, "FINISHED", f"completed {cell.config.epochs} epochs")
+    mlruns.finish(client, run_id, "FINISHED", f"completed {cell.config.epochs} epochs")
     tune.report(metrics)
 
 
@@ -76,26 +97,26 @@ def _cell_run(client, sweep: Sweep, cell: Cell, trial_id: str):
     cfg = cell.config
     tags = {
         KIND: Kind.CELL,
-        runs.SWEEP_VARIANT: cell.variant,
-        runs.SWEEP_SEED: str(cell.seed),
-        runs.SWEEP_FRACTION: f"{cell.train_fraction:g}",
-        runs.DATASET: cell.dataset,
-        runs.ENCODER: cfg.encoder,
-        runs.TASK: runs.task(cfg),
-        runs.TRIAL_ID: trial_id,
+        SWEEP_VARIANT: cell.variant,
+        SWEEP_SEED: str(cell.seed),
+        SWEEP_FRACTION: f"{cell.train_fraction:g}",
+        DATASET: cell.dataset,
+        ENCODER: cfg.encoder,
+        TASK: task(cfg),
+        TRIAL_ID: trial_id,
     }
     members = sweep.specs[cell.dataset].members
     if len(members) > 1:
-        tags[runs.SWEEP_CORPORA] = ",".join(m.name for m in members)
+        tags[SWEEP_CORPORA] = ",".join(m.name for m in members)
 
     def finished(run) -> bool:
         return run.info.status == "FINISHED" and f"{cfg.eval_split}_f1" in run.data.metrics
 
-    return runs.open_child(
+    return mlruns.open_child(
         client,
         sweep.experiment_id,
         sweep.parent_run_id,
-        runs.SWEEP_CELL,
+        SWEEP_CELL,
         cell.key,
         cell.key,
         tags,
@@ -133,7 +154,7 @@ def _train_and_score(cfg, client, run_id: str, sweep: Sweep, cell: Cell) -> dict
 # --------------------------------------------------------------------------- driver
 
 
-class SweepInterrupted(runs.Interrupted):
+class SweepInterrupted(mlruns.Interrupted):
     """The sweep stopped before its last cell (Ctrl-C): the state is saved for --resume."""
 
 
@@ -147,29 +168,41 @@ class SweepOutcome:
 
 
 def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> SweepOutcome:
-    from mlflow import MlflowClient  # lazy (platform/README.md)
-
     cells = grid(cfg)
     specs = _preflight(cfg, cells)
-    out_dir = prepare_output_dir(cfg.output_dir)
-    uri = cfg.resolved_tracking_uri()
-    check_reachable(uri)
-    start_ray(cfg)
-    exp_id = use_experiment(uri, cfg.experiment, out_dir)
-    client = MlflowClient(uri)
-    state_file = runs.state_path(out_dir, COMMAND, cfg.experiment)
     keys = [c.key for c in cells]
-    state = _resume(client, state_file, keys, cfg) if resume else _new_parent(client, exp_id, cfg, cells, state_file)
+
+    def grid_differs(job: Job) -> str | None:
+        then = job.state.get("cells", [])
+        if then == keys:
+            return None
+        return (
+            f"--resume: the grid differs from the interrupted sweep's ({len(then)} cells, now {len(keys)}): "
+            "resume with the same config and --set values"
+        )
+
+    what = f"sweep of experiment {cfg.experiment!r}"
+    with open_study(cfg, COMMAND, resume, what, differs=grid_differs, finished_ok=True) as st:
+        return _run(cfg, st, cells, specs, progress)
+
+
+def _run(cfg: SweepConfig, st: OpenStudy, cells: list[Cell], specs: dict[str, Spec], progress: bool) -> SweepOutcome:
+    client, uri, exp_id = st.client, st.tracking_uri, st.experiment_id
+    if st.resumed is not None:
+        state = st.resumed.state
+        mlruns.reopen_parent(client, state["parent_run_id"])
+    else:
+        state = _new_parent(st, cfg, cells)
     parent = state["parent_run_id"]
-    with runs.ends_on_error(client, parent, passthrough=(SweepInterrupted,)):
+    with mlruns.ends_on_error(client, parent, passthrough=(SweepInterrupted,)):
         ensure_ray()
         cells, conc = _place(cfg, cells)
         sweep = Sweep(
-            {c.key: c for c in cells}, uri, exp_id, parent, Path(state["run_dir"]), out_dir / "predictions", specs
+            {c.key: c for c in cells}, uri, exp_id, parent, Path(state["run_dir"]), st.out_dir / "predictions", specs
         )
         results = _fit_grid(sweep, conc, progress)
         done = sum(1 for r in results if r.error is None and r.metrics and f"{cfg.eval_split}_f1" in r.metrics)
-        runs.end_if_interrupted(
+        mlruns.end_if_interrupted(
             client,
             parent,
             results,
@@ -204,47 +237,30 @@ def _preflight(cfg: SweepConfig, cells: list[Cell]) -> dict[str, Spec]:
     return specs
 
 
-def _new_parent(client, exp_id: str, cfg: SweepConfig, cells: list[Cell], state_file: Path) -> dict:
+def _new_parent(st: OpenStudy, cfg: SweepConfig, cells: list[Cell]) -> dict:
+    """A new sweep's parent run, and its job's state."""
     tags = {
         KIND: Kind.SWEEP,
-        runs.ENCODER: cfg.encoder,
-        runs.PROFILE: cfg.profile,
-        runs.GIT_COMMIT: git_commit(),
-        runs.SWEEP_DATASETS: ",".join(dataset_name(d) for d in cfg.dataset_list()),
-        runs.SWEEP_VARIANTS: ",".join(cfg.variants),
-        runs.SWEEP_BASELINE: cfg.baseline_variant() or "",
-        runs.SWEEP_CELLS: str(len(cells)),
+        ENCODER: cfg.encoder,
+        PROFILE: cfg.profile,
+        GIT_COMMIT: git_commit(),
+        SWEEP_DATASETS: ",".join(dataset_name(d) for d in cfg.dataset_list()),
+        SWEEP_VARIANTS: ",".join(cfg.variants),
+        SWEEP_BASELINE: cfg.baseline_variant() or "",
+        SWEEP_CELLS: str(len(cells)),
     }
     params = {k: v for k, v in flat_params(cfg.train_config()).items() if k not in SET_BY_SWEEP + ("run_name",)}
     params.update(
         profile=cfg.profile, seeds=str(cfg.seeds), train_fractions=",".join(f"{f:g}" for f in cfg.fraction_list())
     )
-    state = runs.start_parent(
-        client,
-        exp_id,
-        state_file,
-        f"sweep-{cfg.experiment}",
-        tags,
-        params,
-        lambda run_id: {"cells": [c.key for c in cells]},
-    )
-    client.log_dict(
-        state["parent_run_id"],
+    run_id = mlruns.start_parent(st.client, st.experiment_id, f"sweep-{cfg.experiment}", tags, params)
+    st.client.log_dict(
+        run_id,
         {"variants": cfg.variants, "per_dataset": cfg.per_dataset, "cells": [c.key for c in cells]},
         "sweep.json",
     )
-    return state
-
-
-def _resume(client, state_file: Path, keys: list[str], cfg: SweepConfig) -> dict:
-    def same_grid(state: dict) -> None:
-        if state["cells"] != keys:
-            raise ConfigError(
-                f"--resume: the grid differs from the interrupted sweep's ({len(state['cells'])} cells, now "
-                f"{len(keys)}): resume with the same config and --set values"
-            )
-
-    return runs.reopen_parent(client, state_file, f"sweep of experiment {cfg.experiment!r}", check=same_grid)
+    state = {"parent_run_id": run_id, "run_dir": str(st.run_dir(run_id)), "cells": [c.key for c in cells]}
+    return st.record(run_id, state).state
 
 
 def _place(cfg: SweepConfig, cells: list[Cell]) -> tuple[list[Cell], int]:
@@ -288,7 +304,7 @@ def _fit_grid(sweep: Sweep, conc: int, progress: bool):
     # then train side by side, their train_seconds measuring the wait). A new
     # Tuner over the grid loses nothing: a finished cell returns its MLflow run's scores, and an
     # unfinished one restarts from its own checkpoints (cells/<name>).
-    return runs.fit_or_restore(sweep.run_dir, trainable, False, build)
+    return fit_or_restore(sweep.run_dir, trainable, False, build)
 
 
 def progress_callback(total: int):

@@ -21,21 +21,23 @@ from typing import TypeVar
 from ..data.job import load_job_data
 from ..data.queries import Queries
 from ..data.specs import Spec
-from ..errors import BionerError, first_line
+from ..errors import SystemFailure, first_line
 from ..tracking.registry import register_challenger
-from ..tracking.store import check_reachable, flat_params, git_commit, prepare_output_dir, use_experiment
+from ..tracking.store import flat_params, git_commit
 from ..train.driver import fit, worker_job
 from ..train.local_ray import default_cpus_per_worker, ensure_ray
-from ..train.preflight import check_job, start_ray
-from . import runs
-from .runs import KIND, TRIAL_ID, Kind
+from ..train.preflight import check_job
+from . import mlruns
+from .setup import OpenStudy, open_study
+from .tags import DATASET, ENCODER, GIT_COMMIT, KIND, PARENT, REGISTERED_VERSION, SEARCH_SPACE, TRIAL_ID, Kind
 from .training import run_training
 from .tune_config import SEARCHED, TuneConfig, points_to_evaluate
+from .tuner import fit_or_restore
 
 METRIC = "devel_f1"
 COMMAND = "tune"
 TRIAL_CPU = 0.01  # the trial function only waits on its trainer: the workers get the cores
-# Tags of the parent run, beside runs.REGISTERED_VERSION: which refit seed was registered, and by what rule.
+# Tags of the parent run, beside REGISTERED_VERSION: which refit seed was registered, and by what rule.
 REGISTERED_SEED = "registered_seed"
 SELECTION_RULE = "selection_rule"
 FIRST_SEED = "first refit seed in configured order (reads no test score)"
@@ -75,14 +77,14 @@ def tune_trial(config: dict, study: Study) -> None:
     cfg = study.cfg.trial_config(config)
     client = MlflowClient(study.tracking_uri)
     # A trial restarted by `--resume` keeps its MLflow run (metrics are logged per epoch step).
-    run_id, _ = runs.open_child(
+    run_id, _ = mlruns.open_child(
         client,
         study.experiment_id,
         study.parent_run_id,
         TRIAL_ID,
         trial_id,
         f"trial-{trial_id}",
-        {KIND: Kind.TRIAL, runs.DATASET: study.dataset},
+        {KIND: Kind.TRIAL, DATASET: study.dataset},
         flat_params(cfg),
     )
     logged = [m.step for m in client.get_metric_history(run_id, "train_loss")]  # epochs done before a restart
@@ -92,13 +94,13 @@ def tune_trial(config: dict, study: Study) -> None:
     job = worker_job(cfg, run_id, study.tracking_uri, progress=False, spec=study.spec)
     result = fit(job, f"trial-{trial_id}", study.run_dir / "trials", callbacks=[TuneReportCallback()])
     if result.error:
-        runs.finish(client, run_id, "FAILED", f"error: {first_line(result.error, 200)}")
+        mlruns.finish(client, run_id, "FAILED", f"error: {first_line(result.error, 200)}")
         raise result.error
     if result.metrics and result.metrics.get("epoch", 0) <= max(logged, default=0):
         # Restored by --resume after its last epoch was checkpointed: Ray Train had nothing left
         # to run and reported nothing, so Tune hears the last epoch's metrics from here.
         tune.report(result.metrics)
-    runs.finish(client, run_id, "FINISHED", f"completed {cfg.epochs} epochs")
+    mlruns.finish(client, run_id, "FINISHED", f"completed {cfg.epochs} epochs")
 
 
 @dataclass
@@ -112,13 +114,11 @@ class TuneOutcome:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage: search, refit, register
 
 
-class TuneInterrupted(runs.Interrupted):
+class TuneInterrupted(mlruns.Interrupted):
     """The search stopped before its budget (Ctrl-C): the state is saved for --resume."""
 
 
 def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True) -> TuneOutcome:
-    from mlflow import MlflowClient  # lazy (platform/README.md)
-
     # Validate everything a trial and a refit will read before anything starts.
     data = load_job_data(cfg.train_config(train_splits=["train"], eval_split="devel"))
     sources = [s for s in cfg.search.query_source if s != "none"]  # beta is searched: a trial may ask any of them
@@ -127,25 +127,25 @@ def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True) -> Tu
         data.spec,
         [Queries.build(data.spec, s, data.train, cfg.seed, cfg.dictionary_examples) for s in sources] or [None],
     )
-    out_dir = prepare_output_dir(cfg.output_dir)
-    uri = cfg.resolved_tracking_uri()
-    check_reachable(uri)
-    start_ray(cfg)
-    exp_id = use_experiment(uri, cfg.experiment, out_dir)
-    client = MlflowClient(uri)
-    state = _open_parent(cfg, client, exp_id, runs.state_path(out_dir, COMMAND, cfg.experiment), data.spec, resume)
+    with open_study(cfg, COMMAND, resume, f"tuning job of experiment {cfg.experiment!r}", finished_ok=True) as st:
+        return _run(cfg, st, data.spec, progress)
+
+
+def _run(cfg: TuneConfig, st: OpenStudy, spec: Spec, progress: bool) -> TuneOutcome:
+    client, out_dir, uri, exp_id = st.client, st.out_dir, st.tracking_uri, st.experiment_id
+    state = _open_parent(cfg, st, spec)
     parent = state["parent_run_id"]
-    with runs.ends_on_error(client, parent, passthrough=(TuneInterrupted,)):
+    with mlruns.ends_on_error(client, parent, passthrough=(TuneInterrupted,)):
         ensure_ray()
         if cfg.cpus_per_worker is None:
             cfg = cfg.model_copy(
                 update={"cpus_per_worker": default_cpus_per_worker(cfg, cfg.max_concurrent_trials, TRIAL_CPU)}
             )
-        study = Study(cfg, data.spec.name, uri, exp_id, parent, Path(state["run_dir"]), data.spec)
+        study = Study(cfg, spec.name, uri, exp_id, parent, Path(state["run_dir"]), spec)
         t0 = time.perf_counter()
-        results = _fit_tuner(study, out_dir, resume)
+        results = _fit_tuner(study, out_dir, st.resumed is not None)
         search_s = time.perf_counter() - t0
-        runs.end_if_interrupted(
+        mlruns.end_if_interrupted(
             client,
             parent,
             results,
@@ -159,39 +159,38 @@ def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True) -> Tu
         fail_lost_study_trials(study.name, _study_storage(out_dir))
         best = results.get_best_result(METRIC, "max", scope="last")
         if best is None or best.metrics is None or METRIC not in best.metrics:
-            raise BionerError("no trial reported devel_f1: see the trial runs in MLflow for their errors")
+            raise SystemFailure("no trial reported devel_f1: see the trial runs in MLflow for their errors")
         best_params = {k: best.config[k] for k in SEARCHED}
         best_f1 = float(best.metrics[METRIC])
         client.log_metric(parent, "best_devel_f1", best_f1)
-        runs.log_params(client, parent, {f"best_{k}": v for k, v in best_params.items()})
+        mlruns.log_params(client, parent, {f"best_{k}": v for k, v in best_params.items()})
         _log_study_plots(client, parent, study.name, _study_storage(out_dir))
-        outcome = _refit_and_register(cfg, client, parent, best_params, best_f1, data.spec, progress)
+        outcome = _refit_and_register(cfg, client, parent, best_params, best_f1, spec, progress)
         outcome.seconds = {"search": search_s, **outcome.seconds}
         client.set_terminated(parent, "FINISHED")
         return outcome
 
 
-def _open_parent(cfg: TuneConfig, client, exp_id: str, state_file: Path, spec: Spec, resume: bool) -> dict:
-    """The tuning job's parent run: reopened from its state file on --resume, else started."""
-    if resume:
-        return runs.reopen_parent(client, state_file, f"tuning job of experiment {cfg.experiment!r}")
+def _open_parent(cfg: TuneConfig, st: OpenStudy, spec: Spec) -> dict:
+    """The tuning job's state: the resumed job's, its parent run RUNNING again, or a new parent run's."""
+    if st.resumed is not None:
+        mlruns.reopen_parent(st.client, st.resumed.state["parent_run_id"])
+        return st.resumed.state
     tags = {
         KIND: Kind.TUNE,
-        runs.DATASET: spec.name,
-        runs.ENCODER: cfg.encoder,
-        runs.GIT_COMMIT: git_commit(),
-        runs.SEARCH_SPACE: cfg.search.model_dump_json(),
+        DATASET: spec.name,
+        ENCODER: cfg.encoder,
+        GIT_COMMIT: git_commit(),
+        SEARCH_SPACE: cfg.search.model_dump_json(),
     }
     params = {k: v for k, v in flat_params(cfg).items() if k != "search"}
-    return runs.start_parent(
-        client,
-        exp_id,
-        state_file,
-        f"tune-{spec.name}",
-        tags,
-        params,
-        lambda run_id: {"study_name": study_name(cfg.experiment, run_id)},
-    )
+    run_id = mlruns.start_parent(st.client, st.experiment_id, f"tune-{spec.name}", tags, params)
+    state = {
+        "parent_run_id": run_id,
+        "run_dir": str(st.run_dir(run_id)),
+        "study_name": study_name(cfg.experiment, run_id),
+    }
+    return st.record(run_id, state).state
 
 
 def _study_storage(out_dir: Path) -> str:
@@ -242,7 +241,7 @@ def _fit_tuner(study: Study, out_dir: Path, resume: bool):
             run_config=tune.RunConfig(name=study.run_dir.name, storage_path=str(study.run_dir.parent), verbose=1),
         )
 
-    return runs.fit_or_restore(study.run_dir, trainable, resume, build)
+    return fit_or_restore(study.run_dir, trainable, resume, build)
 
 
 def close_trial_runs(client, exp_id: str, parent: str, max_epochs: int, known: set[str]) -> None:
@@ -254,7 +253,7 @@ def close_trial_runs(client, exp_id: str, parent: str, max_epochs: int, known: s
     the driver was killed but that Tune had not yet saved (it saves its state every 10 s or
     more); `--resume` sampled a new trial in its place.
     """
-    for r in client.search_runs([exp_id], f"tags.`{runs.PARENT}` = '{parent}' and tags.`{KIND}` = '{Kind.TRIAL}'"):
+    for r in client.search_runs([exp_id], f"tags.`{PARENT}` = '{parent}' and tags.`{KIND}` = '{Kind.TRIAL}'"):
         if r.info.status != "RUNNING":
             continue
         hist = client.get_metric_history(r.info.run_id, METRIC)
@@ -271,7 +270,7 @@ def close_trial_runs(client, exp_id: str, parent: str, max_epochs: int, known: s
         else:
             reason = f"ASHA stopped it after epoch {last.step} ({METRIC} {last.value:.4f} below its rung's cutoff)"
             status = "KILLED"
-        runs.finish(client, r.info.run_id, status, reason)
+        mlruns.finish(client, r.info.run_id, status, reason)
 
 
 def fail_lost_study_trials(study_name: str, storage: str) -> None:
@@ -362,7 +361,7 @@ def _refit_and_register(
         version = register_challenger(
             client, spec, chosen.model_uri, desc, {"parent_run_id": parent, "devel_f1": f"{best_f1:.4f}"}
         )
-        client.set_tag(parent, runs.REGISTERED_VERSION, version)
+        client.set_tag(parent, REGISTERED_VERSION, version)
         client.set_tag(parent, REGISTERED_SEED, str(seed))
         client.set_tag(parent, SELECTION_RULE, FIRST_SEED)
         seconds["register"] = time.perf_counter() - t0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..config import TrainConfig
 from ..data.specs import Spec, load_spec
+from ..errors import BionerError, SystemFailure, first_line
 from .contract import WorkerJob
 from .local_ray import default_cpus_per_worker, ensure_ray
 from .worker import train_loop_per_worker
@@ -56,3 +57,33 @@ def fit(job: WorkerJob, name: str, storage: Path, callbacks=(), loop: Callable[[
         ),
     )
     return trainer.fit()
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """`error` and what it wraps: Ray Train's worker failures and controller failure, a Ray task
+    error's original exception, Python's __cause__; outermost first."""
+    out: list[BaseException] = []
+    todo = [error]
+    while todo:
+        e = todo.pop(0)
+        if e is None or any(e is seen for seen in out):
+            continue
+        out.append(e)
+        todo += list(getattr(e, "worker_failures", {}).values())
+        todo += [getattr(e, "controller_failure", None), getattr(e, "cause", None), e.__cause__]
+    return out
+
+
+def training_failure(error: BaseException, run_id: str) -> BaseException:
+    """What a failed fit is to its user. A mistake of theirs that a worker found (a BionerError raised
+    there) is that BionerError again, in one line; anything else is a SystemFailure naming the run and
+    the innermost error, with where Ray keeps the workers' logs."""
+    causes = _causes(error)
+    for e in causes:
+        if isinstance(e, BionerError):
+            return BionerError(first_line(e.args[0] if e.args else e, 1000))
+    root = causes[-1]
+    return SystemFailure(
+        f"training run {run_id} stopped on the Ray workers: {type(root).__name__}: {first_line(root, 300)} "
+        "(the workers' logs: `ray logs`, or /tmp/ray/session_latest/logs on their nodes)"
+    )

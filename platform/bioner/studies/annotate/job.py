@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ...errors import BionerError, first_line
+from ...errors import BionerError, SystemFailure, first_line
 from . import manifest as mf
 from .inputs import BadRecord, find_shards
 from .modelref import ModelInfo, model_types, resolve
@@ -177,9 +177,15 @@ def _run(
     except KeyboardInterrupt:
         status, error = "interrupted", "interrupted"
         raise
-    except BaseException as e:
+    except BionerError as e:
         error = f"error: {first_line(e, 300)}"
         raise
+    except Exception as e:  # Ray's: the cluster, not the input (the shards marked done are kept)
+        error = f"error: {type(e).__name__}: {first_line(e, 300)}"
+        raise SystemFailure(
+            f"annotate stopped on the cluster ({type(e).__name__}: {first_line(e, 300)}); run the same command "
+            f"again to go on (the shards marked done in {out.display()} are kept)"
+        ) from e
     finally:
         result.seconds = time.perf_counter() - t0
         manifest["sessions"][-1]["seconds"] = round(result.seconds, 3)

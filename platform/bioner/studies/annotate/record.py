@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ...config import sqlite_file
 from ...tracking.store import git_commit, use_experiment
-from ..runs import GIT_COMMIT, KIND, STOP_REASON, log_params
+from ..mlruns import log_params
+from ..tags import GIT_COMMIT, KIND, STOP_REASON
 from .modelref import ModelInfo
 from .output import ERRORS, MANIFEST, OutputDir
 

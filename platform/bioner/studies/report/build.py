@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ...errors import BionerError
 from ...tracking.metrics import metric_key
-from ..runs import ENCODER, GIT_COMMIT, KIND, STOP_REASON, SWEEP_BASELINE, SWEEP_CELLS, SWEEP_VARIANTS, Kind
+from ..tags import ENCODER, GIT_COMMIT, KIND, STOP_REASON, SWEEP_BASELINE, SWEEP_CELLS, SWEEP_VARIANTS, Kind
 from .collect import BOOTSTRAP_RESAMPLES, Counts, cell_rows, children, find_parent, mean_sd, summarize
 from .paper import PaperF1
 from .plots import plot_epochs, plot_low_resource, plot_variants

@@ -12,7 +12,7 @@ import numpy as np
 from ...data.tags import spans
 from ...errors import BionerError
 from ...infer.metrics import paired_bootstrap, sentence_counts
-from ..runs import DATASET, KIND, PARENT, SWEEP_CORPORA, SWEEP_FRACTION, SWEEP_SEED, SWEEP_VARIANT, Kind
+from ..tags import DATASET, KIND, PARENT, SWEEP_CORPORA, SWEEP_FRACTION, SWEEP_SEED, SWEEP_VARIANT, Kind
 
 BOOTSTRAP_RESAMPLES = 1000
 
