@@ -67,7 +67,7 @@ def predict_throughput(
     torch.set_num_threads(threads)
     words = [split_words(t) for t in texts]
     tagger = Tagger.load(model_dir, batch_size=batch_size, precision=OURS.get(system, "fp32"))
-    lengths = [len(window.input_ids) for window in tagger.encode([[w[0] for w in ws] for ws in words]).windows]
+    lengths = [len(window.input_ids) for window in tagger.encode([[word[0] for word in ws] for ws in words]).windows]
     tokens = sum(lengths)
     if system in OURS:
         padded = sum(

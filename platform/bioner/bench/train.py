@@ -42,19 +42,19 @@ class BenchJob:
 
 def bench_loop_per_worker(bench: BenchJob) -> None:
     """The training loop's own setup and optimizer steps, timed: no scoring, checkpoints or logging."""
-    w = setup_worker(bench.job)
-    rec = StepRecorder(w.step.positions, bench.budget, [window.sentence for window in w.enc.windows])
-    n_params = sum(p.numel() for p in w.net.parameters())
-    w.model.train()
-    for epoch in range(math.ceil(rec.total / max(1, len(w.sampler)))):
-        w.sampler.set_epoch(epoch)
-        w.step.set_epoch(epoch)
-        for window_ids in w.sampler:
+    worker = setup_worker(bench.job)
+    rec = StepRecorder(worker.step.positions, bench.budget, [window.sentence for window in worker.enc.windows])
+    n_params = sum(p.numel() for p in worker.net.parameters())
+    worker.model.train()
+    for epoch in range(math.ceil(rec.total / max(1, len(worker.sampler)))):
+        worker.sampler.set_epoch(epoch)
+        worker.step.set_epoch(epoch)
+        for window_ids in worker.sampler:
             t0 = time.perf_counter()
-            w.step(window_ids)  # returns the losses with .item(): the step has finished, on GPU too
+            worker.step(window_ids)  # returns the losses with .item(): the step has finished, on GPU too
             if rec.add(window_ids, time.perf_counter() - t0):
-                return rec.write(bench.out, w.device, n_params, w.step.precision)
-    rec.write(bench.out, w.device, n_params, w.step.precision)
+                return rec.write(bench.out, worker.device, n_params, worker.step.precision)
+    rec.write(bench.out, worker.device, n_params, worker.step.precision)
 
 
 def bench_sentences(cfg: BenchConfig) -> int:

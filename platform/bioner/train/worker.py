@@ -129,37 +129,44 @@ def setup_worker(job: WorkerJob) -> Worker:
 
 def train_loop_per_worker(job: WorkerJob) -> None:
     """Runs on every Ray Train worker: train, and after each epoch checkpoint, score and log (rank 0)."""
-    w = setup_worker(job)
-    live = LiveMetrics(job.mlflow_run_id or "none", w.data.spec.name, w.rank, w.device)  # Prometheus/Grafana via Ray
-    cfg = w.cfg
-    bar = _progress_bar(w.rank, len(w.sampler) * (cfg.epochs - w.start_epoch)) if job.progress else None
-    if w.rank == 0:
-        print(f"training on {w.device.type} in {w.step.precision} ({w.world} worker(s), {job.threads} thread(s) each)")
-    for epoch in range(w.start_epoch, cfg.epochs):
-        w.sampler.set_epoch(epoch)
-        w.step.set_epoch(epoch)
-        w.model.train()
-        sums, count = np.zeros(3), Throughput([window.sentence for window in w.enc.windows])
+    worker = setup_worker(job)
+    live = LiveMetrics(
+        job.mlflow_run_id or "none", worker.data.spec.name, worker.rank, worker.device
+    )  # Prometheus/Grafana via Ray
+    cfg = worker.cfg
+    bar = _progress_bar(worker.rank, len(worker.sampler) * (cfg.epochs - worker.start_epoch)) if job.progress else None
+    if worker.rank == 0:
+        print(
+            f"training on {worker.device.type} in {worker.step.precision} "
+            f"({worker.world} worker(s), {job.threads} thread(s) each)"
+        )
+    for epoch in range(worker.start_epoch, cfg.epochs):
+        worker.sampler.set_epoch(epoch)
+        worker.step.set_epoch(epoch)
+        worker.model.train()
+        sums, count = np.zeros(3), Throughput([window.sentence for window in worker.enc.windows])
         t0 = time.perf_counter()
-        for window_ids in w.sampler:
-            sums += w.step(window_ids)
+        for window_ids in worker.sampler:
+            sums += worker.step(window_ids)
             count.add(window_ids)
             live.update(sums, count.sentences)
             if bar is not None:
                 bar.update(1)
         elapsed = time.perf_counter() - t0
-        losses = (sums / max(1, len(w.sampler))).tolist()
-        loss_m, ner_m, mrc_m, sent_m, win_m = _mean_across_workers([*losses, count.sentences, count.windows], w.device)
+        losses = (sums / max(1, len(worker.sampler))).tolist()
+        loss_m, ner_m, mrc_m, sent_m, win_m = _mean_across_workers(
+            [*losses, count.sentences, count.windows], worker.device
+        )
         metrics = {
             "epoch": epoch + 1,
             "train_loss": loss_m,
             "train_loss_ner": ner_m,
             "train_loss_mrc": mrc_m,
-            "sentences_per_s": sent_m * w.world / elapsed,  # the workers' mean count times their number: their sum
-            "windows_per_s": win_m * w.world / elapsed,
-            "lr": w.sched.get_last_lr()[0],
+            "sentences_per_s": sent_m * worker.world / elapsed,  # the workers' mean count times their number: their sum
+            "windows_per_s": win_m * worker.world / elapsed,
+            "lr": worker.sched.get_last_lr()[0],
         }
-        _end_epoch(w, epoch, metrics)
+        _end_epoch(worker, epoch, metrics)
         live.epoch(metrics)
     if bar is not None:
         bar.close()
@@ -234,27 +241,29 @@ def _optimizer(
     return params, opt, sched
 
 
-def _end_epoch(w: Worker, epoch: int, metrics: dict[str, float]) -> None:
+def _end_epoch(worker: Worker, epoch: int, metrics: dict[str, float]) -> None:
     """Rank 0 scores (when asked), checkpoints and logs; every rank reports (a barrier)."""
     import ray.train  # lazy (platform/README.md)
 
-    cfg, job = w.cfg, w.job
+    cfg, job = worker.cfg, worker.job
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
-        if w.rank == 0:
-            model = w.net
-            meta = model_meta(cfg, w.data)
+        if worker.rank == 0:
+            model = worker.net
+            meta = model_meta(cfg, worker.data)
             if cfg.eval_every_epoch:
-                tagger = Tagger(model, w.tok, meta, w.device, cfg.eval_batch_size)
-                scores, _ = evaluate_split(tagger, w.data.eval, w.data.spec.types, with_mrc=False, progress=False)
+                tagger = Tagger(model, worker.tok, meta, worker.device, cfg.eval_batch_size)
+                scores, _ = evaluate_split(
+                    tagger, worker.data.eval, worker.data.spec.types, with_mrc=False, progress=False
+                )
                 metrics[f"{cfg.eval_split}_f1"] = scores[f"{cfg.eval_split}_f1"]
                 model.train()
-            save_model(model, w.tok, Path(tmp) / MODEL_SUBDIR, meta)
+            save_model(model, worker.tok, Path(tmp) / MODEL_SUBDIR, meta)
             torch.save(
                 {
                     "epoch": epoch,
-                    "optimizer": w.opt.state_dict(),
-                    "scheduler": w.sched.state_dict(),
+                    "optimizer": worker.opt.state_dict(),
+                    "scheduler": worker.sched.state_dict(),
                     "rng": torch.get_rng_state(),
                 },
                 Path(tmp) / TRAIN_STATE,
@@ -262,7 +271,7 @@ def _end_epoch(w: Worker, epoch: int, metrics: dict[str, float]) -> None:
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
             if job.mlflow_run_id:
                 log_epoch_metrics(
-                    job.tracking_uri, job.mlflow_run_id, metrics, epoch + 1, {PRECISION: w.step.precision}
+                    job.tracking_uri, job.mlflow_run_id, metrics, epoch + 1, {PRECISION: worker.step.precision}
                 )
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch")
             print(f"epoch {epoch + 1}/{cfg.epochs}: {shown}")
