@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
@@ -248,3 +248,30 @@ def client_threads(n: int, request: Callable[[int], object], join_s: float = 60)
             yield
         finally:
             stop.set()
+
+
+class Outcome(NamedTuple):
+    code: int
+    stdout: str
+    stderr: str
+
+
+def bioner(*args: str) -> Outcome:
+    """`bioner ARGS` through its console entry point (cli.main) in this process."""
+    import io
+    import sys
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from bioner.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv, sys.argv = sys.argv, ["bioner", *args]
+    code = 0
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+    return Outcome(code, out.getvalue(), err.getvalue())

@@ -11,17 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from _faultkit import VENV_BIN, clean_env, kill_group, wait_for
+from _faultkit import VENV_BIN, clean_env, kill_group, two_ray_nodes, wait_for
 
-from helpers import EXPERIMENTS, free_ports, session_pids
+from helpers import EXPERIMENTS, save_random_model, session_pids
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -31,24 +29,8 @@ SHARDS, PER_SHARD = 24, 12
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, tiny_bert):
-    import torch
-
-    from bioner.model import build_model, load_tokenizer, save_model
-
-    torch.manual_seed(5)
-    m = build_model(tiny_bert, 3)
-    with torch.no_grad():  # decisive random heads: entities at arbitrary words
-        m.ner_head.weight.mul_(50)
-    meta = {
-        "labels": ["O", "B-Disease", "I-Disease"],
-        "types": ["Disease"],
-        "max_length": 64,
-        "multitask": False,
-        "queries": None,
-        "dataset": "toy",
-        "encoder": tiny_bert,
-    }
-    return str(save_model(m, load_tokenizer(tiny_bert), tmp_path_factory.mktemp("annotate") / "model", meta))
+    folder = tmp_path_factory.mktemp("annotate") / "model"
+    return str(save_random_model(folder, tiny_bert, max_length=64, seed=5, head_scale=50))
 
 
 @pytest.fixture(scope="module")
@@ -193,70 +175,11 @@ def test_a_tagger_actor_killed_mid_run_is_restarted_and_the_job_finishes_with_th
     assert after and {m["pid"] for m in after} != {first["pid"]}  # shards after the kill: a new actor process
 
 
-def _node_args(ports: list[int]) -> list[str]:
-    names = [
-        "--node-manager-port",
-        "--object-manager-port",
-        "--metrics-export-port",
-        "--dashboard-agent-listen-port",
-        "--dashboard-agent-grpc-port",
-        "--runtime-env-agent-port",
-    ]
-    return [x for name, port in zip(names, ports, strict=True) for x in (name, str(port))]
-
-
 def test_submitted_to_a_head_and_a_second_node_both_nodes_take_shards(
     no_ray_in_process, tmp_path, model, corpus, expected
 ):
-    temp_dir = Path(tempfile.mkdtemp(prefix="bn", dir="/tmp"))  # Ray's socket paths must stay short
-    gcs, dash, client, *ports = free_ports(15)
     env = {"RAY_AUTH_MODE": "disabled"}
-    procs: list[subprocess.Popen] = []
-
-    def node(args: list[str], log: str) -> None:
-        p = start(
-            [
-                str(VENV_BIN / "ray"),
-                "start",
-                "--block",
-                "--disable-usage-stats",
-                "--node-ip-address",
-                "127.0.0.1",
-                "--num-cpus",
-                "1",
-                *args,
-            ],
-            tmp_path / log,
-            **env,
-        )
-        procs.append(p)
-        wait_for(
-            lambda: "Ray runtime started" in (tmp_path / log).read_text(errors="replace"),
-            180,
-            f"Ray ({log})",
-            proc=p,
-            every=1,
-        )
-
-    try:
-        node(
-            [
-                "--head",
-                "--port",
-                str(gcs),
-                "--temp-dir",
-                str(temp_dir),
-                "--dashboard-host",
-                "127.0.0.1",
-                "--dashboard-port",
-                str(dash),
-                "--ray-client-server-port",
-                str(client),
-                *_node_args(ports[:6]),
-            ],
-            "head.log",
-        )
-        node(["--address", f"127.0.0.1:{gcs}", *_node_args(ports[6:12])], "node2.log")
+    with two_ray_nodes(tmp_path, clean_env(**env)) as (dashboard, _):
         out, store = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
         (tmp_path / "job").mkdir()  # the job's working directory: every path below is absolute
         job = command(model, corpus, out, store)[1:]
@@ -264,7 +187,7 @@ def test_submitted_to_a_head_and_a_second_node_both_nodes_take_shards(
             str(VENV_BIN / "bioner"),
             "submit",
             "--address",
-            f"http://127.0.0.1:{dash}",
+            dashboard,
             "--working-dir",
             str(tmp_path / "job"),
             "--",
@@ -279,11 +202,3 @@ def test_submitted_to_a_head_and_a_second_node_both_nodes_take_shards(
             per_node[m["node"]] = per_node.get(m["node"], 0) + m["documents"]
         assert len(per_node) == 2 and all(per_node.values()), per_node
         print(f"documents per node: {sorted(per_node.values())}")
-    finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    p.wait(timeout=10)
-            gone(p.pid, timeout=10)
-        shutil.rmtree(temp_dir, ignore_errors=True)

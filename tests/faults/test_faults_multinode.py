@@ -13,57 +13,19 @@ stopped by process id.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
-from _faultkit import VENV_BIN, MlflowServer, clean_env, wait_for
+from _faultkit import MlflowServer, clean_env, two_ray_nodes, wait_for
 from mlflow import MlflowClient
 
-from helpers import free_ports, session_pids, synthetic_corpus, write_spec
+from helpers import synthetic_corpus, write_spec
 
 pytestmark = pytest.mark.timeout(1200)
-
-
-def _node_ports(ports: list[int]) -> list[str]:
-    names = [
-        "--node-manager-port",
-        "--object-manager-port",
-        "--metrics-export-port",
-        "--dashboard-agent-listen-port",
-        "--dashboard-agent-grpc-port",
-        "--runtime-env-agent-port",
-    ]
-    return [x for name, port in zip(names, ports, strict=True) for x in (name, str(port))]
-
-
-def _stop_session(proc: subprocess.Popen) -> None:
-    """SIGTERM to the leader (`ray start --block` stops its node), then whatever is left in its session.
-    Not the 30 s a node may drain for: nothing runs on it any more, and the suite's time counts."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-    for sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGKILL):
-        left = session_pids(proc.pid)
-        if not left:
-            return
-        for pid in left:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        time.sleep(2)
 
 
 @dataclass
@@ -77,70 +39,16 @@ class TwoNodes:
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory):
     d = tmp_path_factory.mktemp("two-nodes")
-    temp_dir = Path(tempfile.mkdtemp(prefix="bn", dir="/tmp"))  # Ray's socket paths must stay short
-    gcs, dash, client, *ports = free_ports(15)
     # No token (loopback only), no RAY_* of this process: each node and job finds its cluster by address.
     env = clean_env(RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     server = MlflowServer(d)
-    procs: list[subprocess.Popen] = []
-
-    def start(args: list[str], log: str) -> subprocess.Popen:
-        p = subprocess.Popen(
-            [
-                str(VENV_BIN / "ray"),
-                "start",
-                "--block",
-                "--disable-usage-stats",
-                "--node-ip-address",
-                "127.0.0.1",
-                "--num-cpus",
-                "1",
-                *args,
-            ],
-            stdout=open(d / log, "wb"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-        procs.append(p)
-        wait_for(
-            lambda: "Ray runtime started" in (d / log).read_text(errors="replace"),
-            180,
-            f"Ray ({log}) to start",
-            proc=p,
-            every=1,
-        )
-        return p
-
-    try:
-        start(
-            [
-                "--head",
-                "--port",
-                str(gcs),
-                "--temp-dir",
-                str(temp_dir),
-                "--dashboard-host",
-                "127.0.0.1",
-                "--dashboard-port",
-                str(dash),
-                "--ray-client-server-port",
-                str(client),
-                *_node_ports(ports[:6]),
-            ],
-            "head.log",
-        )
-        start(["--address", f"127.0.0.1:{gcs}", *_node_ports(ports[6:12])], "node2.log")
-        server.start()
-        url = f"http://127.0.0.1:{dash}"
-        wait_for(lambda: len(_nodes(url)) == 2, 120, "both nodes to be alive")
-        yield TwoNodes(url, server.uri, env, temp_dir)
-    finally:
-        server.stop()
-        for p in reversed(procs):
-            _stop_session(p)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with two_ray_nodes(d, env) as (url, temp_dir):
+        try:
+            server.start()
+            wait_for(lambda: len(_nodes(url)) == 2, 120, "both nodes to be alive")
+            yield TwoNodes(url, server.uri, env, temp_dir)
+        finally:
+            server.stop()
 
 
 def _state(url: str, what: str, **filters: str) -> list[dict]:

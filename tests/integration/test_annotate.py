@@ -8,36 +8,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
-import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
-from helpers import EXPERIMENTS
+from helpers import EXPERIMENTS, bioner, save_random_model
 
 NCBI_DOCS = EXPERIMENTS / "corpora" / "NCBI-disease-PubTator" / "test.pubtator"
 ROW_KEYS = ("doc_id", "passage", "start", "end", "text", "type", "score")
-
-
-def bioner(*args: str) -> tuple[int, str, str]:
-    """`bioner ARGS` through its console entry point in this process: (exit code, stdout, stderr)."""
-    from bioner.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    argv, sys.argv = sys.argv, ["bioner", *args]
-    code = 0
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
 
 
 def refused(res: tuple[int, str, str], *needles: str) -> str:
@@ -126,24 +106,8 @@ def write_mixed(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, tiny_bert):
-    import torch
-
-    from bioner.model import build_model, load_tokenizer, save_model
-
-    torch.manual_seed(5)
-    m = build_model(tiny_bert, 3)
-    with torch.no_grad():  # decisive random heads: entities at arbitrary words
-        m.ner_head.weight.mul_(50)
-    meta = {
-        "labels": ["O", "B-Disease", "I-Disease"],
-        "types": ["Disease"],
-        "max_length": 64,
-        "multitask": False,
-        "queries": None,
-        "dataset": "toy",
-        "encoder": tiny_bert,
-    }
-    return str(save_model(m, load_tokenizer(tiny_bert), tmp_path_factory.mktemp("annotate") / "model", meta))
+    folder = tmp_path_factory.mktemp("annotate") / "model"
+    return str(save_random_model(folder, tiny_bert, max_length=64, seed=5, head_scale=50))
 
 
 @pytest.fixture(scope="module")

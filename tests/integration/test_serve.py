@@ -413,8 +413,7 @@ def test_the_bioner_serve_command_answers_and_stops_cleanly_on_sigterm(registry)
         mine = [
             p
             for p in psutil.process_iter(["cmdline", "create_time"])
-            if any("bioner-haproxy-" in a for a in p.info["cmdline"] or [])
-            and (p.info["create_time"] or 0) >= started
+            if any("bioner-haproxy-" in a for a in p.info["cmdline"] or []) and (p.info["create_time"] or 0) >= started
         ]
         os.kill(proc.pid, signal.SIGTERM)
         rc = proc.wait(90)
