@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -127,6 +128,13 @@ def setup_worker(job: WorkerJob) -> Worker:
     return Worker(job, rank, world, device, data, tok, enc, model, sampler, opt, sched, step, start_epoch)
 
 
+def _say(line: str) -> None:
+    """A line on the worker's stdout, which Ray shows on the driver. Written, not print()ed: in a Ray Train
+    worker whose sys.stdout is not the original stream, Train's print both writes and logs it (shown twice)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def train_loop_per_worker(job: WorkerJob) -> None:
     """Runs on every Ray Train worker: train, and after each epoch checkpoint, score and log (rank 0)."""
     worker = setup_worker(job)
@@ -136,7 +144,7 @@ def train_loop_per_worker(job: WorkerJob) -> None:
     cfg = worker.cfg
     bar = _progress_bar(worker.rank, len(worker.sampler) * (cfg.epochs - worker.start_epoch)) if job.progress else None
     if worker.rank == 0:
-        print(
+        _say(
             f"training on {worker.device.type} in {worker.step.precision} "
             f"({worker.world} worker(s), {job.threads} thread(s) each)"
         )
@@ -274,7 +282,7 @@ def _end_epoch(worker: Worker, epoch: int, metrics: dict[str, float]) -> None:
                     job.tracking_uri, job.mlflow_run_id, metrics, epoch + 1, {PRECISION: worker.step.precision}
                 )
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch")
-            print(f"epoch {epoch + 1}/{cfg.epochs}: {shown}")
+            _say(f"epoch {epoch + 1}/{cfg.epochs}: {shown}")
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
