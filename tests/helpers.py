@@ -275,3 +275,11 @@ def bioner(*args: str) -> Outcome:
     finally:
         sys.argv = argv
     return Outcome(code, out.getvalue(), err.getvalue())
+
+
+def tune_smoke_args(spec: Path, encoder: str, out: Path, experiment: str) -> list[str]:
+    """`bioner tune` arguments (after the command) for a two-trial search on experiments/tune-smoke.yaml
+    that refits one seed and registers nothing."""
+    sets = [f"dataset={spec}", f"encoder={encoder}", f"output_dir={out}", f"experiment={experiment}"]
+    sets += ["train_fraction=1.0", "num_samples=2", "max_epochs=1", "refit_seeds=1", "max_length=48", "register=false"]
+    return ["tune", str(EXPERIMENTS / "tune-smoke.yaml"), "-q", *(x for s in sets for x in ("--set", s))]

@@ -22,7 +22,7 @@ import pytest
 from _faultkit import MlflowServer, clean_env, kill_group, wait_for
 from mlflow import MlflowClient
 
-from helpers import EXPERIMENTS, trial_runs_in_store
+from helpers import EXPERIMENTS, trial_runs_in_store, tune_smoke_args
 
 pytestmark = pytest.mark.usefixtures("no_ray_in_process")
 
@@ -241,31 +241,7 @@ def test_tune_driver_sigkilled_then_resumed(tmp_path, make_dataset, tiny_bert):
     """SIGKILL of the `bioner tune` process group after its first trial, then `--resume`."""
     spec = make_dataset("kill")
     out = tmp_path / "out"
-    args = [
-        "tune",
-        str(EXPERIMENTS / "tune-smoke.yaml"),
-        "-q",
-        "--set",
-        f"dataset={spec}",
-        "--set",
-        f"encoder={tiny_bert}",
-        "--set",
-        f"output_dir={out}",
-        "--set",
-        "experiment=kill",
-        "--set",
-        "train_fraction=1.0",
-        "--set",
-        "num_samples=2",
-        "--set",
-        "max_epochs=1",
-        "--set",
-        "refit_seeds=1",
-        "--set",
-        "max_length=48",
-        "--set",
-        "register=false",
-    ]
+    args = tune_smoke_args(spec, tiny_bert, out, "kill")
     uri = f"sqlite:///{out / 'mlflow.db'}"
 
     job = Job(args)

@@ -170,18 +170,8 @@ def test_a_mixed_corpus_is_tagged_as_predict_tags_it_and_recorded_against_the_re
 
     uri, version, run_id = registered
     out = tmp_path / "out"
-    code, stdout, stderr = bioner(
-        "annotate",
-        "--model",
-        "models:/annotate-toy@champion",
-        "--input",
-        str(corpus),
-        "--output",
-        str(out),
-        "--tracking-uri",
-        uri,
-        "--quiet",
-    )
+    job = ["annotate", "--model", "models:/annotate-toy@champion", "--input", str(corpus), "--output", str(out)]
+    code, stdout, stderr = bioner(*job, "--tracking-uri", uri, "--quiet")
     assert code == 0, stderr[-3000:]
     from mlflow.tracking._model_registry import utils as registry_utils
 
@@ -247,17 +237,7 @@ def test_a_mixed_corpus_is_tagged_as_predict_tags_it_and_recorded_against_the_re
         assert predicted == [r for r in rows if r[-1] == str(corpus / name)]
 
     # the same command again: the job is done, nothing runs; another job's folder is refused
-    code, _, stderr = bioner(
-        "annotate",
-        "--model",
-        "models:/annotate-toy@champion",
-        "--input",
-        str(corpus),
-        "--output",
-        str(out),
-        "--tracking-uri",
-        uri,
-    )
+    code, _, stderr = bioner(*job, "--tracking-uri", uri)
     assert code == 0 and "finished already" in stderr
     refused(
         bioner("annotate", "--model", model, "--input", str(corpus), "--output", str(out), "--tracking-uri", uri),

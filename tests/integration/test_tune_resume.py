@@ -7,7 +7,7 @@ import pytest
 from mlflow import MlflowClient
 
 from bioner.studies.tags import INTERRUPTED
-from helpers import EXPERIMENTS, trial_runs_in_store
+from helpers import trial_runs_in_store, tune_smoke_args
 
 pytestmark = pytest.mark.usefixtures("no_ray_in_process")
 
@@ -23,34 +23,7 @@ def test_ctrl_c_ends_a_tune_as_interrupted_and_starts_no_refit(tmp_path, make_da
 
     spec = make_dataset("resume")
     out = tmp_path / "out"
-    args = [
-        sys.executable,
-        "-m",
-        "bioner.cli",
-        "tune",
-        str(EXPERIMENTS / "tune-smoke.yaml"),
-        "-q",
-        "--set",
-        f"dataset={spec}",
-        "--set",
-        f"encoder={tiny_bert}",
-        "--set",
-        f"output_dir={out}",
-        "--set",
-        "experiment=resume",
-        "--set",
-        "train_fraction=1.0",
-        "--set",
-        "num_samples=2",
-        "--set",
-        "max_epochs=1",
-        "--set",
-        "refit_seeds=1",
-        "--set",
-        "max_length=48",
-        "--set",
-        "register=false",
-    ]
+    args = [sys.executable, "-m", "bioner.cli", *tune_smoke_args(spec, tiny_bert, out, "resume")]
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     uri = f"sqlite:///{out / 'mlflow.db'}"
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
