@@ -42,9 +42,7 @@ def _truncated_weights(d):
 
 
 @pytest.mark.parametrize("breaks", [_without_tokenizer_json, _truncated_weights])
-def test_extend_refuses_a_broken_model_folder_before_ray_or_a_run(
-    breaks, model_folder, make_dataset, tmp_path, monkeypatch
-):
+def test_extend_refuses_a_broken_model_folder_before_ray_or_a_run(breaks, model_folder, make_dataset, tmp_path):
     import shutil
 
     import ray
@@ -56,10 +54,6 @@ def test_extend_refuses_a_broken_model_folder_before_ray_or_a_run(
     missing = breaks(folder)
     ray_before = ray.is_initialized()
 
-    def not_reached(*args, **kwargs):
-        raise AssertionError("training started on a broken model folder")
-
-    monkeypatch.setattr(extend, "run_training", not_reached)
     out = tmp_path / "out"
     with pytest.raises(BionerError) as e:
         extend.run_extend(
@@ -146,26 +140,13 @@ def test_a_study_that_tries_beta_0_keeps_its_mrc_types_per_sentence():
     assert trial.beta == 0 and trial.mrc_types_per_sentence == 1
 
 
-# --------------------------------------------------------------------------- a spec found by name, in a study's trials
-
-
-class _AnyClient:
-    """An MLflow client that accepts every call and has no history (the trial functions' bookkeeping)."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def get_metric_history(self, *args):
-        return []
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
+# --------------------------------------------------------------------------- a spec found by name
+# (its hand-off to trials, sweep cells and Ray Train workers: tests/integration/test_spec_by_name.py)
 
 
 @pytest.fixture
 def spec_by_name_here(tmp_path, monkeypatch):
-    """A spec that only the working folder's experiments/datasets has, and a second folder to move to (where a
-    trial or cell runs)."""
+    """A spec that only the working folder's experiments/datasets has, and a second folder to move to."""
     from helpers import synthetic_corpus, write_spec
 
     work = tmp_path / "work"
@@ -176,107 +157,6 @@ def spec_by_name_here(tmp_path, monkeypatch):
     monkeypatch.delenv("BIONER_DATASETS", raising=False)
     monkeypatch.chdir(work)
     return work, elsewhere
-
-
-@pytest.fixture
-def captured_jobs(monkeypatch):
-    """fit() records the WorkerJob it is handed and trains nothing; no Ray is started for it."""
-    import mlflow
-    import ray.tune.integration.ray_train
-
-    from bioner.studies import sweep, tune
-    from bioner.train import driver
-
-    jobs = []
-
-    class Stop(Exception):
-        pass
-
-    def fake_fit(job, *args, **kwargs):
-        jobs.append(job)
-        raise Stop
-
-    monkeypatch.setattr(driver, "ensure_ray", lambda: None)
-    monkeypatch.setattr(driver, "default_cpus_per_worker", lambda *args: 1.0)
-    monkeypatch.setattr(tune, "fit", fake_fit)
-    monkeypatch.setattr(sweep, "fit", fake_fit)
-    monkeypatch.setattr(mlflow, "MlflowClient", _AnyClient)
-    monkeypatch.setattr(tune.mlruns, "open_child", lambda *args, **kwargs: ("run", None))
-    monkeypatch.setattr(ray.tune, "get_context", lambda: type("Ctx", (), {"get_trial_id": lambda self: "t1"})())
-    monkeypatch.setattr(ray.tune.integration.ray_train, "TuneReportCallback", lambda: None)
-    monkeypatch.setattr(sweep.mlruns, "open_child", lambda *args, **kwargs: ("run", None))
-    return jobs, Stop
-
-
-def _workers_read(job):
-    from bioner.data.job import load_job_data
-
-    return load_job_data(job.config, job.spec)
-
-
-def test_a_tune_trial_hands_its_workers_the_spec_the_driver_found(
-    spec_by_name_here, captured_jobs, tiny_bert, monkeypatch, tmp_path
-):
-    from bioner.data.specs import load_spec
-    from bioner.studies.tune import Study, tune_trial
-    from bioner.studies.tune_config import TuneConfig
-
-    work, elsewhere = spec_by_name_here
-    jobs, Stop = captured_jobs
-    cfg = load_config(TuneConfig, None, ["dataset=my-spec", f"encoder={tiny_bert}", "max_length=64"])
-    study = Study(cfg, "my-spec", "sqlite:///unused.db", "0", "parent", tmp_path / "run", load_spec(cfg.dataset))
-    monkeypatch.chdir(elsewhere)  # where the trial runs: the working folder's specs are not found from here
-    with pytest.raises(Stop):
-        tune_trial({"alpha": 1.0, "beta": 0.0, "learning_rate": 3e-5, "query_source": "none"}, study)
-    (job,) = jobs
-    assert job.spec.path == (work / "experiments" / "datasets" / "my-spec.yaml").resolve()
-    assert len(_workers_read(job).train) == 16
-
-
-def test_a_sweep_cell_hands_its_workers_the_spec_the_driver_found(
-    spec_by_name_here, captured_jobs, tiny_bert, monkeypatch, tmp_path
-):
-    from bioner.studies import sweep
-    from bioner.studies.sweep_config import SweepConfig, grid
-
-    work, elsewhere = spec_by_name_here
-    jobs, Stop = captured_jobs
-    cfg = load_config(
-        SweepConfig,
-        None,
-        ["dataset=my-spec", f"encoder={tiny_bert}", "max_length=64", "seeds=1", "variants={single: {beta: 0}}"],
-    )
-    cells = grid(cfg)
-    specs = sweep._preflight(cfg, cells)  # in the driver, in the working folder
-    state = sweep.Sweep(
-        {c.key: c for c in cells},
-        "sqlite:///unused.db",
-        "0",
-        "parent",
-        tmp_path / "run",
-        tmp_path / "predictions",
-        specs,
-    )
-    monkeypatch.chdir(elsewhere)
-    with pytest.raises(Stop):
-        sweep.sweep_cell({"cell": cells[0].key}, state)
-    (job,) = jobs
-    assert job.spec.path == (work / "experiments" / "datasets" / "my-spec.yaml").resolve()
-    assert len(_workers_read(job).train) == 16 + 8  # a cell trains on train+devel
-
-
-def test_the_driver_finds_the_spec_of_a_training_job_and_hands_it_on(spec_by_name_here, monkeypatch):
-    import pickle
-
-    from bioner.train import driver
-
-    work, elsewhere = spec_by_name_here
-    monkeypatch.setattr(driver, "ensure_ray", lambda: None)
-    monkeypatch.setattr(driver, "default_cpus_per_worker", lambda *args: 1.0)
-    job = driver.worker_job(TrainConfig(dataset="my-spec", train_fraction=1.0, train_splits=["train"]))
-    monkeypatch.chdir(elsewhere)
-    job = pickle.loads(pickle.dumps(job))  # as Ray hands it to a worker
-    assert job.spec.name == "my-spec" and len(_workers_read(job).train) == 16
 
 
 # --------------------------------------------------------------------------- specs: type case, cycles, member names
@@ -339,20 +219,16 @@ def test_two_members_of_one_name_are_refused(tmp_path):
     assert [m.name for m in load_spec(tmp_path / "again.yaml").members] == ["dis"]
 
 
-def test_extend_refuses_an_added_type_that_differs_only_in_case(model_folder, tmp_path, monkeypatch):
+def test_extend_refuses_an_added_type_that_differs_only_in_case(model_folder, tmp_path):
     from bioner.studies import extend
 
-    def not_reached(*args, **kwargs):
-        raise AssertionError("training started")
-
-    monkeypatch.setattr(extend, "run_training", not_reached)
     add = _typed_spec(tmp_path, "lower", "disease", "Chemical")
     out = tmp_path / "out"
     with pytest.raises(BionerError) as e:
         extend.run_extend(str(model_folder), str(add), [f"output_dir={out}"], progress=False)
     msg = str(e.value)
     assert msg.startswith(f"--add {add}: ") and "'disease'" in msg and "'Disease'" in msg and len(msg.splitlines()) == 1
-    assert not out.exists()
+    assert not out.exists()  # no store, no run, no training
 
 
 # --------------------------------------------------------------------------- predict --input: a byte-order mark

@@ -365,10 +365,10 @@ def test_a_bad_record_stops_the_job_with_its_line_and_max_errors_lists_them(ray_
     assert len((out / "errors.jsonl").read_text().splitlines()) >= 2
 
 
-def test_bad_inputs_are_refused_with_one_line_before_ray_starts(tmp_path, model, corpus, monkeypatch):
+def test_bad_inputs_are_refused_with_one_line_before_ray_starts(no_ray_in_process, tmp_path, model, corpus):
+    """With no Ray in this process, every refusal leaves it so: the input is checked before Ray starts."""
     import ray
 
-    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     base = ["annotate", "--model", model, "--tracking-uri", store]
     (tmp_path / "empty.jsonl").write_text("")
@@ -447,3 +447,4 @@ def test_bad_inputs_are_refused_with_one_line_before_ray_starts(tmp_path, model,
         ),
         "--actors",
     )
+    assert not ray.is_initialized(), "a refused job started Ray"
