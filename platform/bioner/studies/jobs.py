@@ -65,9 +65,14 @@ class Job:
     state: dict
 
     @property
+    def lock(self) -> FileLock:
+        """`<run_id>.lock` beside the state file, held while the job runs."""
+        return FileLock(self.state_file.with_suffix(".lock"))
+
+    @property
     def running(self) -> bool:
         """Whether a live process holds the job's lock (the OS drops it when the process dies)."""
-        lock = FileLock(self.state_file.with_suffix(".lock"))
+        lock = self.lock
         try:
             lock.acquire(timeout=0)
         except Timeout:
@@ -101,7 +106,7 @@ def new_job(out_dir: Path, command: str, experiment: str, run_id: str, state: di
 def holding_lock(job: Job) -> Iterator[None]:
     """Hold the job's lock while it runs; a second process resuming it is refused."""
     job.state_file.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(job.state_file.with_suffix(".lock"))
+    lock = job.lock
     try:
         lock.acquire(timeout=0)
     except Timeout:

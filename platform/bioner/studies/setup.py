@@ -14,6 +14,7 @@ from ..config import TrainConfig
 from ..tracking.store import check_reachable, prepare_output_dir, use_experiment
 from ..train.preflight import start_ray
 from .jobs import Job, experiment_dir, holding_lock, new_job, resumable_job
+from .mlruns import reopen_parent
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -37,6 +38,15 @@ class OpenStudy:
         job = new_job(self.out_dir, self.command, self.experiment, run_id, state)
         self._locks.enter_context(holding_lock(job))
         return job
+
+    def parent_state(self, start_parent: Callable[[], tuple[str, dict]]) -> dict:
+        """A study's state: the resumed job's, its parent run made RUNNING again; else a new parent run's
+        (`start_parent()` opens it and returns its ID and state), recorded as a new job."""
+        if self.resumed is not None:
+            reopen_parent(self.client, self.resumed.run_id)
+            return self.resumed.state
+        run_id, state = start_parent()
+        return self.record(run_id, state).state
 
     def run_dir(self, run_id: str) -> Path:
         """The folder of a study's Tuner (Ray Tune's experiment folder)."""

@@ -188,11 +188,7 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
 
 def _run(cfg: SweepConfig, st: OpenStudy, cells: list[Cell], specs: dict[str, Spec], progress: bool) -> SweepOutcome:
     client, uri, exp_id = st.client, st.tracking_uri, st.experiment_id
-    if st.resumed is not None:
-        state = st.resumed.state
-        mlruns.reopen_parent(client, state["parent_run_id"])
-    else:
-        state = _new_parent(st, cfg, cells)
+    state = st.parent_state(lambda: _start_parent(st, cfg, cells))
     parent = state["parent_run_id"]
     with mlruns.ends_on_error(client, parent, passthrough=(SweepInterrupted,)):
         ensure_ray()
@@ -237,8 +233,8 @@ def _preflight(cfg: SweepConfig, cells: list[Cell]) -> dict[str, Spec]:
     return specs
 
 
-def _new_parent(st: OpenStudy, cfg: SweepConfig, cells: list[Cell]) -> dict:
-    """A new sweep's parent run, and its job's state."""
+def _start_parent(st: OpenStudy, cfg: SweepConfig, cells: list[Cell]) -> tuple[str, dict]:
+    """A new sweep's parent run, and its state."""
     tags = {
         KIND: Kind.SWEEP,
         ENCODER: cfg.encoder,
@@ -259,8 +255,7 @@ def _new_parent(st: OpenStudy, cfg: SweepConfig, cells: list[Cell]) -> dict:
         {"variants": cfg.variants, "per_dataset": cfg.per_dataset, "cells": [c.key for c in cells]},
         "sweep.json",
     )
-    state = {"parent_run_id": run_id, "run_dir": str(st.run_dir(run_id)), "cells": [c.key for c in cells]}
-    return st.record(run_id, state).state
+    return run_id, {"parent_run_id": run_id, "run_dir": str(st.run_dir(run_id)), "cells": [c.key for c in cells]}
 
 
 def _place(cfg: SweepConfig, cells: list[Cell]) -> tuple[list[Cell], int]:

@@ -133,7 +133,7 @@ def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True) -> Tu
 
 def _run(cfg: TuneConfig, st: OpenStudy, spec: Spec, progress: bool) -> TuneOutcome:
     client, out_dir, uri, exp_id = st.client, st.out_dir, st.tracking_uri, st.experiment_id
-    state = _open_parent(cfg, st, spec)
+    state = st.parent_state(lambda: _start_parent(cfg, st, spec))
     parent = state["parent_run_id"]
     with mlruns.ends_on_error(client, parent, passthrough=(TuneInterrupted,)):
         ensure_ray()
@@ -171,11 +171,8 @@ def _run(cfg: TuneConfig, st: OpenStudy, spec: Spec, progress: bool) -> TuneOutc
         return outcome
 
 
-def _open_parent(cfg: TuneConfig, st: OpenStudy, spec: Spec) -> dict:
-    """The tuning job's state: the resumed job's, its parent run RUNNING again, or a new parent run's."""
-    if st.resumed is not None:
-        mlruns.reopen_parent(st.client, st.resumed.state["parent_run_id"])
-        return st.resumed.state
+def _start_parent(cfg: TuneConfig, st: OpenStudy, spec: Spec) -> tuple[str, dict]:
+    """A new tuning job's parent run, and its state."""
     tags = {
         KIND: Kind.TUNE,
         DATASET: spec.name,
@@ -185,12 +182,11 @@ def _open_parent(cfg: TuneConfig, st: OpenStudy, spec: Spec) -> dict:
     }
     params = {k: v for k, v in flat_params(cfg).items() if k != "search"}
     run_id = mlruns.start_parent(st.client, st.experiment_id, f"tune-{spec.name}", tags, params)
-    state = {
+    return run_id, {
         "parent_run_id": run_id,
         "run_dir": str(st.run_dir(run_id)),
         "study_name": study_name(cfg.experiment, run_id),
     }
-    return st.record(run_id, state).state
 
 
 def _study_storage(out_dir: Path) -> str:
