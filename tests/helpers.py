@@ -8,12 +8,17 @@ cases it does not cover (odd corpus layouts, hand-written lines).
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import signal
 import sqlite3
+import subprocess
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -283,3 +288,81 @@ def tune_smoke_args(spec: Path, encoder: str, out: Path, experiment: str) -> lis
     sets = [f"dataset={spec}", f"encoder={encoder}", f"output_dir={out}", f"experiment={experiment}"]
     sets += ["train_fraction=1.0", "num_samples=2", "max_epochs=1", "refit_seeds=1", "max_length=48", "register=false"]
     return ["tune", str(EXPERIMENTS / "tune-smoke.yaml"), "-q", *(x for s in sets for x in ("--set", s))]
+
+
+_NODE_PORT_OPTIONS = (
+    "--node-manager-port",
+    "--object-manager-port",
+    "--metrics-export-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+)
+
+
+def stop_session(proc: subprocess.Popen) -> None:
+    """SIGTERM to the leader (`ray start --block` stops its node), then whatever is left in its session.
+    Not the 30 s a node may drain for: nothing runs on it any more."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+    for sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGKILL):
+        left = session_pids(proc.pid)
+        if not left:
+            return
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        time.sleep(2)
+
+
+@dataclass
+class RayNodes:
+    dashboard: str  # http://127.0.0.1:PORT, for Ray Jobs and the State API
+    address: str  # 127.0.0.1:PORT, the head's GCS, for --address
+    temp_dir: Path
+
+
+@contextlib.contextmanager
+def two_ray_nodes(log_dir: Path, env: dict, cpus: int = 1, start_s: float = 180) -> Iterator[RayNodes]:
+    """A Ray head and a second node joined to it, `cpus` CPUs each, on this host (as Ray's own multi-node
+    tests run them: both share one temp dir), every port chosen free. `env` is the nodes' whole
+    environment. Both are stopped by process id at the end."""
+    import shutil
+    import sys
+    import tempfile
+
+    temp_dir = Path(tempfile.mkdtemp(prefix="bn", dir="/tmp"))  # Ray's socket paths must stay short
+    gcs, dash, client, *ports = free_ports(15)
+    procs: list[subprocess.Popen] = []
+
+    def node(args: list[str], port_values: list[int], log: Path) -> None:
+        own = [x for name, port in zip(_NODE_PORT_OPTIONS, port_values, strict=True) for x in (name, str(port))]
+        ray = str(Path(sys.executable).parent / "ray")
+        cmd = [ray, "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1", "--num-cpus"]
+        p = subprocess.Popen(
+            [*cmd, str(cpus), *args, *own],
+            stdout=open(log, "wb"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        procs.append(p)
+        deadline = time.monotonic() + start_s
+        while "Ray runtime started" not in log.read_text(errors="replace"):
+            if p.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray start did not start a node: {log}")
+            time.sleep(1)
+
+    try:
+        head = ["--head", "--port", str(gcs), "--temp-dir", str(temp_dir), "--dashboard-host", "127.0.0.1"]
+        head += ["--dashboard-port", str(dash), "--ray-client-server-port", str(client)]
+        node(head, ports[:6], log_dir / "head.log")
+        node(["--address", f"127.0.0.1:{gcs}"], ports[6:12], log_dir / "node2.log")
+        yield RayNodes(f"http://127.0.0.1:{dash}", f"127.0.0.1:{gcs}", temp_dir)
+    finally:
+        for p in reversed(procs):
+            stop_session(p)
+        shutil.rmtree(temp_dir, ignore_errors=True)

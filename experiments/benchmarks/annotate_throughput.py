@@ -19,10 +19,8 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -127,80 +125,6 @@ def run_annotate(model: Path, shards: Path, work: Path, name: str, extra: list[s
     }
 
 
-def two_nodes(work: Path, cpus: int):
-    """A head and a second node on loopback (`ray start`), `cpus` CPUs each; returns (address, stop)."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from helpers import free_ports, session_pids
-
-    temp = Path(tempfile.mkdtemp(prefix="bn", dir="/tmp"))
-    gcs, dash, client, *ports = free_ports(15)
-    names = [
-        "--node-manager-port",
-        "--object-manager-port",
-        "--metrics-export-port",
-        "--dashboard-agent-listen-port",
-        "--dashboard-agent-grpc-port",
-        "--runtime-env-agent-port",
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"RAY_AUTH_MODE": "disabled"}
-    procs = []
-    for i, args in enumerate(
-        (
-            [
-                "--head",
-                "--port",
-                str(gcs),
-                "--temp-dir",
-                str(temp),
-                "--dashboard-host",
-                "127.0.0.1",
-                "--dashboard-port",
-                str(dash),
-                "--ray-client-server-port",
-                str(client),
-            ],
-            ["--address", f"127.0.0.1:{gcs}"],
-        )
-    ):
-        log = work / f"node{i}.log"
-        own = [x for n, p in zip(names, ports[6 * i : 6 * i + 6], strict=True) for x in (n, str(p))]
-        cmd = [
-            str(BIN / "ray"),
-            "start",
-            "--block",
-            "--disable-usage-stats",
-            "--node-ip-address",
-            "127.0.0.1",
-            "--num-cpus",
-            str(cpus),
-            *args,
-            *own,
-        ]
-        procs.append(
-            subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        )
-        while "Ray runtime started" not in log.read_text(errors="replace"):
-            if procs[-1].poll() is not None:
-                raise SystemExit(f"ray start failed: {log}")
-            time.sleep(1)
-
-    def stop() -> None:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-            for pid in session_pids(p.pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        shutil.rmtree(temp, ignore_errors=True)
-
-    return f"127.0.0.1:{gcs}", env, stop
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=20_000)
@@ -249,13 +173,14 @@ def main() -> None:
             flush=True,
         )
     if args.two_nodes:
-        address, env, stop = two_nodes(args.work, args.node_cpus)
-        try:
+        sys.path.insert(0, str(REPO / "tests"))
+        from helpers import two_ray_nodes  # the test suite's launcher: a head and a second node on loopback
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"RAY_AUTH_MODE": "disabled"}
+        with two_ray_nodes(args.work, env, args.node_cpus) as nodes:
             figures["two_nodes"] = run_annotate(
-                model, shards, args.work, "out-2nodes", ["--address", address, *extra], env
+                model, shards, args.work, "out-2nodes", ["--address", nodes.address, *extra], env
             )
-        finally:
-            stop()
         print(
             f"two nodes: {figures['two_nodes']['documents_per_s']} documents/s, per node "
             f"{figures['two_nodes']['documents_per_s_per_node']}",

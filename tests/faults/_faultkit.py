@@ -4,15 +4,11 @@ saved random model, and a real `mlflow server` that a test can stop and start ag
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -144,73 +140,3 @@ class MlflowServer:
             except subprocess.TimeoutExpired:
                 kill_group(self.proc)
         self.proc = None
-
-
-_NODE_PORT_OPTIONS = (
-    "--node-manager-port",
-    "--object-manager-port",
-    "--metrics-export-port",
-    "--dashboard-agent-listen-port",
-    "--dashboard-agent-grpc-port",
-    "--runtime-env-agent-port",
-)
-
-
-def stop_session(proc: subprocess.Popen) -> None:
-    """SIGTERM to the leader (`ray start --block` stops its node), then whatever is left in its session.
-    Not the 30 s a node may drain for: nothing runs on it any more, and the suite's time counts."""
-    from helpers import session_pids
-
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-    for sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGKILL):
-        left = session_pids(proc.pid)
-        if not left:
-            return
-        for pid in left:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        time.sleep(2)
-
-
-@contextmanager
-def two_ray_nodes(log_dir: Path, env: dict) -> Iterator[tuple[str, Path]]:
-    """A Ray head and a second node joined to it, one CPU each, on this host (as Ray's own multi-node
-    tests run them: both share one temp dir), every port chosen free; yields the dashboard's URL and the temp dir.
-    `env` is the nodes' whole environment. Both are stopped by process id at the end."""
-    from helpers import free_ports
-
-    temp_dir = Path(tempfile.mkdtemp(prefix="bn", dir="/tmp"))  # Ray's socket paths must stay short
-    gcs, dash, client, *ports = free_ports(15)
-    procs: list[subprocess.Popen] = []
-
-    def node(args: list[str], port_values: list[int], log: str) -> None:
-        ports_args = [x for name, port in zip(_NODE_PORT_OPTIONS, port_values, strict=True) for x in (name, str(port))]
-        cmd = [str(VENV_BIN / "ray"), "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
-        p = subprocess.Popen(
-            [*cmd, "--num-cpus", "1", *args, *ports_args],
-            stdout=open(log_dir / log, "wb"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-        procs.append(p)
-        log_text = log_dir / log
-        wait_for(lambda: "Ray runtime started" in log_text.read_text(errors="replace"), 180, f"Ray ({log})", proc=p)
-
-    try:
-        head = ["--head", "--port", str(gcs), "--temp-dir", str(temp_dir), "--dashboard-host", "127.0.0.1"]
-        node([*head, "--dashboard-port", str(dash), "--ray-client-server-port", str(client)], ports[:6], "head.log")
-        node(["--address", f"127.0.0.1:{gcs}"], ports[6:12], "node2.log")
-        yield f"http://127.0.0.1:{dash}", temp_dir
-    finally:
-        for p in reversed(procs):
-            stop_session(p)
-        shutil.rmtree(temp_dir, ignore_errors=True)

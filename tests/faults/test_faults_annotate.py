@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-from _faultkit import VENV_BIN, clean_env, kill_group, two_ray_nodes, wait_for
+from _faultkit import VENV_BIN, clean_env, kill_group, wait_for
 
-from helpers import EXPERIMENTS, save_random_model, session_pids
+from helpers import EXPERIMENTS, save_random_model, session_pids, two_ray_nodes
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -179,7 +179,7 @@ def test_submitted_to_a_head_and_a_second_node_both_nodes_take_shards(
     no_ray_in_process, tmp_path, model, corpus, expected
 ):
     env = {"RAY_AUTH_MODE": "disabled"}
-    with two_ray_nodes(tmp_path, clean_env(**env)) as (dashboard, _):
+    with two_ray_nodes(tmp_path, clean_env(**env)) as nodes:
         out, store = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
         (tmp_path / "job").mkdir()  # the job's working directory: every path below is absolute
         job = command(model, corpus, out, store)[1:]
@@ -187,7 +187,7 @@ def test_submitted_to_a_head_and_a_second_node_both_nodes_take_shards(
             str(VENV_BIN / "bioner"),
             "submit",
             "--address",
-            dashboard,
+            nodes.dashboard,
             "--working-dir",
             str(tmp_path / "job"),
             "--",

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from _faultkit import MlflowServer, clean_env, two_ray_nodes, wait_for
+from _faultkit import MlflowServer, clean_env, wait_for
 from mlflow import MlflowClient
 
-from helpers import synthetic_corpus, write_spec
+from helpers import synthetic_corpus, two_ray_nodes, write_spec
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -42,11 +42,11 @@ def two_nodes(tmp_path_factory):
     # No token (loopback only), no RAY_* of this process: each node and job finds its cluster by address.
     env = clean_env(RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     server = MlflowServer(d)
-    with two_ray_nodes(d, env) as (url, temp_dir):
+    with two_ray_nodes(d, env) as nodes:
         try:
             server.start()
-            wait_for(lambda: len(_nodes(url)) == 2, 120, "both nodes to be alive")
-            yield TwoNodes(url, server.uri, env, temp_dir)
+            wait_for(lambda: len(_nodes(nodes.dashboard)) == 2, 120, "both nodes to be alive")
+            yield TwoNodes(nodes.dashboard, server.uri, env, nodes.temp_dir)
         finally:
             server.stop()
 
