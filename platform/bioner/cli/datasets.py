@@ -98,16 +98,18 @@ def datasets_check(spec: str = typer.Argument(..., help="Dataset name or spec pa
 
 
 def _print_conversion(m, split: str, conv: Conversion) -> None:
-    """What turning documents into training sentences decided, with counts and the first places."""
+    """What turning documents into training sentences decided, with counts and the first places. Lines
+    are not wrapped at the terminal's width, which would cut a FILE:DOC:OFFSET place in two."""
     out.print(
         f"[bold]{escape(m.name)} {split}[/]: {conv.documents:,} documents, {conv.mentions:,} mentions"
-        f" ({escape(str(m.split_file(split)))})"
+        f" ({escape(str(m.split_file(split)))})",
+        soft_wrap=True,
     )
     for cls, n in sorted(conv.ignored.items()):
-        out.print(f"  {n:,} mentions of class {escape(cls)} ignored (type_map: {escape(cls)}: null)")
+        out.print(f"  {n:,} mentions of class {escape(cls)} ignored (type_map: {escape(cls)}: null)", soft_wrap=True)
     for what, n, places in conv.decisions.summary():
         first = f": {escape(', '.join(places))}" + (" ..." if n > len(places) else "") if n else ""
-        out.print(f"  {n:,} {escape(what)}{first}")
+        out.print(f"  {n:,} {escape(what)}{first}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
